@@ -7,9 +7,19 @@ import tensorflow as tf
 
 from nets import base
 from nets import coordinatewise
+from nets import hand_designed
+from nets import kernel
+from nets import standard
 
 NETS: Dict[str, Callable[..., base.UpdateRule]] = {
     "CoordinateWiseDeepLSTM": coordinatewise.CoordinateWiseDeepLSTM,
+    "KernelDeepLSTM": kernel.KernelDeepLSTM,
+    "StandardDeepLSTM": standard.StandardDeepLSTM,
+    "Sgd": hand_designed.Sgd,
+    "Momentum": hand_designed.Momentum,
+    "NAG": hand_designed.NAG,
+    "RMSProp": hand_designed.RMSProp,
+    "Adam": hand_designed.Adam,
 }
 
 
