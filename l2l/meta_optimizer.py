@@ -162,8 +162,11 @@ class MetaLoss(tf.Module):
                len_unroll: int, net_assignments: Optional[NetAssignments] = None,
                second_derivatives: bool = False,
                loss_weights: Optional[Sequence[float]] = None,
-               use_while_loop: Optional[bool] = None):
+               use_while_loop: Optional[bool] = None, objective: str = "sum"):
     super().__init__(name="meta_loss")
+    if objective not in unroll_lib.OBJECTIVES:
+      raise ValueError(f"objective must be one of {unroll_lib.OBJECTIVES}, got {objective!r}")
+    self.objective = objective
     if not isinstance(len_unroll, int) or isinstance(len_unroll, bool) or len_unroll < 1:
       raise ValueError(f"len_unroll must be a positive integer, got {len_unroll!r}")
     self.meta_optimizer = meta_optimizer
@@ -189,8 +192,8 @@ class MetaLoss(tf.Module):
     self._losses = tf.Variable(tf.zeros([len_unroll + 1]), trainable=False)
     self._meta_loss = tf.Variable(0.0, trainable=False)
     self._num_unrolls = tf.Variable(0, dtype=tf.int64, trainable=False)
-    self._run = tf.function(self.__call__)
-    self._reset = tf.function(self._reset_impl)
+    self._run = tf.function(self.__call__, autograph=False)
+    self._reset = tf.function(self._reset_impl, autograph=False)
 
   def _state(self) -> unroll_lib.UnrollState:
     return unroll_lib.UnrollState(tuple(tf.convert_to_tensor(v) for v in self._params),
@@ -206,7 +209,7 @@ class MetaLoss(tf.Module):
     constants = [tf.convert_to_tensor(c) for c in self._constants]
     result = unroll_lib.unroll(lambda p: self.problem.loss(p, constants), self._groups,
                                self._state(), self.len_unroll, self.second_derivatives,
-                               self.loss_weights, self.use_while_loop)
+                               self.loss_weights, self.use_while_loop, self.objective)
     self._store(unroll_lib.UnrollState(
         tuple(tf.stop_gradient(p) for p in result.state.params),
         tf.nest.map_structure(tf.stop_gradient, result.state.rule_states)))
@@ -276,7 +279,7 @@ class MetaMinimize(tf.Module):
     self.meta_loss = meta_loss
     self.meta_optimizer = meta_loss.meta_optimizer
     self.optimizer = snt.optimizers.Adam(learning_rate)
-    self._step = tf.function(self._step_impl)
+    self._step = tf.function(self._step_impl, autograph=False)
 
   def _step_impl(self) -> tf.Tensor:
     variables = self.meta_optimizer.trainable_variables

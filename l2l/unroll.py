@@ -6,7 +6,7 @@ One optimizer step at parameters x_t with rule states s_t:
     u_t, s_{t+1} = rule(g_t, s_t)      (one rule per variable group)
     x_{t+1} = x_t + u_t
 
-An unroll of T steps returns the meta-loss sum_{t=1..T} w_t f(x_t) (f(x_0) does not depend on
+An unroll of T steps returns the meta-loss sum_{t=1..T} w_t f(x_t) (or of log f(x_t); f(x_0) does not depend on
 the rules' weights and is left out, as in the speed peers; w_t = 1 by default), every loss
 f(x_0..x_T), and the final state, from which the next truncated unroll continues.
 """
@@ -17,6 +17,8 @@ import tensorflow as tf
 
 from nets import base as nets_base
 
+OBJECTIVES = ("sum", "log")
+LOG_EPSILON = 1e-12  # Keeps log f finite when a loss reaches exactly zero.
 LossFn = Callable[[Sequence[tf.Tensor]], tf.Tensor]
 
 
@@ -79,7 +81,7 @@ def step(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState,
 
 def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unroll: int,
            second_derivatives: bool = False, loss_weights: Optional[Sequence[float]] = None,
-           use_while_loop: Optional[bool] = None) -> UnrollResult:
+           use_while_loop: Optional[bool] = None, objective: str = "sum") -> UnrollResult:
   """Runs `len_unroll` optimizer steps from `state`.
 
   Args:
@@ -92,6 +94,8 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
     loss_weights: w_1..w_T of the meta-loss; all ones by default.
     use_while_loop: build a `tf.while_loop` instead of an unrolled Python loop. Default: only
       for long unrolls (T > 50), where an unrolled graph would be slow to build.
+    objective: "sum" for sum_t w_t f(x_t); "log" for sum_t w_t log f(x_t), which weighs
+      progress by its relative size, so late steps of small loss still count.
 
   Returns:
     An `UnrollResult` (meta_loss, losses f(x_0..x_T), final state).
@@ -105,6 +109,8 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
       raise ValueError(f"loss_weights must have len_unroll={len_unroll} entries, got "
                        f"{len(loss_weights)}")
     weights = tf.constant(loss_weights, tf.float32)
+  if objective not in OBJECTIVES:
+    raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
   if use_while_loop is None:
     use_while_loop = len_unroll > 50
 
@@ -127,5 +133,6 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
       losses.append(tf.cast(loss, tf.float32))
     losses.append(tf.cast(loss_fn(state.params), tf.float32))
     losses = tf.stack(losses)
-  meta_loss = tf.reduce_sum(weights * losses[1:])
+  terms = losses[1:] if objective == "sum" else tf.math.log(losses[1:] + LOG_EPSILON)
+  meta_loss = tf.reduce_sum(weights * terms)
   return UnrollResult(meta_loss, losses, state)

@@ -14,6 +14,7 @@ The numbers match `snt.optimizers.{SGD, Momentum, RMSProp, Adam}` step by step.
 import numbers
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
+import sonnet as snt
 import tensorflow as tf
 
 from nets import base
@@ -132,6 +133,7 @@ def _check_length(rule: str, grads: Sequence[tf.Tensor], slots: Sequence[tf.Tens
                      f"parameters")
 
 
+@snt.allow_empty_variables  # `trainable_variables` is () unless learnable, not an error.
 class _HandDesigned(base.UpdateRule):
   """Holds hyperparameters as scalar float32 variables, trainable iff `learnable`.
 

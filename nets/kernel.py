@@ -43,7 +43,7 @@ def kernel_rows(kernels: Sequence[tf.Tensor]) -> tf.Tensor:
 
 def split_kernel_rows(rows: tf.Tensor, like: Sequence[tf.Tensor]) -> List[tf.Tensor]:
   """Inverse of `kernel_rows`: splits rows back into kernels shaped like `like`."""
-  shapes = [k.shape.as_list() for k in like]
+  shapes = [[int(n) for n in k.shape] for k in like]
   parts = tf.split(rows, [cin * cout for _, _, cin, cout in shapes], axis=0)
   return [tf.transpose(tf.reshape(p, [cin, cout, kh, kw]), [2, 3, 0, 1])
           for p, (kh, kw, cin, cout) in zip(parts, shapes)]

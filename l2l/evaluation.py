@@ -1,0 +1,127 @@
+"""Running optimizers on held-out problem instances, and tuning baselines' learning rates.
+
+Every optimizer, learned or hand-designed, runs through the same unroll engine: a `MetaLoss` of
+`num_steps` steps compiled once with `tf.function`, reset to a new problem instance per epoch.
+Instance streams are seeded by purpose (training, validation, tuning, test) so that a
+baseline's learning rate is tuned on instances disjoint from the ones it is evaluated on, and all
+optimizers are evaluated on the same instances.
+"""
+
+import math
+import time
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from l2l import meta_optimizer as meta_optimizer_lib
+from l2l.capture import MakeLoss
+
+TRAIN, VALIDATION, TUNE, TEST = 0, 1, 2, 3
+HAND_DESIGNED = {"SGD": "Sgd", "NAG": "NAG", "RMSProp": "RMSProp", "Adam": "Adam"}
+DEFAULT_LR_GRID = tuple(float(f"{10 ** (e / 2):.4g}") for e in range(-10, 3))  # 1e-5 .. 10
+
+
+def instance_seed(seed: int, purpose: int) -> int:
+  """A seed for the problem-instance stream of `purpose` (TRAIN, VALIDATION, TUNE, TEST)."""
+  return int(np.random.SeedSequence([int(seed), int(purpose)]).generate_state(1)[0] >> 1)
+
+
+class Curves(NamedTuple):
+  """Loss curves of one optimizer: `losses[epoch, step]` for steps 0..num_steps."""
+  losses: np.ndarray
+
+  @property
+  def final(self) -> np.ndarray:
+    return self.losses[:, -1]
+
+  @property
+  def final_loss_mean(self) -> float:
+    return float(np.mean(self.final))
+
+  @property
+  def log10_final_loss_mean(self) -> float:
+    mean = self.final_loss_mean
+    return math.log10(mean) if mean > 0 and math.isfinite(mean) else float("inf")
+
+  @property
+  def log10_standard_error(self) -> float:
+    """Standard error of log10(mean final loss), by the delta method."""
+    final = self.final
+    if len(final) < 2 or not np.all(np.isfinite(final)):
+      return float("inf")
+    sem = np.std(final, ddof=1) / math.sqrt(len(final))
+    return float(sem / (np.mean(final) * math.log(10)))
+
+
+def run_optimizer(optimizer: meta_optimizer_lib.MetaOptimizer, make_loss: MakeLoss,
+                  num_epochs: int, num_steps: int,
+                  net_assignments: Optional[Sequence] = None,
+                  log_every: Optional[float] = None, label: str = "") -> Curves:
+  """Runs `optimizer` for `num_steps` steps on `num_epochs` instances of `make_loss`."""
+  if num_epochs < 1 or num_steps < 1:
+    raise ValueError(f"num_epochs and num_steps must be positive, got {num_epochs}, {num_steps}")
+  run = optimizer.meta_loss(make_loss, num_steps, net_assignments, use_while_loop=True)
+  curves = []
+  start = last_log = time.time()
+  for epoch in range(num_epochs):
+    run.reset()
+    run.run()
+    curves.append(run.losses.numpy())
+    if log_every is not None and time.time() - last_log > log_every:
+      last_log = time.time()
+      logging.info("%s: %d/%d instances, %.1fs", label, epoch + 1, num_epochs,
+                   last_log - start)
+  return Curves(np.stack(curves))
+
+
+def hand_designed(name: str, learning_rate: float) -> meta_optimizer_lib.MetaOptimizer:
+  """A MetaOptimizer holding one hand-designed net: SGD, NAG, RMSProp or Adam."""
+  if name not in HAND_DESIGNED:
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(HAND_DESIGNED)}")
+  return meta_optimizer_lib.MetaOptimizer(
+      **{name.lower(): {"net": HAND_DESIGNED[name],
+                        "net_options": {"learning_rate": float(learning_rate)}}})
+
+
+def tune_learning_rate(name: str, make_problem: Callable[[int], MakeLoss], num_epochs: int,
+                       num_steps: int, seed: int,
+                       grid: Sequence[float] = DEFAULT_LR_GRID) -> Dict[str, Any]:
+  """Picks the learning rate of the grid with the lowest mean final loss on TUNE instances.
+
+  Returns:
+    `{"learning_rate": best, "grid": {lr: log10 mean final loss}}`.
+  """
+  scores = {}
+  for lr in grid:
+    curves = run_optimizer(hand_designed(name, lr), make_problem(instance_seed(seed, TUNE)),
+                           num_epochs, num_steps)
+    scores[lr] = curves.log10_final_loss_mean
+    logging.info("tuning %s: lr=%g log10 mean final loss %.3f", name, lr, scores[lr])
+  best = min(grid, key=lambda lr: (scores[lr], lr))
+  if not math.isfinite(scores[best]):
+    raise ValueError(f"tuning {name}: every learning rate of {list(grid)} diverged")
+  return {"learning_rate": best, "grid": scores}
+
+
+def result_row(curves: Curves, learning_rate: Optional[float]) -> Dict[str, Any]:
+  """The JSON record of one optimizer's evaluation."""
+  return {
+      "learning_rate": learning_rate,
+      "final_loss_mean": curves.final_loss_mean,
+      "log10_final_loss_mean": curves.log10_final_loss_mean,
+      "log10_standard_error": curves.log10_standard_error,
+      "loss_curve": [float(v) for v in np.mean(curves.losses, axis=0)],
+  }
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+  """The results as a fixed-width table."""
+  lines = [f"{'optimizer':<10} {'learning_rate':>13} {'mean_final_loss':>16} "
+           f"{'log10_mean_final':>16} {'+-se':>7}"]
+  for name, row in results.items():
+    lr = "-" if row["learning_rate"] is None else f"{row['learning_rate']:g}"
+    lines.append(f"{name:<10} {lr:>13} {row['final_loss_mean']:>16.6g} "
+                 f"{row['log10_final_loss_mean']:>16.4f} {row['log10_standard_error']:>7.4f}")
+  return "\n".join(lines)
