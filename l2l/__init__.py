@@ -2,9 +2,9 @@
 
 from l2l.capture import Problem, VariableSpec
 from l2l.meta_optimizer import MetaLoss, MetaMinimize, MetaOptimizer, resolve_assignments
-from l2l.unroll import Group, UnrollResult, UnrollState, unroll
+from l2l.unroll import Group, UnrollResult, UnrollState
 
 __all__ = [
     "Problem", "VariableSpec", "MetaOptimizer", "MetaLoss", "MetaMinimize",
-    "resolve_assignments", "Group", "UnrollResult", "UnrollState", "unroll",
+    "resolve_assignments", "Group", "UnrollResult", "UnrollState",
 ]

@@ -94,12 +94,18 @@ class Problem:
     # Tracing in a tf.function gives TF1-style unique names ("linear", "linear_1") and runs nothing.
     tf.function(trace, autograph=False).get_concrete_function()
     names = [s.name for s in specs]
+    taken = set(names)
     for i, s in enumerate(specs):
       if not s.shape.is_fully_defined():
         raise ValueError(f"make_loss {self.name!r}: variable {s.name!r} has shape {s.shape}; "
                          "optimizee variables need fully defined shapes")
       if names.count(s.name) > 1:
-        specs[i] = s._replace(name=f"{s.name}_{names[:i].count(s.name)}")
+        # Suffixes skip every name already in use: "x", "x", "x_1" -> "x_0", "x_2", "x_1".
+        suffix = names[:i].count(s.name)
+        while f"{s.name}_{suffix}" in taken:
+          suffix += 1
+        specs[i] = s._replace(name=f"{s.name}_{suffix}")
+        taken.add(specs[i].name)
     return specs
 
   def _check_loss(self, loss) -> None:
@@ -143,7 +149,21 @@ class Problem:
     return params, constants
 
   def loss(self, params: Sequence[tf.Tensor], constants: Sequence[tf.Tensor]) -> tf.Tensor:
-    """The loss of `make_loss` with its variables replaced by `params` and `constants`."""
+    """The loss of `make_loss` with its variables replaced by `params` and `constants`.
+
+    Raises:
+      ValueError: `params` or `constants` do not match the specs in number or shape, or
+        `make_loss` creates different variables than on its first call.
+    """
+    for argument, values, specs in (("params", params, self.param_specs),
+                                    ("constants", constants, self.constant_specs)):
+      if len(values) != len(specs):
+        raise ValueError(f"make_loss {self.name!r}: {argument} has {len(values)} tensors, "
+                         f"expected {len(specs)} ({[s.name for s in specs]})")
+      for value, spec in zip(values, specs):
+        if not tf.TensorShape(getattr(value, "shape", None)).is_compatible_with(spec.shape):
+          raise ValueError(f"make_loss {self.name!r}: {argument} for variable {spec.name!r} "
+                           f"has shape {tf.TensorShape(value.shape)}, expected {spec.shape}")
     params_iter, constants_iter = iter(params), iter(constants)
     count = [0]
 

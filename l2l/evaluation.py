@@ -20,7 +20,7 @@ from l2l.capture import MakeLoss
 
 TRAIN, VALIDATION, TUNE, TEST = 0, 1, 2, 3
 HAND_DESIGNED = {"SGD": "Sgd", "NAG": "NAG", "RMSProp": "RMSProp", "Adam": "Adam"}
-DEFAULT_LR_GRID = tuple(float(f"{10 ** (e / 2):.4g}") for e in range(-10, 3))  # 1e-5 .. 10
+DEFAULT_LR_GRID = tuple(float(f"{10 ** (e / 4):.4g}") for e in range(-20, 5))  # 1e-5 .. 10
 
 
 def instance_seed(seed: int, purpose: int) -> int:
@@ -125,3 +125,61 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     lines.append(f"{name:<10} {lr:>13} {row['final_loss_mean']:>16.6g} "
                  f"{row['log10_final_loss_mean']:>16.4f} {row['log10_standard_error']:>7.4f}")
   return "\n".join(lines)
+
+
+OPTIMIZERS = ("L2L",) + tuple(HAND_DESIGNED)
+
+
+def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None,
+             num_epochs: int = 100, num_steps: int = 100, seed: int = 0,
+             learning_rate: Optional[float] = None, tuning_epochs: int = 20,
+             grid: Sequence[float] = DEFAULT_LR_GRID) -> Dict[str, Any]:
+  """Evaluates optimizers on `num_epochs` held-out instances of the named configuration.
+
+  Args:
+    problem: a name of `configs.CONFIGS`.
+    optimizers: names from `OPTIMIZERS`; "L2L" is the learned optimizer saved at `path`.
+    path: directory of a saved learned optimizer (train.py's save_path).
+    num_epochs: held-out problem instances (TEST stream of `seed`).
+    num_steps: optimizer steps per instance.
+    seed: seed of the instance streams; tuning uses the TUNE stream, disjoint from TEST.
+    learning_rate: the hand-designed optimizers' learning rate; None tunes it per optimizer on
+      `tuning_epochs` TUNE instances over `grid`.
+
+  Returns:
+    `{"problem", "num_steps", "num_epochs", "results": {name: result_row(...)}}`.
+  """
+  from l2l import configs  # configs imports problems, which is not needed for plain runs.
+  named = configs.get_config(problem)
+  for name in optimizers:
+    if name not in OPTIMIZERS:
+      raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS} or 'all'")
+  if "L2L" in optimizers and not path:
+    raise ValueError("optimizer L2L needs --path, the directory of a saved learned optimizer")
+  for arg, value in (("num_epochs", num_epochs), ("num_steps", num_steps),
+                     ("tuning_epochs", tuning_epochs)):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+  if learning_rate is not None and not learning_rate > 0:
+    raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+  learned = meta_optimizer_lib.MetaOptimizer.load(path) if "L2L" in optimizers else None
+  test_seed = instance_seed(seed, TEST)
+  results = {}
+  for name in optimizers:
+    start = time.time()
+    if name == "L2L":
+      curves = run_optimizer(learned, named.make_problem(test_seed), num_epochs, num_steps,
+                             named.net_assignments, log_every=30, label=name)
+      lr = None
+    else:
+      lr = learning_rate
+      if lr is None:
+        lr = tune_learning_rate(name, named.make_problem, tuning_epochs, num_steps, seed,
+                                grid)["learning_rate"]
+      curves = run_optimizer(hand_designed(name, lr), named.make_problem(test_seed), num_epochs,
+                             num_steps, log_every=30, label=name)
+    results[name] = result_row(curves, lr)
+    logging.info("%s: log10 mean final loss %.4f (%.0fs)", name,
+                 results[name]["log10_final_loss_mean"], time.time() - start)
+  return {"problem": problem, "num_steps": num_steps, "num_epochs": num_epochs,
+          "seed": seed, "results": results}

@@ -13,6 +13,8 @@
 """
 
 import json
+import math
+import numbers
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -68,6 +70,7 @@ def resolve_assignments(netids: Sequence[str], param_names: Sequence[str],
   return resolved
 
 
+@snt.allow_empty_variables
 class MetaOptimizer(snt.Module):
   """One update rule ("net") per variable group, built by `nets.factory` from a config.
 
@@ -138,7 +141,10 @@ class MetaOptimizer(snt.Module):
       raise ValueError(f"corrupt optimizer config {config_file!r}: {e}") from None
     if not isinstance(configs, dict):
       raise ValueError(f"corrupt optimizer config {config_file!r}: expected a JSON object")
-    optimizer = cls(**configs)
+    try:
+      optimizer = cls(**configs)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"bad optimizer config {config_file!r}: {e}") from None
     optimizer.restore(path)
     return optimizer
 
@@ -274,8 +280,9 @@ class MetaMinimize(tf.Module):
 
   def __init__(self, meta_loss: MetaLoss, learning_rate: float = 1e-3):
     super().__init__(name="meta_minimize")
-    if not learning_rate > 0:
-      raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    if (not isinstance(learning_rate, numbers.Real) or isinstance(learning_rate, bool)
+        or not 0 < learning_rate < math.inf):
+      raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
     self.meta_loss = meta_loss
     self.meta_optimizer = meta_loss.meta_optimizer
     self.optimizer = snt.optimizers.Adam(learning_rate)

@@ -40,6 +40,16 @@ class UnrollResult(NamedTuple):
   state: UnrollState        # the state after T steps
 
 
+def check_groups(groups: Sequence[Group], state: UnrollState) -> None:
+  """Raises ValueError unless the groups partition the parameters and match the rule states."""
+  if len(state.rule_states) != len(groups):
+    raise ValueError(f"{len(groups)} rule groups but {len(state.rule_states)} rule states")
+  indices = sorted(i for g in groups for i in g.indices)
+  if indices != list(range(len(state.params))):
+    raise ValueError(f"rule groups must cover each of the {len(state.params)} parameters exactly "
+                     f"once, got indices {indices}")
+
+
 def initial_state(groups: Sequence[Group], params: Sequence[tf.Tensor]) -> UnrollState:
   """The state at step 0: the given parameters and each rule's initial state."""
   params = tuple(params)
@@ -109,6 +119,7 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
       raise ValueError(f"loss_weights must have len_unroll={len_unroll} entries, got "
                        f"{len(loss_weights)}")
     weights = tf.constant(loss_weights, tf.float32)
+  check_groups(groups, state)
   if objective not in OBJECTIVES:
     raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
   if use_while_loop is None:

@@ -6,7 +6,7 @@ created eagerly in `__init__` (not on first call) so that a checkpoint restores 
 mismatched checkpoint is detected at once.
 """
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import sonnet as snt
@@ -26,18 +26,31 @@ def lstm_step(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, w: tf.Tensor, b: tf.Tens
   return h, c
 
 
-def make_initializer(initializer: Initializer, fan_in: int, seed: Optional[int] = None):
-  """None: truncated normal with stddev 1/sqrt(fan_in) (Sonnet's default); "zeros"; or a float
-  stddev of a normal distribution."""
-  if initializer is None:
-    return snt.initializers.TruncatedNormal(stddev=1.0 / np.sqrt(fan_in), seed=seed)
+def make_initializer(initializer: Initializer, fan_in: int, seed: Optional[int] = None,
+                     index: int = 0) -> Callable[[Sequence[int], tf.DType], tf.Tensor]:
+  """Returns `init(shape, dtype)`.
+
+  `initializer` is None (truncated normal with stddev 1/sqrt(fan_in), Sonnet's default),
+  "zeros", or a float: the stddev of a normal distribution. With a `seed`, draws are stateless
+  (seeded by `(seed, index)`), so the same seed gives the same weights in any process or order.
+  """
   if isinstance(initializer, str):
-    if initializer == "zeros":
-      return snt.initializers.Zeros()
+    if initializer != "zeros":
+      raise ValueError(f"unknown initializer {initializer!r}; expected None, 'zeros' or a stddev")
+    return lambda shape, dtype: tf.zeros(shape, dtype)
+  if initializer is None:
+    stddev, truncated = 1.0 / np.sqrt(fan_in), True
+  elif isinstance(initializer, (int, float)) and not isinstance(initializer, bool) \
+      and initializer >= 0:
+    stddev, truncated = float(initializer), False
+  else:
     raise ValueError(f"unknown initializer {initializer!r}; expected None, 'zeros' or a stddev")
-  if isinstance(initializer, (int, float)) and initializer >= 0:
-    return snt.initializers.RandomNormal(stddev=float(initializer), seed=seed)
-  raise ValueError(f"unknown initializer {initializer!r}; expected None, 'zeros' or a stddev")
+  if seed is None:
+    init = (snt.initializers.TruncatedNormal(stddev=stddev) if truncated
+            else snt.initializers.RandomNormal(stddev=stddev))
+    return init
+  draw = tf.random.stateless_truncated_normal if truncated else tf.random.stateless_normal
+  return lambda shape, dtype: draw(shape, seed=[int(seed), int(index)], dtype=dtype) * stddev
 
 
 class DeepLSTMCore(snt.Module):
@@ -56,12 +69,12 @@ class DeepLSTMCore(snt.Module):
     size = int(input_size)
     with self.name_scope:
       for index, hidden in enumerate(self.layers):
-        init = make_initializer(initializer, size + hidden, seed)
+        init = make_initializer(initializer, size + hidden, seed, index)
         self.weights.append(tf.Variable(init([size + hidden, 4 * hidden], tf.float32),
                                         name=f"lstm_{index}/w"))
         self.biases.append(tf.Variable(tf.zeros([4 * hidden]), name=f"lstm_{index}/b"))
         size = hidden
-      init = make_initializer(initializer, size, seed)
+      init = make_initializer(initializer, size, seed, len(self.layers))
       self.out_w = tf.Variable(init([size, output_size], tf.float32), name="linear/w")
       self.out_b = tf.Variable(tf.zeros([output_size]), name="linear/b")
 

@@ -2,6 +2,7 @@
 
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from l2l.capture import MakeLoss
@@ -12,7 +13,7 @@ def ensemble(problems: Sequence[Mapping[str, Any]], weights: Optional[Sequence[f
   """f = sum_i weights[i] * f_i for problems given as `{"name": ..., "options": {...}}`.
 
   Each problem's variables live under the name scope `problem_<i>`. Problems that take a seed
-  get `seed + i`.
+  get their own, derived from `(seed, i)`, so members of different ensembles never coincide.
   """
   from problems import registry  # The registry imports this module.
   if not problems:
@@ -25,8 +26,9 @@ def ensemble(problems: Sequence[Mapping[str, Any]], weights: Optional[Sequence[f
     if not isinstance(spec, Mapping) or "name" not in spec:
       raise ValueError(f"ensemble: problem {i} must be a dict with a 'name', got {spec!r}")
     options = dict(spec.get("options") or {})
-    make_losses.append(registry.get(spec["name"], seed=None if seed is None else seed + i,
-                                    **options))
+    member_seed = (None if seed is None else
+                   int(np.random.SeedSequence([seed, i]).generate_state(1)[0] >> 1))
+    make_losses.append(registry.get(spec["name"], seed=member_seed, **options))
 
   def make_loss():
     total = []

@@ -15,7 +15,7 @@ def simple() -> MakeLoss:
 
 def simple_multi_optimizer(num_dims: int = 2) -> MakeLoss:
   """f = sum_i x_i^2 over scalar variables `x_0`, ..., starting at 1 (one net per variable)."""
-  if not isinstance(num_dims, int) or num_dims < 1:
+  if not isinstance(num_dims, int) or isinstance(num_dims, bool) or num_dims < 1:
     raise ValueError(f"num_dims must be a positive integer, got {num_dims!r}")
 
   def make_loss():

@@ -1,0 +1,54 @@
+"""Runs learned and hand-designed optimizers on held-out problem instances and compares them.
+
+    python evaluate.py --problem=quadratic --optimizer=all --path=/tmp/l2l_quadratic
+
+Hand-designed optimizers without --learning_rate get the best learning rate of a log grid,
+tuned on problem instances disjoint from the evaluation ones.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+
+from l2l import configs
+from l2l import evaluation
+
+flags.DEFINE_enum("optimizer", "L2L", list(evaluation.OPTIMIZERS) + ["all"],
+                  "Optimizer to evaluate; 'all' runs L2L (if --path) and every baseline.")
+flags.DEFINE_string("path", None, "Directory of a learned optimizer saved by train.py.")
+flags.DEFINE_enum("problem", "quadratic", sorted(configs.CONFIGS), "Named configuration.")
+flags.DEFINE_integer("num_epochs", 100, "Held-out problem instances.")
+flags.DEFINE_integer("num_steps", 100, "Optimizer steps per instance.")
+flags.DEFINE_integer("seed", 0, "Seed of the instance streams.")
+flags.DEFINE_float("learning_rate", None, "Baselines' learning rate (default: tuned).")
+flags.DEFINE_integer("tuning_epochs", 20, "Instances for tuning each baseline's learning rate.")
+flags.DEFINE_string("output_json", None, "Write the results (with loss curves) to this file.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.optimizer == "all":
+    optimizers = list(evaluation.OPTIMIZERS)
+    if not FLAGS.path:
+      raise app.UsageError("--optimizer=all includes L2L and needs --path, the directory of a "
+                           "saved learned optimizer")
+  else:
+    optimizers = [FLAGS.optimizer]
+  try:
+    output = evaluation.evaluate(FLAGS.problem, optimizers, FLAGS.path, FLAGS.num_epochs,
+                                 FLAGS.num_steps, FLAGS.seed, FLAGS.learning_rate,
+                                 FLAGS.tuning_epochs)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  print(f"problem={FLAGS.problem} num_steps={FLAGS.num_steps} instances={FLAGS.num_epochs}")
+  print(evaluation.format_table(output["results"]))
+  if FLAGS.output_json:
+    with open(FLAGS.output_json, "w") as f:
+      json.dump(output, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)

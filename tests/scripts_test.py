@@ -1,0 +1,169 @@
+"""train.py / evaluate.py: the library functions behind them and the scripts' error handling."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+
+import l2l
+from l2l import evaluation
+from l2l import training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(problem="quadratic", num_epochs=4, num_steps=10, unroll_length=5, log_period=2,
+            evaluation_period=2, evaluation_epochs=2, seed=3)
+
+
+def run_script(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                        env=env, timeout=300)
+
+
+class MetaTrainTest(parameterized.TestCase):
+
+  def test_trains_saves_and_refuses_to_overwrite(self):
+    path = os.path.join(tempfile.mkdtemp(), "opt")
+    summary = training.meta_train(training.TrainConfig(save_path=path, **TINY))
+    self.assertTrue(np.isfinite(summary["best_validation_log10_loss"]))
+    self.assertIn(summary["best_epoch"], (2, 4))
+    self.assertTrue(os.path.isfile(os.path.join(path, "config.json")))
+    restored = l2l.MetaOptimizer.load(path)
+    self.assertEqual(restored.net_configs["cw"]["net_options"]["seed"], 3)
+    with self.assertRaisesRegex(ValueError, "save_path .* already holds files.*--overwrite"):
+      training.meta_train(training.TrainConfig(save_path=path, **TINY))
+    training.meta_train(training.TrainConfig(save_path=path, overwrite=True, **TINY))
+
+  def test_same_seed_same_result(self):
+    first = training.meta_train(training.TrainConfig(**TINY))
+    second = training.meta_train(training.TrainConfig(**TINY))
+    self.assertAlmostEqual(first["best_validation_log10_loss"],
+                           second["best_validation_log10_loss"], places=5)
+
+  @parameterized.parameters(
+      (dict(num_steps=-5), "num_steps must be a positive integer"),
+      (dict(num_steps=12), r"num_steps \(12\) must be a multiple of unroll_length \(5\)"),
+      (dict(unroll_length=0), "unroll_length must be a positive integer"),
+      (dict(num_epochs=0), "num_epochs must be a positive integer"),
+      (dict(learning_rate=-1.0), "learning_rate must be positive"),
+      (dict(problem="nope"), "unknown problem 'nope'"),
+      (dict(objective="max"), "objective must be one of"),
+  )
+  def test_bad_config(self, change, message):
+    with self.assertRaisesRegex(ValueError, message):
+      training.TrainConfig(**{**TINY, **change}).validate()
+
+
+class EvaluateTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.path = os.path.join(tempfile.mkdtemp(), "opt")
+    training.meta_train(training.TrainConfig(save_path=cls.path, **TINY))
+
+  def test_all_optimizers_share_instances_and_report_curves(self):
+    grid = (0.01, 0.1, 1.0)
+    out = evaluation.evaluate("quadratic", list(evaluation.OPTIMIZERS), self.path, num_epochs=3,
+                              num_steps=10, seed=1, tuning_epochs=2, grid=grid)
+    self.assertEqual(set(out["results"]), set(evaluation.OPTIMIZERS))
+    initial = {name: row["loss_curve"][0] for name, row in out["results"].items()}
+    # Every optimizer starts from the same held-out instances.
+    self.assertLen(set(np.round(list(initial.values()), 5)), 1)
+    for name, row in out["results"].items():
+      self.assertLen(row["loss_curve"], 11)
+      self.assertAlmostEqual(row["log10_final_loss_mean"], np.log10(row["final_loss_mean"]))
+      self.assertAlmostEqual(row["final_loss_mean"], row["loss_curve"][-1], places=4)
+      if name != "L2L":
+        self.assertIn(row["learning_rate"], grid)
+
+  def test_tuning_uses_instances_disjoint_from_test(self):
+    seed = 5
+    tune = l2l.Problem(evaluation_problem(evaluation.instance_seed(seed, evaluation.TUNE)))
+    test = l2l.Problem(evaluation_problem(evaluation.instance_seed(seed, evaluation.TEST)))
+    (_, tune_constants), (_, test_constants) = tune.initial_values(), test.initial_values()
+    self.assertFalse(np.allclose(tune_constants[0].numpy(), test_constants[0].numpy()))
+
+  def test_tuned_rate_is_the_grid_minimum(self):
+    grid = (0.001, 0.1, 1.0, 100.0)
+    tuned = evaluation.tune_learning_rate("SGD", evaluation_problem, 2, 10, 0, grid)
+    scores = tuned["grid"]
+    self.assertEqual(tuned["learning_rate"], min(scores, key=scores.get))
+    self.assertEqual(scores[100.0], float("inf"))  # Diverges; never chosen.
+
+  def test_l2l_without_path(self):
+    with self.assertRaisesRegex(ValueError, "L2L needs --path"):
+      evaluation.evaluate("quadratic", ["L2L"], None)
+
+  def test_unknown_optimizer(self):
+    with self.assertRaisesRegex(ValueError, "unknown optimizer 'Adagrad'"):
+      evaluation.evaluate("quadratic", ["Adagrad"], None)
+
+
+def evaluation_problem(seed):
+  import problems
+  return problems.quadratic(batch_size=4, num_dims=3, seed=seed)
+
+
+class ScriptsTest(absltest.TestCase):
+  """The scripts end to end in subprocesses: one-line errors, never a stack trace."""
+
+  def assertOneLineError(self, result, message):
+    self.assertNotEqual(result.returncode, 0)
+    self.assertNotIn("Traceback", result.stderr)
+    self.assertRegex(result.stderr, message)
+
+  def test_train_then_evaluate(self):
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "opt")
+    result = run_script("train.py", f"--save_path={path}", "--num_epochs=2", "--num_steps=10",
+                        "--unroll_length=5", "--evaluation_period=2", "--evaluation_epochs=2",
+                        "--log_period=1")
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertRegex(result.stderr, r"epoch 2/2 .*ETA")
+    out_json = os.path.join(tmp, "results.json")
+    result = run_script("evaluate.py", "--optimizer=L2L", f"--path={path}", "--num_epochs=2",
+                        "--num_steps=10", f"--output_json={out_json}")
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertIn("L2L", result.stdout)
+    with open(out_json) as f:
+      out = json.load(f)
+    self.assertEqual(out["problem"], "quadratic")
+    self.assertEqual(out["num_steps"], 10)
+    row = out["results"]["L2L"]
+    self.assertEqual(set(row) >= {"learning_rate", "final_loss_mean", "log10_final_loss_mean",
+                                  "loss_curve"}, True)
+    self.assertLen(row["loss_curve"], 11)
+    # The same path again is refused, with the way out named.
+    result = run_script("train.py", f"--save_path={path}", "--num_epochs=1", "--num_steps=10",
+                        "--unroll_length=5")
+    self.assertOneLineError(result, "already holds files.*--overwrite")
+    # A corrupt checkpoint is a one-line error.
+    with open(os.path.join(path, "nets.index"), "wb") as f:
+      f.write(b"garbage")
+    result = run_script("evaluate.py", "--optimizer=L2L", f"--path={path}", "--num_epochs=1",
+                        "--num_steps=5")
+    self.assertOneLineError(result, "does not match|corrupt")
+
+  def test_script_errors(self):
+    cases = [
+        (("evaluate.py", "--optimizer=L2L"), "L2L needs --path"),
+        (("evaluate.py", "--optimizer=all"), "needs --path"),
+        (("evaluate.py", "--optimizer=L2L", "--path=/nonexistent/opt"), "no saved optimizer"),
+        (("train.py", "--problem=nope"), "problem"),
+        (("train.py", "--num_steps=-3"), "num_steps must be a positive integer"),
+        (("train.py", "--num_steps=30", "--unroll_length=20"), "multiple of unroll_length"),
+        (("train.py", "stray"), "unexpected arguments: stray"),
+    ]
+    for args, message in cases:
+      with self.subTest(args=args):
+        self.assertOneLineError(run_script(*args), message)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,58 @@
+"""Meta-trains a learned optimizer and saves the best one (by validation) to --save_path.
+
+    python train.py --problem=quadratic --save_path=/tmp/l2l_quadratic
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from l2l import configs
+from l2l import training
+
+_DEFAULTS = training.TrainConfig()
+
+flags.DEFINE_string("save_path", None, "Directory for the best optimizer (config.json + weights).")
+flags.DEFINE_bool("overwrite", False, "Replace an optimizer already saved in --save_path.")
+flags.DEFINE_enum("problem", _DEFAULTS.problem, sorted(configs.CONFIGS), "Named configuration.")
+flags.DEFINE_integer("num_epochs", _DEFAULTS.num_epochs, "Training epochs (problem instances).")
+flags.DEFINE_integer("num_steps", _DEFAULTS.num_steps, "Optimizee steps per epoch.")
+flags.DEFINE_integer("unroll_length", _DEFAULTS.unroll_length, "Steps per truncated unroll.")
+flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate of the nets.")
+flags.DEFINE_bool("second_derivatives", _DEFAULTS.second_derivatives,
+                  "Backpropagate through the optimizee's gradients (Hessian terms).")
+flags.DEFINE_enum("objective", _DEFAULTS.objective, ["sum", "log"],
+                  "Meta-loss: sum of losses, or sum of log losses over the unroll.")
+flags.DEFINE_integer("log_period", _DEFAULTS.log_period, "Epochs between progress lines.")
+flags.DEFINE_integer("evaluation_period", _DEFAULTS.evaluation_period,
+                     "Epochs between validations (the best optimizer is kept).")
+flags.DEFINE_integer("evaluation_epochs", _DEFAULTS.evaluation_epochs,
+                     "Validation problem instances.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of nets, problem instances and TF ops.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = training.TrainConfig(
+      problem=FLAGS.problem, save_path=FLAGS.save_path, overwrite=FLAGS.overwrite,
+      num_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length,
+      learning_rate=FLAGS.learning_rate, second_derivatives=FLAGS.second_derivatives,
+      objective=FLAGS.objective, log_period=FLAGS.log_period,
+      evaluation_period=FLAGS.evaluation_period, evaluation_epochs=FLAGS.evaluation_epochs,
+      seed=FLAGS.seed)
+  try:
+    config.validate()
+    training.check_save_path(config.save_path, config.overwrite)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  summary = training.meta_train(config)
+  logging.info("done in %.0fs: best validation log10 mean final loss %.4f at epoch %d%s",
+               summary["seconds"], summary["best_validation_log10_loss"], summary["best_epoch"],
+               f"; saved to {summary['save_path']}" if summary["save_path"] else
+               " (no --save_path: nothing saved)")
+
+
+if __name__ == "__main__":
+  app.run(main)
