@@ -19,6 +19,10 @@ flags.DEFINE_integer("num_epochs", _DEFAULTS.num_epochs, "Training epochs (probl
 flags.DEFINE_integer("num_steps", _DEFAULTS.num_steps, "Optimizee steps per epoch.")
 flags.DEFINE_integer("unroll_length", _DEFAULTS.unroll_length, "Steps per truncated unroll.")
 flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate of the nets.")
+flags.DEFINE_enum("learning_rate_schedule", _DEFAULTS.learning_rate_schedule,
+                  list(training.SCHEDULES), "Meta learning rate: constant, or cosine decay to 2%.")
+flags.DEFINE_float("max_grad_norm", _DEFAULTS.max_grad_norm,
+                   "Clip the meta-gradient to this global norm (default: no clipping).")
 flags.DEFINE_bool("second_derivatives", _DEFAULTS.second_derivatives,
                   "Backpropagate through the optimizee's gradients (Hessian terms).")
 flags.DEFINE_enum("objective", _DEFAULTS.objective, ["sum", "log"],
@@ -38,7 +42,8 @@ def main(argv):
   config = training.TrainConfig(
       problem=FLAGS.problem, save_path=FLAGS.save_path, overwrite=FLAGS.overwrite,
       num_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length,
-      learning_rate=FLAGS.learning_rate, second_derivatives=FLAGS.second_derivatives,
+      learning_rate=FLAGS.learning_rate, learning_rate_schedule=FLAGS.learning_rate_schedule,
+      max_grad_norm=FLAGS.max_grad_norm, second_derivatives=FLAGS.second_derivatives,
       objective=FLAGS.objective, log_period=FLAGS.log_period,
       evaluation_period=FLAGS.evaluation_period, evaluation_epochs=FLAGS.evaluation_epochs,
       seed=FLAGS.seed)

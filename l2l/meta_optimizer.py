@@ -98,10 +98,15 @@ class MetaOptimizer(snt.Module):
 
   def meta_minimize(self, make_loss: capture.MakeLoss, len_unroll: int,
                     learning_rate: float = 1e-3, net_assignments: Optional[NetAssignments] = None,
-                    second_derivatives: bool = False, **kwargs: Any) -> "MetaMinimize":
-    """A `MetaMinimize` whose `step()` trains the nets with Adam on the meta-loss."""
+                    second_derivatives: bool = False, max_grad_norm: Optional[float] = None,
+                    **kwargs: Any) -> "MetaMinimize":
+    """A `MetaMinimize` whose `step()` trains the nets with Adam on the meta-loss.
+
+    `max_grad_norm` clips the meta-gradient's global norm; other kwargs go to `MetaLoss`.
+    """
     return MetaMinimize(self.meta_loss(make_loss, len_unroll, net_assignments,
-                                       second_derivatives, **kwargs), learning_rate)
+                                       second_derivatives, **kwargs), learning_rate,
+                        max_grad_norm)
 
   def save(self, path: str) -> str:
     """Writes the net configs (`config.json`) and weights into the directory `path`."""
@@ -275,17 +280,30 @@ class MetaLoss(tf.Module):
     return int(self._num_unrolls.numpy())
 
 
-class MetaMinimize(tf.Module):
-  """`step()`: one truncated unroll and one Adam step on the nets' weights (`tf.function`)."""
+def _check_positive(name: str, value: Any) -> float:
+  if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+      or not 0 < value < math.inf):
+    raise ValueError(f"{name} must be a positive number, got {value!r}")
+  return float(value)
 
-  def __init__(self, meta_loss: MetaLoss, learning_rate: float = 1e-3):
+
+class MetaMinimize(tf.Module):
+  """`step()`: one truncated unroll and one Adam step on the nets' weights (`tf.function`).
+
+  Attributes:
+    learning_rate: a variable; assign to it to schedule the learning rate without retracing.
+  """
+
+  def __init__(self, meta_loss: MetaLoss, learning_rate: float = 1e-3,
+               max_grad_norm: Optional[float] = None):
     super().__init__(name="meta_minimize")
-    if (not isinstance(learning_rate, numbers.Real) or isinstance(learning_rate, bool)
-        or not 0 < learning_rate < math.inf):
-      raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+    _check_positive("learning_rate", learning_rate)
+    self.max_grad_norm = (None if max_grad_norm is None
+                          else _check_positive("max_grad_norm", max_grad_norm))
     self.meta_loss = meta_loss
     self.meta_optimizer = meta_loss.meta_optimizer
-    self.optimizer = snt.optimizers.Adam(learning_rate)
+    self.learning_rate = tf.Variable(float(learning_rate), trainable=False, name="learning_rate")
+    self.optimizer = snt.optimizers.Adam(self.learning_rate)
     self._step = tf.function(self._step_impl, autograph=False)
 
   def _step_impl(self) -> tf.Tensor:
@@ -295,6 +313,8 @@ class MetaMinimize(tf.Module):
     if variables:
       grads = tape.gradient(loss, variables,
                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      if self.max_grad_norm is not None:
+        grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)
       self.optimizer.apply(grads, variables)
     return loss
 

@@ -25,6 +25,19 @@ from l2l import meta_optimizer as meta_optimizer_lib
 from l2l import unroll as unroll_lib
 
 
+SCHEDULES = ("constant", "cosine")
+FINAL_LEARNING_RATE_FRACTION = 0.02
+
+
+def scheduled_learning_rate(learning_rate: float, schedule: str, fraction_done: float) -> float:
+  """The learning rate after `fraction_done` of training: constant, or a cosine decay to 2%."""
+  if schedule == "constant":
+    return learning_rate
+  cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(fraction_done, 0.0), 1.0)))
+  return learning_rate * (FINAL_LEARNING_RATE_FRACTION
+                          + (1.0 - FINAL_LEARNING_RATE_FRACTION) * cosine)
+
+
 @dataclasses.dataclass
 class TrainConfig:
   """Options of `meta_train`; train.py's flags have the same names and defaults."""
@@ -34,7 +47,9 @@ class TrainConfig:
   num_epochs: int = 3000
   num_steps: int = 100
   unroll_length: int = 20
-  learning_rate: float = 1e-3
+  learning_rate: float = 3e-3
+  learning_rate_schedule: str = "cosine"
+  max_grad_norm: Optional[float] = None
   second_derivatives: bool = False
   objective: str = "log"
   log_period: int = 100
@@ -54,6 +69,11 @@ class TrainConfig:
                        f"({self.unroll_length})")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+    if self.learning_rate_schedule not in SCHEDULES:
+      raise ValueError(f"learning_rate_schedule must be one of {SCHEDULES}, got "
+                       f"{self.learning_rate_schedule!r}")
+    if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+      raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm!r}")
     if self.objective not in unroll_lib.OBJECTIVES:
       raise ValueError(f"objective must be one of {unroll_lib.OBJECTIVES}, got "
                        f"{self.objective!r}")
@@ -102,7 +122,7 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
   trainer = optimizer.meta_minimize(
       named.make_problem(evaluation.instance_seed(config.seed, evaluation.TRAIN)),
       config.unroll_length, config.learning_rate, named.net_assignments,
-      config.second_derivatives, objective=config.objective)
+      config.second_derivatives, max_grad_norm=config.max_grad_norm, objective=config.objective)
   unrolls_per_epoch = config.num_steps // config.unroll_length
   logging.info("meta-training on %r: %d epochs x %d unrolls of %d steps; nets %s",
                config.problem, config.num_epochs, unrolls_per_epoch, config.unroll_length,
@@ -120,6 +140,8 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
   start = time.time()
   period_meta, period_final = [], []
   for epoch in range(1, config.num_epochs + 1):
+    trainer.learning_rate.assign(scheduled_learning_rate(
+        config.learning_rate, config.learning_rate_schedule, (epoch - 1) / config.num_epochs))
     trainer.reset()
     for _ in range(unrolls_per_epoch):
       period_meta.append(float(trainer.step().numpy()))
@@ -127,10 +149,10 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
     if epoch % config.log_period == 0 or epoch == config.num_epochs:
       elapsed = time.time() - start
       eta = elapsed / epoch * (config.num_epochs - epoch)
-      logging.info("epoch %d/%d  meta-loss %.4g  final loss %.4g  %.1f epochs/s  elapsed %s  "
-                   "ETA %s", epoch, config.num_epochs, np.mean(period_meta),
-                   np.mean(period_final), epoch / elapsed, _format_seconds(elapsed),
-                   _format_seconds(eta))
+      logging.info("epoch %d/%d  meta-loss %.4g  final loss %.4g  lr %.2g  %.1f epochs/s  "
+                   "elapsed %s  ETA %s", epoch, config.num_epochs, np.mean(period_meta),
+                   np.mean(period_final), float(trainer.learning_rate.numpy()),
+                   epoch / elapsed, _format_seconds(elapsed), _format_seconds(eta))
       period_meta, period_final = [], []
     if epoch % config.evaluation_period == 0 or epoch == config.num_epochs:
       score = validate()
