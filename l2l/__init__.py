@@ -1,10 +1,25 @@
-"""l2l: learning to learn in TensorFlow 2 + Sonnet 2."""
+"""l2l: learning to learn in TensorFlow 2 + Sonnet 2.
 
+Learned optimizers (`MetaOptimizer`) and gradient-based meta-learning (the MAML family) on one
+unroll engine; update rules live in `nets`, problems and task samplers in `problems`.
+"""
+
+from l2l import functional
 from l2l.capture import Problem, VariableSpec
+from l2l.inner_optimizers import (DifferentiableOptimizer, FunctionalModel, innerloop_ctx,
+                                  rule_from)
+from l2l.maml import ANIL, MAML, Learner, MetaSGD, Reptile, adapt, head_names, inner_step
+from l2l.maml_step import fomaml_step, maml_step, reptile_step
 from l2l.meta_optimizer import MetaLoss, MetaMinimize, MetaOptimizer, resolve_assignments
+from l2l.meta_trainer import History, MetaTrainer
 from l2l.unroll import Group, UnrollResult, UnrollState
 
 __all__ = [
+    # Learned optimizers.
     "Problem", "VariableSpec", "MetaOptimizer", "MetaLoss", "MetaMinimize",
     "resolve_assignments", "Group", "UnrollResult", "UnrollState",
+    # The MAML family.
+    "functional", "MAML", "MetaSGD", "ANIL", "Reptile", "Learner", "adapt", "inner_step",
+    "head_names", "maml_step", "fomaml_step", "reptile_step", "MetaTrainer", "History",
+    "DifferentiableOptimizer", "FunctionalModel", "innerloop_ctx", "rule_from",
 ]

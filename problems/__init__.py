@@ -4,5 +4,12 @@ from problems.ensemble import ensemble
 from problems.quadratic import quadratic
 from problems.registry import PROBLEMS, get
 from problems.simple import simple, simple_multi_optimizer
+from problems.tasks import (NWayKShotSampler, SinusoidTaskSampler, Task, TaskSampler,
+                            digits_samplers, load_digits)
 
-__all__ = ["PROBLEMS", "get", "simple", "simple_multi_optimizer", "quadratic", "ensemble"]
+__all__ = [
+    "PROBLEMS", "get", "simple", "simple_multi_optimizer", "quadratic", "ensemble",
+    # Few-shot task samplers.
+    "Task", "TaskSampler", "SinusoidTaskSampler", "NWayKShotSampler", "load_digits",
+    "digits_samplers",
+]

@@ -1,0 +1,184 @@
+"""`MetaTrainer`: the outer loop of the MAML family over a task sampler.
+
+    trainer = l2l.MetaTrainer(l2l.MAML(model, inner_lr=0.01), snt.optimizers.Adam(1e-3), mse,
+                              problems.SinusoidTaskSampler(k_support=10, seed=0))
+    history = trainer.fit(num_iterations=1000, meta_batch_size=25)
+    trainer.evaluate(held_out_tasks)           # {"loss": mean post-adaptation query loss}
+
+One meta-step adapts a clone of the model to every task of the meta-batch on its support set and
+applies the meta-optimizer to the gradient of the mean query loss in the algorithm's trainable
+variables (Reptile: to its (theta - theta~) / (lr steps) direction). Tasks run as one vectorized
+computation (`tf.vectorized_map`); the step is a `tf.function`, traced once per task shape.
+"""
+
+import dataclasses
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import sonnet as snt
+import tensorflow as tf
+
+from l2l import maml as maml_lib
+from problems import tasks as tasks_lib
+
+LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+@dataclasses.dataclass
+class History:
+  """What `fit` records: the meta-loss of every iteration and the periodic evaluations."""
+  meta_losses: List[float] = dataclasses.field(default_factory=list)
+  eval_iterations: List[int] = dataclasses.field(default_factory=list)
+  eval_results: List[Dict[str, float]] = dataclasses.field(default_factory=list)
+  seconds: float = 0.0
+
+
+def accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+  """Fraction of argmax predictions equal to integer labels."""
+  predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
+  return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
+
+
+def mse(predictions: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+  return tf.reduce_mean(tf.square(predictions - targets))
+
+
+def cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+
+class MetaTrainer:
+  """Meta-trains a `MAML` / `MetaSGD` / `ANIL` / `Reptile` on tasks from a sampler.
+
+  Args:
+    maml: the algorithm (holds the model and the inner-loop settings).
+    meta_optimizer: a Sonnet optimizer (`apply(grads, variables)`), e.g. `snt.optimizers.Adam`.
+    loss_fn: `(predictions, targets) -> scalar`, used on support and query sets.
+    task_sampler: `sample(num_tasks) -> Task` with a leading task dimension.
+    metric_fn: an extra `(predictions, targets) -> scalar` reported by `evaluate` as "metric"
+      (e.g. `accuracy`).
+    batched: vectorize across the tasks of a meta-batch (else a Python loop in the graph).
+  """
+
+  def __init__(self, maml: maml_lib.MAML, meta_optimizer: snt.Optimizer, loss_fn: LossFn,
+               task_sampler: tasks_lib.TaskSampler, metric_fn: Optional[LossFn] = None,
+               batched: bool = True):
+    if not isinstance(maml, maml_lib.MAML):
+      raise TypeError(f"maml must be an l2l.MAML (or MetaSGD, ANIL, Reptile), got "
+                      f"{type(maml).__name__}")
+    self.maml = maml
+    self.meta_optimizer = meta_optimizer
+    self.loss_fn = loss_fn
+    self.task_sampler = task_sampler
+    self.metric_fn = metric_fn
+    self.batched = batched
+    self._step = tf.function(self._meta_step)
+    self._evaluate = tf.function(self._evaluate_batch)
+
+  def _map_tasks(self, fn, tasks: tasks_lib.Task):
+    if self.batched:
+      return tf.vectorized_map(lambda t: tf.nest.map_structure(tf.identity, fn(t)), tasks)
+    results = [fn(tasks_lib.Task(*(a[i] for a in tasks))) for i in range(tasks.support_x.shape[0])]
+    return tf.nest.map_structure(lambda *r: tf.stack(r), *results)
+
+  def _adapt(self, task: tasks_lib.Task, steps: Optional[int] = None) -> maml_lib.Learner:
+    return self.maml.clone().adapt_on(self.loss_fn, task.support_x, task.support_y, steps)
+
+  def _meta_step(self, tasks: tasks_lib.Task) -> tf.Tensor:
+    variables = self.maml.trainable_variables
+    if isinstance(self.maml, maml_lib.Reptile):
+      def task_fn(task):
+        learner = self._adapt(task)
+        grads = self.maml.reptile_gradients(learner)
+        return self.loss_fn(learner(task.query_x), task.query_y), grads
+      losses, grads = self._map_tasks(task_fn, tasks)
+      by_name = {k: tf.reduce_mean(g, axis=0) for k, g in grads.items()}
+      names = [maml_lib.functional.variable_name(v) for v in variables]
+      grads = [by_name.get(n, tf.zeros_like(v)) for n, v in zip(names, variables)]
+      loss = tf.reduce_mean(losses)
+    else:
+      with tf.GradientTape() as tape:
+        losses = self._map_tasks(
+            lambda task: self.loss_fn(self._adapt(task)(task.query_x), task.query_y), tasks)
+        loss = tf.reduce_mean(losses)
+      grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    self.meta_optimizer.apply(grads, variables)
+    return loss
+
+  def meta_step(self, tasks: tasks_lib.Task) -> float:
+    """One meta-update on a batch of tasks; returns the mean post-adaptation query loss."""
+    return float(self._step(tf.nest.map_structure(tf.convert_to_tensor, tasks)))
+
+  def _evaluate_batch(self, tasks: tasks_lib.Task, steps: int):
+    def task_fn(task):
+      learner = self._adapt(task, steps)
+      predictions = learner(task.query_x)
+      metric = (self.metric_fn(predictions, task.query_y) if self.metric_fn is not None
+                else tf.zeros([]))
+      return self.loss_fn(predictions, task.query_y), metric
+    return self._map_tasks(task_fn, tasks)
+
+  def evaluate(self, tasks: tasks_lib.Task, steps: Optional[int] = None,
+               chunk_size: int = 200) -> Dict[str, float]:
+    """Mean (over tasks) query loss, and metric, after `steps` inner steps on each support set.
+
+    No meta-gradient is built: the inner steps run without an outer tape.
+
+    Args:
+      tasks: a batch of tasks (leading task dimension).
+      steps: inner steps (default: the algorithm's `inner_steps`).
+      chunk_size: tasks per compiled call.
+
+    Returns:
+      `{"loss": mean, "loss_stderr": standard error over tasks[, "metric": mean]}`.
+    """
+    steps = self.maml.inner_steps if steps is None else maml_lib.check_steps(steps, "steps")
+    losses, metrics = [], []
+    for start in range(0, tasks.num_tasks, chunk_size):
+      chunk = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[start:start + chunk_size]),
+                                    tasks)
+      loss, metric = self._evaluate(chunk, steps)
+      losses.append(loss.numpy())
+      metrics.append(metric.numpy())
+    losses, metrics = np.concatenate(losses), np.concatenate(metrics)
+    result = {"loss": float(losses.mean()),
+              "loss_stderr": float(losses.std(ddof=1) / np.sqrt(len(losses)))
+              if len(losses) > 1 else 0.0}
+    if self.metric_fn is not None:
+      result["metric"] = float(metrics.mean())
+    return result
+
+  def fit(self, num_iterations: int, meta_batch_size: int, eval_every: Optional[int] = None,
+          eval_tasks: Optional[tasks_lib.Task] = None,
+          callback: Optional[Callable[[int, float, History], None]] = None) -> History:
+    """Runs `num_iterations` meta-steps on fresh tasks from the sampler.
+
+    Args:
+      num_iterations: meta-steps to run.
+      meta_batch_size: tasks per meta-step.
+      eval_every: evaluate `eval_tasks` every this many iterations (and after the last).
+      eval_tasks: held-out tasks for the periodic evaluation.
+      callback: called as `callback(iteration, meta_loss, history)` after every step (progress
+        logging, checkpoints).
+
+    Returns:
+      The `History`.
+    """
+    maml_lib.check_steps(num_iterations, "num_iterations")
+    if not isinstance(meta_batch_size, int) or meta_batch_size < 1:
+      raise ValueError(f"meta_batch_size must be a positive integer, got {meta_batch_size!r}")
+    if (eval_every is None) != (eval_tasks is None):
+      raise ValueError("eval_every and eval_tasks go together: give both or neither")
+    history = History()
+    start = time.perf_counter()
+    for iteration in range(1, num_iterations + 1):
+      loss = self.meta_step(self.task_sampler.sample(meta_batch_size))
+      history.meta_losses.append(loss)
+      if eval_every and (iteration % eval_every == 0 or iteration == num_iterations):
+        history.eval_iterations.append(iteration)
+        history.eval_results.append(self.evaluate(eval_tasks))
+      if callback is not None:
+        callback(iteration, loss, history)
+    history.seconds = time.perf_counter() - start
+    return history

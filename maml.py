@@ -1,0 +1,66 @@
+"""Meta-train and evaluate the MAML family on few-shot sinusoid regression or digits.
+
+  python maml.py --problem=sinusoid --workdir=/tmp/sinusoid
+  python maml.py --problem=digits --shots=1,5 --hidden=64,64 --inner_lr=0.4 \\
+      --eval_steps=1,5 --k_query=5 --meta_batch_size=16 --num_iterations=2000 \\
+      --workdir=/tmp/digits
+
+Progress goes to the log, checkpoints to --workdir (a rerun resumes), and the results table to
+stdout and --workdir/results.json.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from l2l import fewshot
+
+_PROBLEM = flags.DEFINE_enum("problem", "sinusoid", list(fewshot.PROBLEMS), "Task family.")
+_METHODS = flags.DEFINE_list("methods", list(fewshot.METHODS), "Algorithms to compare.")
+_SHOTS = flags.DEFINE_list("shots", ["5", "10", "20"], "Support examples (per class) K.")
+_ITERATIONS = flags.DEFINE_integer("num_iterations", 10000, "Meta-steps per (method, K).")
+_META_BATCH = flags.DEFINE_integer("meta_batch_size", 25, "Tasks per meta-step.")
+_META_LR = flags.DEFINE_float("meta_lr", 1e-3, "Adam learning rate of the outer loop.")
+_INNER_LR = flags.DEFINE_float("inner_lr", 0.01, "Inner-loop step size.")
+_INNER_STEPS = flags.DEFINE_integer("inner_steps", 1, "Inner steps in meta-training.")
+_REPTILE_STEPS = flags.DEFINE_integer("reptile_inner_steps", 5, "Reptile's inner steps.")
+_EVAL_STEPS = flags.DEFINE_list("eval_steps", ["1", "10"], "Inner steps at evaluation.")
+_EVAL_TASKS = flags.DEFINE_integer("num_eval_tasks", 600, "Held-out tasks.")
+_K_QUERY = flags.DEFINE_integer("k_query", 10, "Query examples (per class) in meta-training.")
+_HIDDEN = flags.DEFINE_list("hidden", ["40", "40"], "Hidden layer sizes of the MLP (ReLU).")
+_N_WAY = flags.DEFINE_integer("n_way", 5, "Classes per task (digits).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of tasks and initializations.")
+_WORKDIR = flags.DEFINE_string("workdir", "", "Checkpoints and results.json; none if empty.")
+_LOG_EVERY = flags.DEFINE_integer("log_every", 1000, "Log the meta-loss every N iterations.")
+
+
+def _ints(name, values):
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise app.UsageError(f"--{name} must be a comma-separated list of integers, got "
+                         f"{','.join(values)}") from None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = fewshot.FewShotConfig(
+      problem=_PROBLEM.value, methods=tuple(_METHODS.value), shots=_ints("shots", _SHOTS.value),
+      num_iterations=_ITERATIONS.value, meta_batch_size=_META_BATCH.value,
+      meta_lr=_META_LR.value, inner_lr=_INNER_LR.value, inner_steps=_INNER_STEPS.value,
+      reptile_inner_steps=_REPTILE_STEPS.value, eval_steps=_ints("eval_steps", _EVAL_STEPS.value),
+      num_eval_tasks=_EVAL_TASKS.value, k_query=_K_QUERY.value, n_way=_N_WAY.value,
+      hidden=_ints("hidden", _HIDDEN.value), seed=_SEED.value,
+      workdir=_WORKDIR.value, log_every=_LOG_EVERY.value, checkpoint_every=_LOG_EVERY.value)
+  try:
+    config.validate()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  results = fewshot.run(config)
+  logging.info("done")
+  print(results["table"])
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,216 @@
+"""Few-shot tasks: `Task` (support and query splits), seeded samplers, and scikit-learn digits.
+
+    sampler = problems.SinusoidTaskSampler(k_support=10, seed=0)
+    tasks = sampler.sample(25)          # a Task of arrays with a leading task dimension
+    tasks.support_x.shape               # (25, 10, 1)
+
+A sampler's `sample(num_tasks)` draws from its own `np.random.Generator`, so a sampler built with
+the same seed yields the same tasks; use distinct seeds for meta-training and held-out tasks.
+"""
+
+import collections
+import math
+from typing import Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+_TaskBase = collections.namedtuple("Task", ["support_x", "support_y", "query_x", "query_y"])
+
+
+class Task(_TaskBase):
+  """One task (or a batch of tasks, with a leading task dimension): support and query data.
+
+  A NamedTuple, so it works with `tf.nest`, `tf.function` and `tf.vectorized_map`.
+
+  Raises:
+    ValueError: support and query whose examples have different shapes, or an x and y that hold
+      different numbers of examples.
+  """
+  __slots__ = ()
+
+  def __new__(cls, support_x, support_y, query_x, query_y):
+    shapes = [getattr(a, "shape", None) for a in (support_x, support_y, query_x, query_y)]
+    if all(s is not None and len(s) >= 1 for s in shapes):
+      sx, sy, qx, qy = (tuple(s) for s in shapes)
+      # Leading dims shared by x and y index examples (and tasks, in a batch); y has one fewer
+      # dim than x for class labels, the same number for regression targets.
+      e = len(sy) if len(sy) < len(sx) else len(sy) - 1
+      if len(sx) != len(qx) or len(sy) != len(qy) or e < 1:
+        raise ValueError(f"support and query must have matching ranks: support_x {sx}, "
+                         f"support_y {sy}, query_x {qx}, query_y {qy}")
+      if sx[:e] != sy[:e] or qx[:e] != qy[:e]:
+        raise ValueError(f"x and y must hold the same number of examples: support_x {sx} vs "
+                         f"support_y {sy}, query_x {qx} vs query_y {qy}")
+      if sx[e:] != qx[e:] or sy[e:] != qy[e:] or sx[:e - 1] != qx[:e - 1]:
+        raise ValueError(f"support and query examples must have the same shape: support_x "
+                         f"{sx} vs query_x {qx}, support_y {sy} vs query_y {qy}")
+    return super().__new__(cls, support_x, support_y, query_x, query_y)
+
+  @property
+  def num_tasks(self) -> int:
+    """The leading dimension of a batch of tasks."""
+    return int(self.support_x.shape[0])
+
+  def task(self, i: int) -> "Task":
+    """The i-th task of a batch."""
+    return Task(*(a[i] for a in self))
+
+
+class TaskSampler(Protocol):
+  """Draws batches of tasks: `sample(num_tasks)` returns a `Task` with a leading task dim."""
+
+  def sample(self, num_tasks: int) -> Task:
+    ...
+
+
+def _check_count(name: str, value, minimum: int = 1) -> int:
+  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+  return value
+
+
+def _check_range(name: str, value) -> Tuple[float, float]:
+  try:
+    low, high = (float(v) for v in value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+  if not low <= high:
+    raise ValueError(f"{name} must have low <= high, got {value!r}")
+  return low, high
+
+
+class SinusoidTaskSampler:
+  """Sinusoid regression tasks, y = A sin(x - phase) (Finn et al. 2017, section 5.1).
+
+  Args:
+    amp_range: the amplitude A is uniform in this range (paper: 0.1 to 5).
+    phase_range: the phase is uniform in this range (paper: 0 to pi).
+    x_range: inputs are uniform in this range (paper: -5 to 5).
+    k_support: examples in a task's support set (K).
+    k_query: examples in its query set.
+    seed: seeds the sampler's generator.
+  """
+
+  def __init__(self, amp_range: Sequence[float] = (0.1, 5.0),
+               phase_range: Sequence[float] = (0.0, math.pi),
+               x_range: Sequence[float] = (-5.0, 5.0), k_support: int = 10,
+               k_query: int = 10, seed: int = 0):
+    self.amp_range = _check_range("amp_range", amp_range)
+    self.phase_range = _check_range("phase_range", phase_range)
+    self.x_range = _check_range("x_range", x_range)
+    self.k_support = _check_count("k_support", k_support)
+    self.k_query = _check_count("k_query", k_query)
+    self.rng = np.random.default_rng(seed)
+
+  def sample_with_parameters(self, num_tasks: int) -> Tuple[Task, np.ndarray, np.ndarray]:
+    """`(tasks, amplitudes, phases)`; arrays are float32, x and y of shape [tasks, k, 1]."""
+    _check_count("num_tasks", num_tasks)
+    amp = self.rng.uniform(*self.amp_range, size=(num_tasks, 1, 1))
+    phase = self.rng.uniform(*self.phase_range, size=(num_tasks, 1, 1))
+    x = self.rng.uniform(*self.x_range, size=(num_tasks, self.k_support + self.k_query, 1))
+    y = amp * np.sin(x - phase)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    k = self.k_support
+    return Task(x[:, :k], y[:, :k], x[:, k:], y[:, k:]), amp.ravel(), phase.ravel()
+
+  def sample(self, num_tasks: int) -> Task:
+    return self.sample_with_parameters(num_tasks)[0]
+
+
+class NWayKShotSampler:
+  """N-way K-shot classification tasks over a labelled dataset.
+
+  Each task picks `n_way` distinct classes from `classes`, relabels them 0..n_way-1 in a random
+  order, and draws `k_shot` support and `k_query` query examples per class without overlap.
+
+  Args:
+    inputs: `[num_examples, ...]` array of inputs.
+    labels: `[num_examples]` integer labels.
+    n_way: classes per task.
+    k_shot: support examples per class.
+    k_query: query examples per class.
+    classes: the classes tasks draw from (e.g. the meta-train or meta-test split); all labels
+      present when None.
+    seed: seeds the sampler's generator.
+    shuffle_labels: relabel each task's classes in a random order; if False, in the order of
+      `classes` (so with `n_way == len(classes)` tasks are ordinary supervised batches, as a
+      pretrained, non-meta-learned baseline needs).
+
+  Raises:
+    ValueError: fewer than `n_way` classes, or a class with fewer than `k_shot + k_query`
+      examples.
+  """
+
+  def __init__(self, inputs: np.ndarray, labels: np.ndarray, n_way: int = 5, k_shot: int = 1,
+               k_query: int = 15, classes: Optional[Sequence[int]] = None, seed: int = 0,
+               shuffle_labels: bool = True):
+    inputs, labels = np.asarray(inputs), np.asarray(labels)
+    if len(inputs) != len(labels) or labels.ndim != 1:
+      raise ValueError(f"inputs and labels must hold the same number of examples, got shapes "
+                       f"{inputs.shape} and {labels.shape}")
+    self.n_way = _check_count("n_way", n_way, 2)
+    self.k_shot = _check_count("k_shot", k_shot)
+    self.k_query = _check_count("k_query", k_query)
+    self.classes = sorted(set(labels.tolist())) if classes is None else list(classes)
+    if len(self.classes) < n_way:
+      raise ValueError(f"n_way={n_way} needs at least {n_way} classes, got {self.classes}")
+    self.by_class = {}
+    for c in self.classes:
+      index = np.flatnonzero(labels == c)
+      if len(index) < k_shot + k_query:
+        raise ValueError(f"class {c} has {len(index)} examples, fewer than k_shot + k_query = "
+                         f"{k_shot + k_query}")
+      self.by_class[c] = index
+    self.inputs = inputs.astype(np.float32)
+    self.rng = np.random.default_rng(seed)
+    self.shuffle_labels = bool(shuffle_labels)
+
+  def sample(self, num_tasks: int) -> Task:
+    """Support x `[tasks, n_way * k_shot, ...]`, y `[tasks, n_way * k_shot]` int32; same for
+    the query with `k_query`."""
+    _check_count("num_tasks", num_tasks)
+    splits = {"sx": [], "sy": [], "qx": [], "qy": []}
+    k = self.k_shot
+    for _ in range(num_tasks):
+      chosen = self.rng.choice(self.classes, size=self.n_way, replace=False)
+      if not self.shuffle_labels:
+        chosen = sorted(chosen, key=self.classes.index)
+      s_index, q_index, s_label, q_label = [], [], [], []
+      for new_label, c in enumerate(chosen):
+        picked = self.rng.choice(self.by_class[c], size=k + self.k_query, replace=False)
+        s_index.extend(picked[:k])
+        q_index.extend(picked[k:])
+        s_label.extend([new_label] * k)
+        q_label.extend([new_label] * self.k_query)
+      splits["sx"].append(self.inputs[s_index])
+      splits["sy"].append(np.array(s_label, np.int32))
+      splits["qx"].append(self.inputs[q_index])
+      splits["qy"].append(np.array(q_label, np.int32))
+    return Task(*(np.stack(splits[k]) for k in ("sx", "sy", "qx", "qy")))
+
+
+DIGITS_TRAIN_CLASSES = (0, 1, 2, 3, 4)
+DIGITS_TEST_CLASSES = (5, 6, 7, 8, 9)
+
+
+def load_digits() -> Tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's 8x8 digits (1797 images, embedded in the package: no download).
+
+  Returns:
+    `(inputs, labels)`: float32 `[1797, 64]` pixel intensities scaled to [0, 1], int64 labels.
+  """
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top (optional at import time)
+  digits = datasets.load_digits()
+  return (digits.data / 16.).astype(np.float32), digits.target.astype(np.int64)
+
+
+def digits_samplers(n_way: int = 5, k_shot: int = 1, k_query: int = 15, seed: int = 0
+                    ) -> Tuple[NWayKShotSampler, NWayKShotSampler]:
+  """Meta-train and meta-test samplers over disjoint digit classes (0-4 and 5-9).
+
+  With 10 classes, 5-way test tasks always use all of 5-9, in a random label order.
+  """
+  inputs, labels = load_digits()
+  train = NWayKShotSampler(inputs, labels, n_way, k_shot, k_query, DIGITS_TRAIN_CLASSES, seed)
+  test = NWayKShotSampler(inputs, labels, n_way, k_shot, k_query, DIGITS_TEST_CLASSES, seed + 1)
+  return train, test
