@@ -81,9 +81,18 @@ def gradients(params: Params, loss: Callable[[Params], tf.Tensor], names: Sequen
   return value, dict(zip(names, grads))
 
 
+def to_dtype(value: Any, dtype: tf.DType) -> tf.Tensor:
+  """`value` (a Python number, array or tensor) as a tensor of `dtype`, differentiably.
+
+  Unlike `tf.cast(0.1, tf.float64)`, which converts the Python float to float32 first (giving
+  0.10000000149...), Python numbers are converted exactly.
+  """
+  return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
+
+
 def _lr_for(lr: LearningRate, name: str, like: tf.Tensor) -> tf.Tensor:
   value = lr[name] if isinstance(lr, Mapping) else lr
-  return tf.cast(value, like.dtype)
+  return to_dtype(value, like.dtype)
 
 
 def inner_step(params: Params, loss: Callable[[Params], tf.Tensor], lr: LearningRate,
@@ -286,7 +295,7 @@ class MetaSGD(MAML):
     params = functional.named_parameters(module)
     with self.name_scope:
       # A list in adapt_names order: a dict keyed by "a/b" names would not checkpoint cleanly.
-      self.lrs = [tf.Variable(tf.fill(params[n].shape, tf.cast(self.inner_lr, params[n].dtype)),
+      self.lrs = [tf.Variable(tf.fill(params[n].shape, to_dtype(self.inner_lr, params[n].dtype)),
                               name=f"lr_{i}") for i, n in enumerate(self.adapt_names)]
 
   def learning_rates(self) -> Dict[str, tf.Variable]:
@@ -332,7 +341,7 @@ class Reptile(MAML):
     """`(theta - theta~) / (inner_lr * inner_steps)` for the adapted parameters."""
     scale = 1. / (self.inner_lr * self.inner_steps)
     return {n: tf.stop_gradient(tf.convert_to_tensor(self.module_params[n]) - learner.params[n])
-            * tf.cast(scale, learner.params[n].dtype) for n in self.adapt_names}
+            * to_dtype(scale, learner.params[n].dtype) for n in self.adapt_names}
 
   @property
   def module_params(self) -> Dict[str, tf.Variable]:

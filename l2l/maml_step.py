@@ -31,7 +31,8 @@ RETURN_INNER_V = (False, "first", "all")
 def gradient_descent_update(variables: Dict[str, tf.Tensor], grads: Dict[str, tf.Tensor],
                             learning_rate: Any) -> Dict[str, tf.Tensor]:
   """The default inner step: `v - learning_rate * g` for every entry of `grads`."""
-  return {k: variables[k] - tf.cast(learning_rate, grads[k].dtype) * grads[k] for k in grads}
+  return {k: variables[k] - maml_lib.to_dtype(learning_rate, grads[k].dtype) * grads[k]
+          for k in grads}
 
 
 def _select(names: Sequence[str], chosen: Optional[Sequence[str]], keep: bool,
@@ -134,8 +135,8 @@ def _step(batch, inner_cost_fn, outer_cost_fn, variables, inner_grad_steps, inne
     cost, adapted = _train_tasks(config, batch, values, batched, num_tasks)
   if reptile:
     scale = 1. / (float(inner_learning_rate) * max(config.steps, 1))
-    grads = {k: (values[k] - tf.reduce_mean(adapted[k], axis=0)) * tf.cast(scale, values[k].dtype)
-             for k in outer_names}
+    grads = {k: (values[k] - tf.reduce_mean(adapted[k], axis=0))
+             * maml_lib.to_dtype(scale, values[k].dtype) for k in outer_names}
   else:
     raw = tape.gradient(cost, [values[k] for k in outer_names],
                         unconnected_gradients=tf.UnconnectedGradients.ZERO)

@@ -44,16 +44,16 @@ class TrainConfig:
   problem: str = "quadratic"
   save_path: Optional[str] = None
   overwrite: bool = False
-  num_epochs: int = 3000
+  num_epochs: int = 2400
   num_steps: int = 100
-  unroll_length: int = 20
+  unroll_length: int = 10
   learning_rate: float = 3e-3
   learning_rate_schedule: str = "cosine"
   max_grad_norm: Optional[float] = None
   second_derivatives: bool = False
   objective: str = "log"
   log_period: int = 100
-  evaluation_period: int = 250
+  evaluation_period: int = 200
   evaluation_epochs: int = 20
   seed: int = 0
 

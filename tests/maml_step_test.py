@@ -60,8 +60,8 @@ class MamlStepTest(tf.test.TestCase, parameterized.TestCase):
       c, g_q, _ = ls(theta, batch["xq"][t], batch["yq"][t])
       expected_cost += c / NUM_TASKS
       expected_grad += (g_q if first_order else jac.T @ g_q) / NUM_TASKS
-    self.assertAllClose(cost_value, expected_cost, rtol=1e-10)
-    self.assertAllClose(as_theta(grads), expected_grad, rtol=1e-10)
+    self.assertAllClose(cost_value, expected_cost, rtol=1e-10, atol=0)
+    self.assertAllClose(as_theta(grads), expected_grad, rtol=1e-10, atol=0)
 
   @parameterized.parameters(l2l.maml_step, l2l.fomaml_step)
   def test_batched_and_loop_agree(self, step_fn):

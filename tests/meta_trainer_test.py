@@ -123,6 +123,96 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
       l2l.Reptile(built_mlp(), inner_steps=0)
 
 
+def ls_grad(theta, x, y):
+  """Linear least squares mean((x w + b - y)^2), theta = [w; b]: its gradient and Hessian."""
+  xt = np.concatenate([x, np.ones([len(x), 1])], axis=1)
+  return 2. / len(x) * xt.T @ (xt @ theta - y.ravel()), 2. / len(x) * xt.T @ xt
+
+
+def numpy_anil_loss(p, tasks, lr, steps):
+  """Mean query MSE after `steps` SGD steps on the head (w1, b1) of a tanh MLP, body fixed."""
+  total = 0.
+  for t in range(len(tasks.support_x)):
+    features = lambda x: np.tanh(x @ p["mlp/linear_0/w"] + p["mlp/linear_0/b"])
+    f_s, f_q = features(tasks.support_x[t]), features(tasks.query_x[t])
+    w, b = p["mlp/linear_1/w"], p["mlp/linear_1/b"]
+    for _ in range(steps):
+      r = f_s @ w + b - tasks.support_y[t]
+      w, b = w - lr * 2. / len(r) * f_s.T @ r, b - lr * 2. / len(r) * r.sum(0)
+    total += np.mean((f_q @ w + b - tasks.query_y[t]) ** 2)
+  return total / len(tasks.support_x)
+
+
+def random_tasks(seed, num_tasks, k_support, k_query, d):
+  rng = np.random.default_rng(seed)
+  return problems.Task(*(rng.normal(size=(num_tasks, k, dim)) for k, dim in
+                         ((k_support, d), (k_support, 1), (k_query, d), (k_query, 1))))
+
+
+class Float64ReferenceTest(tf.test.TestCase, parameterized.TestCase):
+  """What `MetaTrainer` applies and evaluates, in float64, against NumPy references."""
+
+  @parameterized.product(first_order=(True, False), batched=(True, False))
+  def test_meta_step_matches_closed_form(self, first_order, batched):
+    # K = 7 support and 4 query points, 3 inner steps, linear least squares. FOMAML's meta-
+    # gradient is the query gradient at each task's adapted theta'_t (not at theta, not the
+    # support gradient), MAML's is J_t^T times it, J_t = prod_k (I - lr H_s); both task-averaged.
+    num_tasks, k, d, lr, steps = 3, 7, 2, 0.1, 3
+    tasks = random_tasks(0, num_tasks, k, 4, d)
+    model = snt.Linear(1, name="linear")
+    model(tf.zeros([1, d], tf.float64))
+    theta = np.array([0.5, -0.3, 0.2])
+    model.w.assign(theta[:d, None])
+    model.b.assign(theta[d:])
+    trainer = l2l.MetaTrainer(l2l.MAML(model, lr, steps, first_order=first_order),
+                              snt.optimizers.SGD(1.0), meta_trainer.mse, None, batched=batched)
+    loss = trainer.meta_step(tasks)
+    expected_grad, expected_loss = np.zeros(d + 1), 0.
+    for t in range(num_tasks):
+      adapted, jacobian = theta, np.eye(d + 1)
+      for _ in range(steps):
+        g_s, h_s = ls_grad(adapted, tasks.support_x[t], tasks.support_y[t])
+        adapted, jacobian = adapted - lr * g_s, (np.eye(d + 1) - lr * h_s) @ jacobian
+      g_q, _ = ls_grad(adapted, tasks.query_x[t], tasks.query_y[t])
+      expected_grad += (g_q if first_order else jacobian.T @ g_q) / num_tasks
+      expected_loss += np.mean((tasks.query_x[t] @ adapted[:d] + adapted[d]
+                                - tasks.query_y[t].ravel()) ** 2) / num_tasks
+    step = theta - np.concatenate([model.w.numpy().ravel(), model.b.numpy()])
+    self.assertAllClose(loss, expected_loss, rtol=1e-12, atol=0)
+    self.assertAllClose(step, expected_grad, rtol=1e-10, atol=0)
+
+  @parameterized.parameters(True, False)
+  def test_anil_evaluates_the_adapted_head_and_meta_trains_the_body(self, batched):
+    lr, steps = 0.3, 2
+    tasks = random_tasks(1, 3, 5, 4, 2)
+    model = snt.nets.MLP([4, 1], activation=tf.tanh, name="mlp",
+                         w_init=snt.initializers.RandomNormal(seed=2))
+    model(tf.zeros([1, 2], tf.float64))
+    model.submodules[0].b.assign([0.1, -0.2, 0.3, 0.0])
+    params = functional.named_parameters(model)
+    before = {n: v.numpy() for n, v in params.items()}
+    trainer = l2l.MetaTrainer(l2l.ANIL(model, model.submodules[1], lr, steps),
+                              snt.optimizers.SGD(1.0), meta_trainer.mse, None, batched=batched)
+    # Evaluation scores the query set with the adapted head on the unadapted body.
+    self.assertAllClose(trainer.evaluate(tasks, steps)["loss"],
+                        numpy_anil_loss(before, tasks, lr, steps), rtol=1e-12, atol=0)
+    trainer.meta_step(tasks)
+    eps = 1e-6
+    for name, value in before.items():
+      numeric = np.zeros(value.size)
+      for i in range(value.size):
+        shifted = []
+        for sign in (1., -1.):
+          p = dict(before)
+          p[name] = (value.ravel() + sign * eps * np.eye(value.size)[i]).reshape(value.shape)
+          shifted.append(numpy_anil_loss(p, tasks, lr, steps))
+        numeric[i] = (shifted[0] - shifted[1]) / (2 * eps)
+      # Every parameter, the body's included, moves by its meta-gradient (central differences).
+      self.assertGreater(np.abs(numeric).max(), 1e-3, msg=name)
+      self.assertAllClose((value - params[name].numpy()).ravel(), numeric, rtol=1e-6, atol=1e-9,
+                          msg=name)
+
+
 class FewShotRunTest(absltest.TestCase):
 
   def test_digits_run_writes_results_and_resumes(self):
