@@ -8,6 +8,7 @@ from l2l import functional
 from l2l.capture import Problem, VariableSpec
 from l2l.inner_optimizers import (DifferentiableOptimizer, FunctionalModel, innerloop_ctx,
                                   rule_from)
+from l2l.learned_optimizer import LearnedOptimizer
 from l2l.maml import ANIL, MAML, Learner, MetaSGD, Reptile, adapt, head_names, inner_step
 from l2l.maml_step import fomaml_step, maml_step, reptile_step
 from l2l.meta_optimizer import MetaLoss, MetaMinimize, MetaOptimizer, resolve_assignments
@@ -17,7 +18,7 @@ from l2l.unroll import Group, UnrollResult, UnrollState
 __all__ = [
     # Learned optimizers.
     "Problem", "VariableSpec", "MetaOptimizer", "MetaLoss", "MetaMinimize",
-    "resolve_assignments", "Group", "UnrollResult", "UnrollState",
+    "resolve_assignments", "Group", "UnrollResult", "UnrollState", "LearnedOptimizer",
     # The MAML family.
     "functional", "MAML", "MetaSGD", "ANIL", "Reptile", "Learner", "adapt", "inner_step",
     "head_names", "maml_step", "fomaml_step", "reptile_step", "MetaTrainer", "History",

@@ -1,9 +1,14 @@
 """Named configurations: a problem with the nets and net assignments the paper used for it."""
 
+import inspect
+import os
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from l2l import capture
 from l2l.capture import MakeLoss
 import problems
+from problems import datasets
+from problems.cifar10 import KERNEL_SHAPE as CIFAR_KERNEL_SHAPE
 
 NetConfigs = Dict[str, Dict[str, Any]]
 
@@ -40,7 +45,51 @@ def _problem(name: str, **options: Any) -> Callable[[Optional[int]], MakeLoss]:
   return lambda seed: problems.get(name, seed=seed, **options)
 
 
-CONFIGS: Dict[str, Callable[[], Config]] = {
+# The 2016 code's cifar-multi nets: a kernel LSTM over every 5x5 filter of the conv kernels and a
+# coordinatewise LSTM for everything else.
+PAPER_KERNEL_LSTM = {
+    "net": "KernelDeepLSTM",
+    "net_options": {"layers": [20, 20], "kernel_shape": list(CIFAR_KERNEL_SHAPE),
+                    "preprocess_name": "LogAndSign", "preprocess_options": {"k": 5},
+                    "scale": 0.01},
+}
+CIFAR_ARCHITECTURE = {"conv_channels": (16, 16, 16), "linear_layers": (32,), "batch_norm": True}
+
+
+def data_dir_option(data_dir: Optional[str] = None) -> Optional[str]:
+  """`data_dir` if given, else the environment variable L2L_DATA_DIR, else None (which makes
+  the MNIST and CIFAR-10 problems use the Keras download and cache)."""
+  return data_dir if data_dir is not None else (os.environ.get(datasets.ENV_DATA_DIR) or None)
+
+
+def assignments_by_rank(problem: capture.Problem, netids: Dict[int, str], default: str
+                        ) -> List[Tuple[str, List[str]]]:
+  """`net_assignments` that give each parameter the net of its rank (`netids[rank]`), or
+  `default`; e.g. `{4: "conv"}` sends conv kernels to one net and the rest to another.
+
+  Nets that would update nothing are left out.
+  """
+  groups: Dict[str, List[str]] = {}
+  for spec in problem.param_specs:
+    groups.setdefault(netids.get(spec.shape.rank, default), []).append(spec.name)
+  return [(netid, names) for netid, names in sorted(groups.items())]
+
+
+def _cifar_multi_assignments(architecture: Dict[str, Any]) -> List[Tuple[str, List[str]]]:
+  # The variable names come from the network's structure alone: no data needed.
+  structure = capture.Problem(problems.cifar10_structure(**architecture), name="cifar10")
+  return assignments_by_rank(structure, {4: "conv"}, "fc")
+
+
+def _cifar(data_dir: Optional[str], multi: bool) -> Config:
+  make_problem = _problem("cifar10", data_dir=data_dir_option(data_dir), **CIFAR_ARCHITECTURE)
+  if not multi:
+    return Config(make_problem, {"cw": PAPER_LSTM}, None)
+  return Config(make_problem, {"conv": PAPER_KERNEL_LSTM, "fc": PAPER_LSTM},
+                _cifar_multi_assignments(CIFAR_ARCHITECTURE))
+
+
+CONFIGS: Dict[str, Callable[..., Config]] = {
     "simple": lambda: Config(
         _problem("simple"),
         {"cw": {"net": "CoordinateWiseDeepLSTM",
@@ -58,11 +107,37 @@ CONFIGS: Dict[str, Callable[[], Config]] = {
                                         {"cw": QUADRATIC_LSTM}, None),
     "quadratic-paper": lambda: Config(_problem("quadratic", distribution="normal"),
                                       {"cw": PAPER_LSTM}, None),
+    # The paper's MNIST problem: a 1x20 sigmoid MLP, batches of 128, one LSTM for every
+    # variable. Data from `data_dir`, L2L_DATA_DIR, or the Keras download (at make_problem).
+    "mnist": lambda data_dir=None: Config(
+        _problem("mnist", hidden_sizes=(20,), activation="sigmoid", batch_size=128,
+                 data_dir=data_dir_option(data_dir)),
+        {"cw": PAPER_LSTM}, None),
+    # The paper's CIFAR-10 conv net with one LSTM, or with a KernelDeepLSTM for the conv
+    # kernels and a coordinatewise LSTM for biases, batch norm and linear weights.
+    "cifar": lambda data_dir=None: _cifar(data_dir, multi=False),
+    "cifar-multi": lambda data_dir=None: _cifar(data_dir, multi=True),
+    # The MNIST problem on scikit-learn's bundled 8x8 digits: offline, for quick runs.
+    "digits": lambda: Config(
+        _problem("digits", hidden_sizes=(20,), activation="sigmoid", batch_size=128),
+        {"cw": PAPER_LSTM}, None),
 }
 
 
-def get_config(name: str) -> Config:
-  """The named configuration `name` (see `CONFIGS`)."""
+def get_config(name: str, **options: Any) -> Config:
+  """The named configuration `name` (see `CONFIGS`).
+
+  Args:
+    name: a key of `CONFIGS`.
+    **options: options of the configuration; `mnist`, `cifar` and `cifar-multi` take
+      `data_dir` (default: the environment variable L2L_DATA_DIR, else the Keras download).
+      Nothing is loaded until `make_problem` is called.
+  """
   if name not in CONFIGS:
     raise ValueError(f"unknown problem {name!r}; expected one of {sorted(CONFIGS)}")
-  return CONFIGS[name]()
+  accepted = inspect.signature(CONFIGS[name]).parameters
+  unknown = sorted(k for k in options if k not in accepted)
+  if unknown:
+    raise ValueError(f"configuration {name!r} has no options {unknown}; it takes "
+                     f"{sorted(accepted)}")
+  return CONFIGS[name](**options)

@@ -1,6 +1,10 @@
 """Optimizee problems: `make_loss` callables, and a registry by name."""
 
+from problems.cifar10 import cifar10, cifar10_structure
+from problems.datasets import Dataset, load_cifar10, load_mnist
+from problems.digits import digits
 from problems.ensemble import ensemble
+from problems.mnist import mnist
 from problems.quadratic import quadratic
 from problems.registry import PROBLEMS, get
 from problems.simple import simple, simple_multi_optimizer
@@ -12,4 +16,6 @@ __all__ = [
     # Few-shot task samplers.
     "Task", "TaskSampler", "SinusoidTaskSampler", "NWayKShotSampler", "load_digits",
     "digits_samplers",
+    # Minibatch classification problems and their datasets.
+    "mnist", "cifar10", "cifar10_structure", "digits", "Dataset", "load_mnist", "load_cifar10",
 ]

@@ -4,7 +4,10 @@ import inspect
 from typing import Any, Callable, Dict, Optional
 
 from l2l.capture import MakeLoss
+from problems.cifar10 import cifar10
+from problems.digits import digits
 from problems.ensemble import ensemble
+from problems.mnist import mnist
 from problems.quadratic import quadratic
 from problems.simple import simple, simple_multi_optimizer
 
@@ -13,6 +16,9 @@ PROBLEMS: Dict[str, Callable[..., MakeLoss]] = {
     "simple-multi": simple_multi_optimizer,
     "quadratic": quadratic,
     "ensemble": ensemble,
+    "mnist": mnist,
+    "cifar10": cifar10,
+    "digits": digits,
 }
 
 
