@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import l2l
 import nets
+import finite_differences
 
 
 def mse(prediction, target):
@@ -69,19 +70,10 @@ class InnerLoopTest(tf.test.TestCase):
       a = 0.9 * a + ls_grad(theta, xs, ys)
       theta = theta - 0.1 * a
     self.assertAllClose(theta_of(fmodel.params), theta, rtol=1e-12)
-    eps = 1e-6
-    for var, grad in zip(model.trainable_variables, grads):
-      flat = var.numpy().ravel()
-      for i in range(flat.size):
-        values = []
-        for sign in (1., -1.):
-          shifted = flat.copy()
-          shifted[i] += sign * eps
-          var.assign(shifted.reshape(var.shape))
-          values.append(self.meta_loss(model, rule, 3)[0].numpy())
-        var.assign(flat.reshape(var.shape))
-        self.assertAllClose(grad.numpy().ravel()[i], (values[0] - values[1]) / (2 * eps),
-                            rtol=1e-6, atol=1e-9)
+    numeric = finite_differences.central_differences(
+        lambda: self.meta_loss(model, rule, 3)[0], model.trainable_variables, eps=1e-6)
+    for grad, expected in zip(grads, numeric):
+      self.assertAllClose(grad, expected, rtol=1e-6, atol=1e-9)
 
   def test_learnable_adam_learning_rate_gradient(self):
     model = built_linear()

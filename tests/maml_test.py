@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import l2l
 import nets
+import finite_differences
 from l2l import functional
 from l2l import maml
 
@@ -162,20 +163,10 @@ class MAMLFiniteDifferenceTest(tf.test.TestCase):
     with tf.GradientTape() as tape:
       loss = meta_loss()
     grads = tape.gradient(loss, model.trainable_variables)
-    eps = 1e-6
-    for var, grad in zip(model.trainable_variables, grads):
-      flat = var.numpy().ravel()
-      numeric = np.zeros_like(flat)
-      for i in range(flat.size):
-        values = []
-        for sign in (1., -1.):
-          shifted = flat.copy()
-          shifted[i] += sign * eps
-          var.assign(shifted.reshape(var.shape))
-          values.append(meta_loss().numpy())
-        var.assign(flat.reshape(var.shape))
-        numeric[i] = (values[0] - values[1]) / (2 * eps)
-      self.assertAllClose(grad.numpy().ravel(), numeric, rtol=1e-6, atol=1e-9, msg=var.name)
+    numeric = finite_differences.central_differences(meta_loss, model.trainable_variables,
+                                                     eps=1e-6)
+    for var, grad, expected in zip(model.trainable_variables, grads, numeric):
+      self.assertAllClose(grad, expected, rtol=1e-6, atol=1e-9, msg=var.name)
     # The Hessian terms matter here: first-order differs from the finite differences.
     with tf.GradientTape() as tape:
       fo = mse(l2l.MAML(model, 0.3, 2, first_order=True).clone().adapt_on(mse, xs, ys)(xq), yq)
