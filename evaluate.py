@@ -23,6 +23,10 @@ flags.DEFINE_integer("num_steps", 100, "Optimizer steps per instance.")
 flags.DEFINE_integer("seed", 0, "Seed of the instance streams.")
 flags.DEFINE_float("learning_rate", None, "Baselines' learning rate (default: tuned).")
 flags.DEFINE_integer("tuning_epochs", 20, "Instances for tuning each baseline's learning rate.")
+flags.DEFINE_string("data_dir", None, "Dataset directory of the mnist, cifar and cifar-multi "
+                    "configs (default: $L2L_DATA_DIR, else the Keras download and cache).")
+flags.DEFINE_string("plot", None, "Draw every optimizer's mean loss curve (log y axis) into "
+                    "this .png file.")
 flags.DEFINE_string("output_json", None, "Write the results (with loss curves) to this file.")
 FLAGS = flags.FLAGS
 
@@ -38,9 +42,11 @@ def main(argv):
   else:
     optimizers = [FLAGS.optimizer]
   try:
+    if FLAGS.plot:
+      evaluation.check_plot_path(FLAGS.plot)  # Before the work, not after.
     output = evaluation.evaluate(FLAGS.problem, optimizers, FLAGS.path, FLAGS.num_epochs,
                                  FLAGS.num_steps, FLAGS.seed, FLAGS.learning_rate,
-                                 FLAGS.tuning_epochs)
+                                 FLAGS.tuning_epochs, data_dir=FLAGS.data_dir)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   print(f"problem={FLAGS.problem} num_steps={FLAGS.num_steps} instances={FLAGS.num_epochs}")
@@ -48,6 +54,8 @@ def main(argv):
   if FLAGS.output_json:
     with open(FLAGS.output_json, "w") as f:
       json.dump(output, f, indent=1)
+  if FLAGS.plot:
+    evaluation.plot_loss_curves(output, FLAGS.plot)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Meta-trains a learned optimizer and saves the best one (by validation) to --save_path.
 
     python train.py --problem=quadratic --save_path=/tmp/l2l_quadratic
+
+Checkpoints of the training state go to <save_path>/train_state every --checkpoint_period epochs;
+after a crash the same command resumes from the latest one. TensorBoard summaries go to
+<save_path>/tensorboard.
 """
 
 from absl import app
@@ -13,7 +17,8 @@ from l2l import training
 _DEFAULTS = training.TrainConfig()
 
 flags.DEFINE_string("save_path", None, "Directory for the best optimizer (config.json + weights).")
-flags.DEFINE_bool("overwrite", False, "Replace an optimizer already saved in --save_path.")
+flags.DEFINE_bool("overwrite", False, "Replace an optimizer already saved in --save_path (and "
+                  "start afresh instead of resuming).")
 flags.DEFINE_enum("problem", _DEFAULTS.problem, sorted(configs.CONFIGS), "Named configuration.")
 flags.DEFINE_integer("num_epochs", _DEFAULTS.num_epochs, "Training epochs (problem instances).")
 flags.DEFINE_integer("num_steps", _DEFAULTS.num_steps, "Optimizee steps per epoch.")
@@ -32,6 +37,11 @@ flags.DEFINE_integer("evaluation_period", _DEFAULTS.evaluation_period,
                      "Epochs between validations (the best optimizer is kept).")
 flags.DEFINE_integer("evaluation_epochs", _DEFAULTS.evaluation_epochs,
                      "Validation problem instances.")
+flags.DEFINE_integer("checkpoint_period", _DEFAULTS.checkpoint_period,
+                     "Epochs between checkpoints of the training state in "
+                     "<save_path>/train_state (the same command resumes from the latest).")
+flags.DEFINE_string("data_dir", None, "Dataset directory of the mnist, cifar and cifar-multi "
+                    "configs (default: $L2L_DATA_DIR, else the Keras download and cache).")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of nets, problem instances and TF ops.")
 FLAGS = flags.FLAGS
 
@@ -46,15 +56,17 @@ def main(argv):
       max_grad_norm=FLAGS.max_grad_norm, second_derivatives=FLAGS.second_derivatives,
       objective=FLAGS.objective, log_period=FLAGS.log_period,
       evaluation_period=FLAGS.evaluation_period, evaluation_epochs=FLAGS.evaluation_epochs,
-      seed=FLAGS.seed)
+      checkpoint_period=FLAGS.checkpoint_period, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
   try:
     config.validate()
-    training.check_save_path(config.save_path, config.overwrite)
+    training.check_save_path(config.save_path, config.overwrite, config)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   summary = training.meta_train(config)
-  logging.info("done in %.0fs: best validation log10 mean final loss %.4f at epoch %d%s",
-               summary["seconds"], summary["best_validation_log10_loss"], summary["best_epoch"],
+  logging.info("done in %.0fs: %d meta-steps (%d skipped as non-finite); best validation "
+               "log10 mean final loss %.4f at epoch %d%s", summary["seconds"],
+               summary["meta_steps"], summary["skipped_steps"],
+               summary["best_validation_log10_loss"], summary["best_epoch"],
                f"; saved to {summary['save_path']}" if summary["save_path"] else
                " (no --save_path: nothing saved)")
 

@@ -8,6 +8,7 @@ optimizers are evaluated on the same instances.
 """
 
 import math
+import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
@@ -127,13 +128,48 @@ def format_table(results: Mapping[str, Mapping[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def check_plot_path(path: str) -> None:
+  """Raises ValueError unless `path` names a .png file in an existing directory."""
+  if not path.lower().endswith(".png"):
+    raise ValueError(f"plot must name a .png file, got {path!r}")
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise ValueError(f"plot: directory {directory!r} of {path!r} does not exist")
+
+
+def plot_loss_curves(output: Mapping[str, Any], path: str) -> None:
+  """Draws the mean loss curve of every optimizer of `evaluate`'s output into a PNG file.
+
+  Log y axis, one legend entry per optimizer (with its learning rate when it has one).
+  """
+  check_plot_path(path)
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")  # Files only: no display needed.
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  figure, axes = pyplot.subplots(figsize=(6, 4))
+  try:
+    for name, row in output["results"].items():
+      label = name if row["learning_rate"] is None else f"{name} (lr {row['learning_rate']:g})"
+      axes.plot(np.arange(len(row["loss_curve"])), row["loss_curve"], label=label)
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel(f"mean loss over {output['num_epochs']} instances")
+    axes.set_title(f"{output['problem']}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+  finally:
+    pyplot.close(figure)
+
+
 OPTIMIZERS = ("L2L",) + tuple(HAND_DESIGNED)
 
 
 def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None,
              num_epochs: int = 100, num_steps: int = 100, seed: int = 0,
              learning_rate: Optional[float] = None, tuning_epochs: int = 20,
-             grid: Sequence[float] = DEFAULT_LR_GRID) -> Dict[str, Any]:
+             grid: Sequence[float] = DEFAULT_LR_GRID,
+             data_dir: Optional[str] = None) -> Dict[str, Any]:
   """Evaluates optimizers on `num_epochs` held-out instances of the named configuration.
 
   Args:
@@ -145,12 +181,13 @@ def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None
     seed: seed of the instance streams; tuning uses the TUNE stream, disjoint from TEST.
     learning_rate: the hand-designed optimizers' learning rate; None tunes it per optimizer on
       `tuning_epochs` TUNE instances over `grid`.
+    data_dir: dataset directory of the configs that take one (mnist, cifar, cifar-multi).
 
   Returns:
     `{"problem", "num_steps", "num_epochs", "results": {name: result_row(...)}}`.
   """
   from l2l import configs  # configs imports problems, which is not needed for plain runs.
-  named = configs.get_config(problem)
+  named = configs.get_config(problem, **({} if data_dir is None else {"data_dir": data_dir}))
   for name in optimizers:
     if name not in OPTIMIZERS:
       raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS} or 'all'")

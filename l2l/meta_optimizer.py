@@ -290,8 +290,13 @@ def _check_positive(name: str, value: Any) -> float:
 class MetaMinimize(tf.Module):
   """`step()`: one truncated unroll and one Adam step on the nets' weights (`tf.function`).
 
+  A step whose meta-loss or meta-gradient is not finite is skipped: the nets and Adam's state
+  (moments and step count) stay as they were, and `skipped_steps` counts it.
+
   Attributes:
     learning_rate: a variable; assign to it to schedule the learning rate without retracing.
+    skipped_steps: a variable; the number of steps skipped for a non-finite meta-loss or
+      meta-gradient.
   """
 
   def __init__(self, meta_loss: MetaLoss, learning_rate: float = 1e-3,
@@ -304,6 +309,13 @@ class MetaMinimize(tf.Module):
     self.meta_optimizer = meta_loss.meta_optimizer
     self.learning_rate = tf.Variable(float(learning_rate), trainable=False, name="learning_rate")
     self.optimizer = snt.optimizers.Adam(self.learning_rate)
+    self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+    variables = self.meta_optimizer.trainable_variables
+    if variables:
+      # Adam's moments exist from the start, so that a checkpoint can be restored into them
+      # before the first step and `step()` never creates variables inside its `tf.cond`.
+      with tf.init_scope():
+        self.optimizer._initialize(variables)  # pylint: disable=protected-access
     self._step = tf.function(self._step_impl, autograph=False)
 
   def _step_impl(self) -> tf.Tensor:
@@ -313,9 +325,20 @@ class MetaMinimize(tf.Module):
     if variables:
       grads = tape.gradient(loss, variables,
                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in [loss, *grads]])
       if self.max_grad_norm is not None:
         grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)
-      self.optimizer.apply(grads, variables)
+
+      def apply() -> tf.Tensor:
+        self.optimizer.apply(grads, variables)
+        return tf.constant(True)
+
+      def skip() -> tf.Tensor:
+        # A NaN / Inf meta-loss or meta-gradient would corrupt the nets and Adam's moments.
+        self.skipped_steps.assign_add(1)
+        return tf.constant(False)
+
+      tf.cond(finite, apply, skip)
     return loss
 
   def step(self) -> tf.Tensor:

@@ -4,6 +4,14 @@ Each epoch draws a new problem instance and runs `num_steps / unroll_length` tru
 one Adam step on the nets after each. Every `evaluation_period` epochs the optimizer runs
 `num_steps` steps on `evaluation_epochs` fresh validation instances (disjoint from the training
 stream); the best one so far, by log10 of the mean final loss, is saved to `save_path`.
+
+With a `save_path`, training is resumable: every `checkpoint_period` epochs (and at the end) a
+`tf.train.CheckpointManager` writes `<save_path>/train_state/` with the nets, the meta-optimizer's
+Adam state, the learning rate, the epoch and meta-step counters, the best validation score and
+its epoch, and the state of every `tf.random.Generator` of the training problem, so a resumed
+run draws the same problem instances as an uninterrupted one. The same config in the same
+`save_path` resumes from the latest checkpoint; TensorBoard summaries go to
+`<save_path>/tensorboard`.
 """
 
 import dataclasses
@@ -11,12 +19,15 @@ import inspect
 import json
 import math
 import os
+import shutil
 import time
-from typing import Any, Dict, Optional
+import types
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 import nets
 from l2l import configs
@@ -56,11 +67,22 @@ class TrainConfig:
   evaluation_period: int = 200
   evaluation_epochs: int = 20
   seed: int = 0
+  checkpoint_period: int = 100
+  data_dir: Optional[str] = None
+
+  def resume_key(self) -> Dict[str, Any]:
+    """The options a resumed run must share with the run that wrote the checkpoint."""
+    return {k: v for k, v in dataclasses.asdict(self).items()
+            if k not in ("save_path", "overwrite", "log_period", "checkpoint_period")}
+
+  def config_options(self) -> Dict[str, Any]:
+    """Options of `configs.get_config`: `data_dir` when one is given."""
+    return {} if self.data_dir is None else {"data_dir": self.data_dir}
 
   def validate(self) -> None:
     """Raises ValueError naming the first bad option."""
     for name in ("num_epochs", "num_steps", "unroll_length", "log_period", "evaluation_period",
-                 "evaluation_epochs"):
+                 "evaluation_epochs", "checkpoint_period"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -77,7 +99,7 @@ class TrainConfig:
     if self.objective not in unroll_lib.OBJECTIVES:
       raise ValueError(f"objective must be one of {unroll_lib.OBJECTIVES}, got "
                        f"{self.objective!r}")
-    configs.get_config(self.problem)  # Raises on an unknown problem.
+    configs.get_config(self.problem, **self.config_options())  # Raises on a bad problem.
 
 
 def seeded_net_configs(net_configs: Dict[str, Dict[str, Any]], seed: int) -> Dict[str, Any]:
@@ -91,15 +113,82 @@ def seeded_net_configs(net_configs: Dict[str, Dict[str, Any]], seed: int) -> Dic
   return seeded
 
 
-def check_save_path(save_path: Optional[str], overwrite: bool) -> None:
-  """Refuses to write into an existing non-empty directory unless `overwrite`."""
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+    data_class=summary_pb2.DATA_CLASS_SCALAR).SerializeToString()
+TRAIN_STATE = "train_state"
+_TRAIN_CONFIG = "train_config.json"
+
+
+def _saved_epoch(directory: str) -> int:
+  """The epoch of the latest checkpoint in `directory`, 0 if there is none."""
+  latest = tf.train.latest_checkpoint(directory)
+  if latest is None:
+    return 0
+  return int(tf.train.load_checkpoint(latest).get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def check_save_path(save_path: Optional[str], overwrite: bool,
+                    config: Optional["TrainConfig"] = None) -> None:
+  """Refuses to write into an existing non-empty directory unless `overwrite`, or unless it
+  holds an unfinished resumable run (`train_state/`) of the same `config`."""
   if save_path is None:
     return
   if os.path.exists(save_path) and not os.path.isdir(save_path):
     raise ValueError(f"save_path {save_path!r} exists and is not a directory")
-  if os.path.isdir(save_path) and os.listdir(save_path) and not overwrite:
+  if not os.path.isdir(save_path) or not os.listdir(save_path) or overwrite:
+    return
+  config_file = os.path.join(save_path, TRAIN_STATE, _TRAIN_CONFIG)
+  if config is None or not os.path.isfile(config_file):
     raise ValueError(f"save_path {save_path!r} already holds files; choose another path or "
                      "pass --overwrite to replace the saved optimizer")
+  try:
+    with open(config_file) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    saved = None
+  key = json.loads(json.dumps(config.resume_key()))
+  if saved != key:
+    differ = (sorted(k for k in set(key) | set(saved) if key.get(k) != saved.get(k))
+              if isinstance(saved, dict) else ["unreadable " + _TRAIN_CONFIG])
+    raise ValueError(f"save_path {save_path!r} already holds files of a run with a different "
+                     f"config (differs in {', '.join(differ)}); choose another path or pass "
+                     "--overwrite to start afresh")
+  if _saved_epoch(os.path.join(save_path, TRAIN_STATE)) >= config.num_epochs:
+    raise ValueError(f"save_path {save_path!r} already holds files of a finished run; choose "
+                     "another path or pass --overwrite to start afresh")
+
+
+def _find_generators(root: Any, max_depth: int = 4) -> List[tf.random.Generator]:
+  """The `tf.random.Generator`s reachable from `root` through closures and object attributes:
+  the problem instance streams, which are created inside the problem's closure."""
+  found, seen = [], set()
+
+  def visit(obj: Any, depth: int) -> None:
+    if id(obj) in seen or depth > max_depth:
+      return
+    seen.add(id(obj))
+    if isinstance(obj, tf.random.Generator):
+      found.append(obj)
+    elif isinstance(obj, types.FunctionType):
+      for cell in obj.__closure__ or ():
+        try:
+          visit(cell.cell_contents, depth + 1)
+        except ValueError:  # An empty cell.
+          pass
+    elif isinstance(obj, (list, tuple)):
+      for item in obj:
+        visit(item, depth + 1)
+    elif isinstance(obj, dict):
+      for item in obj.values():
+        visit(item, depth + 1)
+    elif hasattr(obj, "__dict__") and not isinstance(
+        obj, (tf.Tensor, tf.Variable, np.ndarray, type, types.ModuleType)):
+      for item in vars(obj).values():
+        visit(item, depth + 1)
+
+  visit(root, 0)
+  return found
 
 
 def _format_seconds(seconds: float) -> str:
@@ -110,20 +199,49 @@ def _format_seconds(seconds: float) -> str:
 def meta_train(config: TrainConfig) -> Dict[str, Any]:
   """Meta-trains the nets of `config.problem`'s configuration; returns a summary.
 
+  With `config.save_path`, resumes from `<save_path>/train_state/` when it holds a checkpoint
+  of the same config (see the module docstring).
+
   Returns:
-    `{"best_validation_log10_loss", "best_epoch", "epochs", "seconds", "save_path"}`.
+    `{"best_validation_log10_loss", "best_epoch", "epochs", "meta_steps", "skipped_steps",
+    "resumed_from_epoch", "seconds", "save_path"}`.
   """
   config.validate()
-  check_save_path(config.save_path, config.overwrite)
+  check_save_path(config.save_path, config.overwrite, config)
   tf.random.set_seed(config.seed)
-  named = configs.get_config(config.problem)
+  named = configs.get_config(config.problem, **config.config_options())
   net_configs = seeded_net_configs(named.net_configs, config.seed)
   optimizer = meta_optimizer_lib.MetaOptimizer(**net_configs)
+  make_loss = named.make_problem(evaluation.instance_seed(config.seed, evaluation.TRAIN))
   trainer = optimizer.meta_minimize(
-      named.make_problem(evaluation.instance_seed(config.seed, evaluation.TRAIN)),
-      config.unroll_length, config.learning_rate, named.net_assignments,
+      make_loss, config.unroll_length, config.learning_rate, named.net_assignments,
       config.second_derivatives, max_grad_norm=config.max_grad_norm, objective=config.objective)
   unrolls_per_epoch = config.num_steps // config.unroll_length
+
+  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  meta_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_steps")
+  best_var = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best")
+  best_epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+  manager, writer, resumed_from = None, None, 0
+  if config.save_path:
+    state_dir = os.path.join(config.save_path, TRAIN_STATE)
+    if config.overwrite:
+      for sub in (TRAIN_STATE, "tensorboard"):
+        shutil.rmtree(os.path.join(config.save_path, sub), ignore_errors=True)
+    checkpoint = tf.train.Checkpoint(
+        trainer=trainer, epoch=epoch_var, meta_steps=meta_steps, best=best_var,
+        best_epoch=best_epoch_var, generators=_find_generators(make_loss))
+    manager = tf.train.CheckpointManager(checkpoint, state_dir, max_to_keep=2)
+    if manager.latest_checkpoint:
+      checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+      resumed_from = int(epoch_var.numpy())
+      logging.info("resuming from checkpoint %s at epoch %d/%d (%d meta-steps done)",
+                   manager.latest_checkpoint, resumed_from, config.num_epochs,
+                   int(meta_steps.numpy()))
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, _TRAIN_CONFIG), "w") as f:
+      json.dump(config.resume_key(), f, indent=1, sort_keys=True)
+    writer = tf.summary.create_file_writer(os.path.join(config.save_path, "tensorboard"))
   logging.info("meta-training on %r: %d epochs x %d unrolls of %d steps; nets %s",
                config.problem, config.num_epochs, unrolls_per_epoch, config.unroll_length,
                json.dumps(net_configs))
@@ -136,35 +254,61 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
         config.evaluation_epochs, config.num_steps, named.net_assignments)
     return curves.log10_final_loss_mean
 
-  best, best_epoch = float("inf"), 0
+  def summarize(epoch: int, scalars: Dict[str, float]) -> None:
+    if writer is not None:
+      with writer.as_default():
+        for name, value in scalars.items():
+          # tf.summary.scalar needs the tensorboard package; the same record by hand does not.
+          tf.summary.write(name, tf.constant(float(value), tf.float32), step=epoch,
+                           metadata=_SCALAR_METADATA)
+      writer.flush()
+
   start = time.time()
   period_meta, period_final = [], []
-  for epoch in range(1, config.num_epochs + 1):
+  for epoch in range(resumed_from + 1, config.num_epochs + 1):
     trainer.learning_rate.assign(scheduled_learning_rate(
         config.learning_rate, config.learning_rate_schedule, (epoch - 1) / config.num_epochs))
     trainer.reset()
     for _ in range(unrolls_per_epoch):
       period_meta.append(float(trainer.step().numpy()))
+    meta_steps.assign_add(unrolls_per_epoch)
+    epoch_var.assign(epoch)
     period_final.append(float(trainer.final_loss.numpy()))
     if epoch % config.log_period == 0 or epoch == config.num_epochs:
       elapsed = time.time() - start
-      eta = elapsed / epoch * (config.num_epochs - epoch)
-      logging.info("epoch %d/%d  meta-loss %.4g  final loss %.4g  lr %.2g  %.1f epochs/s  "
-                   "elapsed %s  ETA %s", epoch, config.num_epochs, np.mean(period_meta),
-                   np.mean(period_final), float(trainer.learning_rate.numpy()),
-                   epoch / elapsed, _format_seconds(elapsed), _format_seconds(eta))
+      done = epoch - resumed_from
+      eta = elapsed / done * (config.num_epochs - epoch)
+      skipped = int(trainer.skipped_steps.numpy())
+      logging.info("epoch %d/%d  meta-loss %.4g  final loss %.4g  lr %.2g  skipped %d  "
+                   "%.1f epochs/s  elapsed %s  ETA %s", epoch, config.num_epochs,
+                   np.mean(period_meta), np.mean(period_final),
+                   float(trainer.learning_rate.numpy()), skipped, done / elapsed,
+                   _format_seconds(elapsed), _format_seconds(eta))
+      summarize(epoch, {"meta_loss": np.mean(period_meta), "final_loss": np.mean(period_final),
+                        "learning_rate": float(trainer.learning_rate.numpy()),
+                        "skipped_steps": skipped})
       period_meta, period_final = [], []
     if epoch % config.evaluation_period == 0 or epoch == config.num_epochs:
       score = validate()
+      best, best_epoch = float(best_var.numpy()), int(best_epoch_var.numpy())
       improved = score < best
       if improved:
         best, best_epoch = score, epoch
+        best_var.assign(best)
+        best_epoch_var.assign(best_epoch)
         if config.save_path:
           optimizer.save(config.save_path)
       logging.info("validation at epoch %d: log10 mean final loss %.4f over %d instances%s",
                    epoch, score, config.evaluation_epochs,
                    " (best so far; saved)" if improved and config.save_path else
                    " (best so far)" if improved else f" (best {best:.4f} at epoch {best_epoch})")
-  return {"best_validation_log10_loss": best, "best_epoch": best_epoch,
-          "epochs": config.num_epochs, "seconds": time.time() - start,
+      summarize(epoch, {"validation_log10_final_loss": score})
+    if manager is not None and (epoch % config.checkpoint_period == 0
+                                or epoch == config.num_epochs):
+      manager.save(checkpoint_number=epoch)
+  return {"best_validation_log10_loss": float(best_var.numpy()),
+          "best_epoch": int(best_epoch_var.numpy()), "epochs": config.num_epochs,
+          "meta_steps": int(meta_steps.numpy()),
+          "skipped_steps": int(trainer.skipped_steps.numpy()),
+          "resumed_from_epoch": resumed_from, "seconds": time.time() - start,
           "save_path": config.save_path}

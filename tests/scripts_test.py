@@ -53,6 +53,8 @@ class MetaTrainTest(parameterized.TestCase):
       (dict(learning_rate=-1.0), "learning_rate must be positive"),
       (dict(problem="nope"), "unknown problem 'nope'"),
       (dict(objective="max"), "objective must be one of"),
+      (dict(data_dir="/tmp"), r"configuration 'quadratic' has no options \['data_dir'\]"),
+      (dict(checkpoint_period=0), "checkpoint_period must be a positive integer"),
   )
   def test_bad_config(self, change, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -96,6 +98,20 @@ class EvaluateTest(absltest.TestCase):
     self.assertEqual(tuned["learning_rate"], min(scores, key=scores.get))
     self.assertEqual(scores[100.0], float("inf"))  # Diverges; never chosen.
 
+  def test_plot_draws_a_png(self):
+    output = {"problem": "quadratic", "num_epochs": 2, "results": {
+        "L2L": {"learning_rate": None, "loss_curve": [10.0, 1.0, 0.1]},
+        "Adam": {"learning_rate": 0.1, "loss_curve": [10.0, 3.0, 1.0]}}}
+    path = os.path.join(tempfile.mkdtemp(), "curves.png")
+    evaluation.plot_loss_curves(output, path)
+    with open(path, "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    from matplotlib import image  # pylint: disable=g-import-not-at-top
+    height, width, _ = image.imread(path).shape
+    self.assertEqual((width, height), (600, 400))  # figsize 6x4 at 100 dpi.
+    with self.assertRaisesRegex(ValueError, "plot must name a .png file"):
+      evaluation.plot_loss_curves(output, path[:-4] + ".pdf")
+
   def test_l2l_without_path(self):
     with self.assertRaisesRegex(ValueError, "L2L needs --path"):
       evaluation.evaluate("quadratic", ["L2L"], None)
@@ -133,6 +149,13 @@ class ScriptsTest(absltest.TestCase):
     self.assertIn("L2L", result.stdout)
     with open(out_json) as f:
       out = json.load(f)
+    plot = os.path.join(tmp, "curves.png")
+    result = run_script("evaluate.py", "--optimizer=all", f"--path={path}", "--num_epochs=2",
+                        "--num_steps=10", "--learning_rate=0.1", f"--plot={plot}")
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    with open(plot, "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    self.assertGreater(os.path.getsize(plot), 5000)
     self.assertEqual(out["problem"], "quadratic")
     self.assertEqual(out["num_steps"], 10)
     row = out["results"]["L2L"]
@@ -150,6 +173,27 @@ class ScriptsTest(absltest.TestCase):
                         "--num_steps=5")
     self.assertOneLineError(result, "does not match|corrupt")
 
+  def test_data_dir(self):
+    import dataset_files  # pylint: disable=g-import-not-at-top
+    data_dir = tempfile.mkdtemp()
+    dataset_files.write_mnist(data_dir, num_train=130)
+    path = os.path.join(tempfile.mkdtemp(), "opt")
+    result = run_script("train.py", "--problem=mnist", f"--data_dir={data_dir}",
+                        f"--save_path={path}", "--num_epochs=1", "--num_steps=2",
+                        "--unroll_length=2", "--evaluation_epochs=1", "--log_period=1")
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertRegex(result.stderr, r"done in \d+s: 1 meta-steps")
+    result = run_script("evaluate.py", "--problem=mnist", f"--data_dir={data_dir}",
+                        "--optimizer=L2L", f"--path={path}", "--num_epochs=1", "--num_steps=3")
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertRegex(result.stdout, r"problem=mnist num_steps=3 instances=1\nopt.*\nL2L ")
+    for script in ("train.py", "evaluate.py"):
+      with self.subTest(script=script):
+        self.assertOneLineError(
+            run_script(script, "--problem=quadratic", f"--data_dir={data_dir}",
+                       "--optimizer=SGD" if script == "evaluate.py" else "--num_epochs=1"),
+            r"configuration 'quadratic' has no options \['data_dir'\]")
+
   def test_script_errors(self):
     cases = [
         (("evaluate.py", "--optimizer=L2L"), "L2L needs --path"),
@@ -159,6 +203,9 @@ class ScriptsTest(absltest.TestCase):
         (("train.py", "--num_steps=-3"), "num_steps must be a positive integer"),
         (("train.py", "--num_steps=30", "--unroll_length=20"), "multiple of unroll_length"),
         (("train.py", "stray"), "unexpected arguments: stray"),
+        (("evaluate.py", "--optimizer=SGD", "--plot=curves.jpg"), "plot must name a .png file"),
+        (("evaluate.py", "--optimizer=SGD", "--plot=/nonexistent/dir/c.png"),
+         "plot: directory '/nonexistent/dir' .* does not exist"),
     ]
     for args, message in cases:
       with self.subTest(args=args):

@@ -53,6 +53,38 @@ class TrainingOptionsTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllEqual(b, v.numpy())
     self.assertEqual(trainer._step.experimental_get_tracing_count(), traces)
 
+  def test_non_finite_meta_step_is_skipped(self):
+    flag = tf.Variable(1.0, trainable=False)
+
+    def make_loss():
+      x = tf.Variable(tf.ones([3]), name="x")
+      return tf.reduce_sum(tf.square(x)) * flag  # flag = NaN makes loss and gradients NaN.
+
+    opt = l2l.MetaOptimizer(cw=LSTM)
+    trainer = opt.meta_minimize(make_loss, 3, 1e-2)
+    self.assertLen(trainer.optimizer.m, len(opt.trainable_variables))  # Created eagerly.
+    self.assertTrue(np.isfinite(trainer.step().numpy()))
+    self.assertEqual(int(trainer.skipped_steps.numpy()), 0)
+
+    def state():
+      adam = trainer.optimizer
+      return [v.numpy() for v in [*opt.trainable_variables, *adam.m, *adam.v, adam.step]]
+
+    before = state()
+    flag.assign(float("nan"))
+    trainer.reset()
+    self.assertTrue(np.isnan(trainer.step().numpy()))
+    self.assertEqual(int(trainer.skipped_steps.numpy()), 1)
+    for b, a in zip(before, state()):
+      self.assertAllEqual(b, a)  # Nets and Adam's moments and step count untouched.
+    flag.assign(1.0)
+    trainer.reset()
+    self.assertTrue(np.isfinite(trainer.step().numpy()))
+    self.assertEqual(int(trainer.skipped_steps.numpy()), 1)
+    self.assertEqual(int(trainer.optimizer.step.numpy()), 2)
+    self.assertNotAllClose(before[0], opt.trainable_variables[0].numpy())
+    self.assertEqual(trainer._step.experimental_get_tracing_count(), 1)
+
   @parameterized.parameters(
       (dict(learning_rate_schedule="step"), "learning_rate_schedule must be one of"),
       (dict(max_grad_norm=0.0), "max_grad_norm must be positive"),
