@@ -117,13 +117,7 @@ def load_mnist(data_dir: Optional[str] = None, mode: str = "train") -> Dataset:
       return _read_only(read_idx(data_dir, images_file, 3), read_idx(data_dir, labels_file, 1))
     except (OSError, ValueError) as e:
       raise _no_data("mnist", files, f"{e}") from None
-  try:
-    from keras import datasets  # pylint: disable=g-import-not-at-top (heavy, optional)
-    train, test = datasets.mnist.load_data()
-  except Exception as e:  # pylint: disable=broad-except (any download or cache failure)
-    raise _no_data("mnist", files, f"no data_dir, and the Keras download failed: "
-                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-  return _read_only(*(train if mode == "train" else test))
+  return _keras_download("mnist", files, mode)
 
 
 def _cifar10_dir(data_dir: str) -> str:
@@ -174,13 +168,7 @@ def load_cifar10(data_dir: Optional[str] = None, mode: str = "train") -> Dataset
       raise _no_data("cifar10", files, f"{e}") from None
     return _read_only(np.concatenate([b.images for b in batches]),
                       np.concatenate([b.labels for b in batches]))
-  try:
-    from keras import datasets  # pylint: disable=g-import-not-at-top (heavy, optional)
-    train, test = datasets.cifar10.load_data()
-  except Exception as e:  # pylint: disable=broad-except (any download or cache failure)
-    raise _no_data("cifar10", files, f"no data_dir, and the Keras download failed: "
-                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-  return _read_only(*(train if mode == "train" else test))
+  return _keras_download("cifar10", files, mode)
 
 
 @functools.lru_cache(maxsize=2)
@@ -193,3 +181,14 @@ def load_digits(mode: str = "train") -> Dataset:
   split = int(round(DIGITS_TRAIN_FRACTION * len(inputs)))
   part = slice(None, split) if mode == "train" else slice(split, None)
   return _read_only(inputs[part], labels[part])
+
+
+def _keras_download(name: str, files: str, mode: str):
+  """`keras.datasets.<name>.load_data()` (download and cache), or a one-line ValueError."""
+  try:
+    from keras import datasets  # pylint: disable=g-import-not-at-top (heavy, optional)
+    train, test = getattr(datasets, name).load_data()
+  except Exception as e:  # pylint: disable=broad-except (any download or cache failure)
+    raise _no_data(name, files, f"no data_dir, and the Keras download failed: "
+                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+  return _read_only(*(train if mode == "train" else test))
