@@ -131,8 +131,9 @@ def get_config(name: str, **options: Any) -> Config:
     name: a key of `CONFIGS`.
     **options: options of the configuration; `mnist`, `cifar` and `cifar-multi` take
       `data_dir` (default: the environment variable L2L_DATA_DIR, else the Keras download).
-      Nothing is loaded until `make_problem` is called.
+      Nothing is loaded until `make_problem` is called. Options given as None are left out.
   """
+  options = {k: v for k, v in options.items() if v is not None}
   if name not in CONFIGS:
     raise ValueError(f"unknown problem {name!r}; expected one of {sorted(CONFIGS)}")
   accepted = inspect.signature(CONFIGS[name]).parameters

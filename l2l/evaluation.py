@@ -16,6 +16,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from l2l import checks
 from l2l import meta_optimizer as meta_optimizer_lib
 from l2l.capture import MakeLoss
 
@@ -61,9 +62,15 @@ def run_optimizer(optimizer: meta_optimizer_lib.MetaOptimizer, make_loss: MakeLo
                   net_assignments: Optional[Sequence] = None,
                   log_every: Optional[float] = None, label: str = "") -> Curves:
   """Runs `optimizer` for `num_steps` steps on `num_epochs` instances of `make_loss`."""
-  if num_epochs < 1 or num_steps < 1:
-    raise ValueError(f"num_epochs and num_steps must be positive, got {num_epochs}, {num_steps}")
+  checks.positive_int("num_epochs", num_epochs)
+  checks.positive_int("num_steps", num_steps)
   run = optimizer.meta_loss(make_loss, num_steps, net_assignments, use_while_loop=True)
+  return run_instances(run, num_epochs, log_every, label)
+
+
+def run_instances(run: meta_optimizer_lib.MetaLoss, num_epochs: int,
+                  log_every: Optional[float] = None, label: str = "") -> Curves:
+  """Runs the unroll of `run` (traced once) on its next `num_epochs` problem instances."""
   curves = []
   start = last_log = time.time()
   for epoch in range(num_epochs):
@@ -187,7 +194,7 @@ def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None
     `{"problem", "num_steps", "num_epochs", "results": {name: result_row(...)}}`.
   """
   from l2l import configs  # configs imports problems, which is not needed for plain runs.
-  named = configs.get_config(problem, **({} if data_dir is None else {"data_dir": data_dir}))
+  named = configs.get_config(problem, data_dir=data_dir)
   for name in optimizers:
     if name not in OPTIMIZERS:
       raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS} or 'all'")
@@ -195,8 +202,7 @@ def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None
     raise ValueError("optimizer L2L needs --path, the directory of a saved learned optimizer")
   for arg, value in (("num_epochs", num_epochs), ("num_steps", num_steps),
                      ("tuning_epochs", tuning_epochs)):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+    checks.positive_int(arg, value)
   if learning_rate is not None and not learning_rate > 0:
     raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
   learned = meta_optimizer_lib.MetaOptimizer.load(path) if "L2L" in optimizers else None

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 import nets
 from l2l import capture
+from l2l import checks
 from l2l import unroll as unroll_lib
 
 NetAssignments = Sequence[Tuple[str, Sequence[str]]]
@@ -178,8 +179,7 @@ class MetaLoss(tf.Module):
     if objective not in unroll_lib.OBJECTIVES:
       raise ValueError(f"objective must be one of {unroll_lib.OBJECTIVES}, got {objective!r}")
     self.objective = objective
-    if not isinstance(len_unroll, int) or isinstance(len_unroll, bool) or len_unroll < 1:
-      raise ValueError(f"len_unroll must be a positive integer, got {len_unroll!r}")
+    checks.positive_int("len_unroll", len_unroll)
     self.meta_optimizer = meta_optimizer
     self.problem = make_loss if isinstance(make_loss, capture.Problem) else capture.Problem(
         make_loss)

@@ -30,6 +30,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 import nets
+from l2l import checks
 from l2l import configs
 from l2l import evaluation
 from l2l import meta_optimizer as meta_optimizer_lib
@@ -75,17 +76,11 @@ class TrainConfig:
     return {k: v for k, v in dataclasses.asdict(self).items()
             if k not in ("save_path", "overwrite", "log_period", "checkpoint_period")}
 
-  def config_options(self) -> Dict[str, Any]:
-    """Options of `configs.get_config`: `data_dir` when one is given."""
-    return {} if self.data_dir is None else {"data_dir": self.data_dir}
-
   def validate(self) -> None:
     """Raises ValueError naming the first bad option."""
     for name in ("num_epochs", "num_steps", "unroll_length", "log_period", "evaluation_period",
                  "evaluation_epochs", "checkpoint_period"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+      checks.positive_int(name, getattr(self, name))
     if self.num_steps % self.unroll_length:
       raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of unroll_length "
                        f"({self.unroll_length})")
@@ -99,7 +94,7 @@ class TrainConfig:
     if self.objective not in unroll_lib.OBJECTIVES:
       raise ValueError(f"objective must be one of {unroll_lib.OBJECTIVES}, got "
                        f"{self.objective!r}")
-    configs.get_config(self.problem, **self.config_options())  # Raises on a bad problem.
+    configs.get_config(self.problem, data_dir=self.data_dir)  # Raises on a bad problem.
 
 
 def seeded_net_configs(net_configs: Dict[str, Dict[str, Any]], seed: int) -> Dict[str, Any]:
@@ -209,7 +204,7 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
   config.validate()
   check_save_path(config.save_path, config.overwrite, config)
   tf.random.set_seed(config.seed)
-  named = configs.get_config(config.problem, **config.config_options())
+  named = configs.get_config(config.problem, data_dir=config.data_dir)
   net_configs = seeded_net_configs(named.net_configs, config.seed)
   optimizer = meta_optimizer_lib.MetaOptimizer(**net_configs)
   make_loss = named.make_problem(evaluation.instance_seed(config.seed, evaluation.TRAIN))
@@ -246,13 +241,19 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
                config.problem, config.num_epochs, unrolls_per_epoch, config.unroll_length,
                json.dumps(net_configs))
 
+  validation_problem = named.make_problem(
+      evaluation.instance_seed(config.seed, evaluation.VALIDATION))
+  validation = optimizer.meta_loss(validation_problem, config.num_steps, named.net_assignments,
+                                   use_while_loop=True)
+  validation_generators = _find_generators(validation_problem)
+  validation_start = [g.state.numpy() for g in validation_generators]
+
   def validate() -> float:
-    # The same validation instances every time: the stream is rebuilt from its seed.
-    curves = evaluation.run_optimizer(
-        optimizer, named.make_problem(evaluation.instance_seed(config.seed,
-                                                               evaluation.VALIDATION)),
-        config.evaluation_epochs, config.num_steps, named.net_assignments)
-    return curves.log10_final_loss_mean
+    # The same validation instances every time: one traced unroll whose instance stream is
+    # rewound to where it began.
+    for generator, state in zip(validation_generators, validation_start):
+      generator.reset(state)
+    return evaluation.run_instances(validation, config.evaluation_epochs).log10_final_loss_mean
 
   def summarize(epoch: int, scalars: Dict[str, float]) -> None:
     if writer is not None:

@@ -15,6 +15,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from l2l import checks
 from nets import base as nets_base
 
 OBJECTIVES = ("sum", "log")
@@ -110,8 +111,7 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
   Returns:
     An `UnrollResult` (meta_loss, losses f(x_0..x_T), final state).
   """
-  if not isinstance(len_unroll, int) or isinstance(len_unroll, bool) or len_unroll < 1:
-    raise ValueError(f"len_unroll must be a positive integer, got {len_unroll!r}")
+  checks.positive_int("len_unroll", len_unroll)
   if loss_weights is None:
     weights = tf.ones([len_unroll])
   else:
