@@ -6,6 +6,7 @@ unroll engine; update rules live in `nets`, problems and task samplers in `probl
 
 from l2l import functional
 from l2l.capture import Problem, VariableSpec
+from l2l.checkpointed_maml import CheckpointedMAML
 from l2l.inner_optimizers import (DifferentiableOptimizer, FunctionalModel, innerloop_ctx,
                                   rule_from)
 from l2l.learned_optimizer import LearnedOptimizer
@@ -23,4 +24,6 @@ __all__ = [
     "functional", "MAML", "MetaSGD", "ANIL", "Reptile", "Learner", "adapt", "inner_step",
     "head_names", "maml_step", "fomaml_step", "reptile_step", "MetaTrainer", "History",
     "DifferentiableOptimizer", "FunctionalModel", "innerloop_ctx", "rule_from",
+    # Long horizons at bounded memory.
+    "CheckpointedMAML",
 ]

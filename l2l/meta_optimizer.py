@@ -164,7 +164,9 @@ class MetaLoss(tf.Module):
 
   Calling the object runs one unroll of `len_unroll` steps from the stored state, stores the final
   state and returns the meta-loss, differentiable in the nets' variables. `run()` is the same
-  compiled with `tf.function`, without gradients.
+  compiled with `tf.function`, without gradients. With `segment_length`, the unroll is
+  checkpointed (`unroll.unroll`): the same meta-gradient, with memory growing with the segment
+  length instead of `len_unroll`.
 
   Attributes:
     problem: the captured `make_loss` (`capture.Problem`).
@@ -174,8 +176,12 @@ class MetaLoss(tf.Module):
                len_unroll: int, net_assignments: Optional[NetAssignments] = None,
                second_derivatives: bool = False,
                loss_weights: Optional[Sequence[float]] = None,
-               use_while_loop: Optional[bool] = None, objective: str = "sum"):
+               use_while_loop: Optional[bool] = None, objective: str = "sum",
+               segment_length: Optional[int] = None):
     super().__init__(name="meta_loss")
+    if segment_length is not None:
+      checks.positive_int("segment_length", segment_length)
+    self.segment_length = segment_length
     if objective not in unroll_lib.OBJECTIVES:
       raise ValueError(f"objective must be one of {unroll_lib.OBJECTIVES}, got {objective!r}")
     self.objective = objective
@@ -220,7 +226,8 @@ class MetaLoss(tf.Module):
     constants = [tf.convert_to_tensor(c) for c in self._constants]
     result = unroll_lib.unroll(lambda p: self.problem.loss(p, constants), self._groups,
                                self._state(), self.len_unroll, self.second_derivatives,
-                               self.loss_weights, self.use_while_loop, self.objective)
+                               self.loss_weights, self.use_while_loop, self.objective,
+                               self.segment_length)
     self._store(unroll_lib.UnrollState(
         tuple(tf.stop_gradient(p) for p in result.state.params),
         tf.nest.map_structure(tf.stop_gradient, result.state.rule_states)))

@@ -16,6 +16,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from l2l import checks
+from l2l import recompute
 from nets import base as nets_base
 
 OBJECTIVES = ("sum", "log")
@@ -90,9 +91,62 @@ def step(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState,
   return loss, apply_rules(groups, state, grads)
 
 
+def run_steps(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, num_steps: int,
+              second_derivatives: bool = False, use_while_loop: bool = False
+              ) -> Tuple[tf.Tensor, UnrollState]:
+  """`num_steps` optimizer steps; returns f(x_t) before each step ([num_steps]) and the state."""
+  if use_while_loop:
+    losses_ta = tf.TensorArray(tf.float32, size=num_steps)
+
+    def body(t, state, losses_ta):
+      loss, state = step(loss_fn, groups, state, second_derivatives)
+      return t + 1, state, losses_ta.write(t, tf.cast(loss, tf.float32))
+
+    _, state, losses_ta = tf.while_loop(
+        lambda t, *_: t < num_steps, body, (tf.constant(0), state, losses_ta),
+        maximum_iterations=num_steps)
+    return losses_ta.stack()[:num_steps], state
+  losses = []
+  for _ in range(num_steps):
+    loss, state = step(loss_fn, groups, state, second_derivatives)
+    losses.append(tf.cast(loss, tf.float32))
+  return tf.stack(losses), state
+
+
+def segment_lengths(len_unroll: int, segment_length: int) -> List[int]:
+  """The lengths of the segments a checkpointed unroll runs: full ones, then the remainder."""
+  full, rest = divmod(len_unroll, segment_length)
+  return [segment_length] * full + ([rest] if rest else [])
+
+
+def checkpointed_steps(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState,
+                       num_steps: int, segment_length: int, second_derivatives: bool = False,
+                       use_while_loop: Optional[bool] = None) -> Tuple[tf.Tensor, UnrollState]:
+  """`run_steps` cut into segments recomputed in the backward pass (`recompute.checkpointed`).
+
+  The backward pass holds the state at every segment boundary and one segment's
+  intermediates: memory grows with `segment_length` (and num_steps / segment_length states),
+  not with `num_steps`; the price is a second forward pass.
+  """
+  losses = []
+  for length in segment_lengths(num_steps, segment_length):
+    inner_while = length > 50 if use_while_loop is None else use_while_loop
+
+    def segment(flat, length=length, inner_while=inner_while):
+      seg_losses, seg_state = run_steps(loss_fn, groups, tf.nest.pack_sequence_as(state, flat),
+                                        length, second_derivatives, inner_while)
+      return [seg_losses] + tf.nest.flatten(seg_state)
+
+    outputs = recompute.checkpointed(segment, tf.nest.flatten(state))
+    losses.append(outputs[0])
+    state = tf.nest.pack_sequence_as(state, outputs[1:])
+  return tf.concat(losses, axis=0), state
+
+
 def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unroll: int,
            second_derivatives: bool = False, loss_weights: Optional[Sequence[float]] = None,
-           use_while_loop: Optional[bool] = None, objective: str = "sum") -> UnrollResult:
+           use_while_loop: Optional[bool] = None, objective: str = "sum",
+           segment_length: Optional[int] = None) -> UnrollResult:
   """Runs `len_unroll` optimizer steps from `state`.
 
   Args:
@@ -104,14 +158,22 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
       Hessian terms); False stops them, as the 2016 paper does.
     loss_weights: w_1..w_T of the meta-loss; all ones by default.
     use_while_loop: build a `tf.while_loop` instead of an unrolled Python loop. Default: only
-      for long unrolls (T > 50), where an unrolled graph would be slow to build.
+      for long unrolls (T > 50), where an unrolled graph would be slow to build. With
+      `segment_length`, it applies to the loop inside each segment (default: segments > 50).
     objective: "sum" for sum_t w_t f(x_t); "log" for sum_t w_t log f(x_t), which weighs
       progress by its relative size, so late steps of small loss still count.
+    segment_length: None backpropagates through the stored trajectory (memory grows with T).
+      A positive int checkpoints the unroll: segments of this many steps are recomputed in the
+      backward pass, so memory grows with the segment length (plus T / segment_length
+      states), for the same meta-gradient. Gradients reach the rules' trainable variables and
+      `state`, not other tensors `loss_fn` closes over.
 
   Returns:
     An `UnrollResult` (meta_loss, losses f(x_0..x_T), final state).
   """
   checks.positive_int("len_unroll", len_unroll)
+  if segment_length is not None:
+    checks.positive_int("segment_length", segment_length)
   if loss_weights is None:
     weights = tf.ones([len_unroll])
   else:
@@ -122,28 +184,17 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
   check_groups(groups, state)
   if objective not in OBJECTIVES:
     raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-  if use_while_loop is None:
-    use_while_loop = len_unroll > 50
 
-  if use_while_loop:
-    losses_ta = tf.TensorArray(tf.float32, size=len_unroll + 1)
-
-    def body(t, state, losses_ta):
-      loss, state = step(loss_fn, groups, state, second_derivatives)
-      return t + 1, state, losses_ta.write(t, tf.cast(loss, tf.float32))
-
-    _, state, losses_ta = tf.while_loop(
-        lambda t, *_: t < len_unroll, body, (tf.constant(0), state, losses_ta),
-        maximum_iterations=len_unroll)
-    final = tf.cast(loss_fn(state.params), tf.float32)
-    losses = tf.concat([losses_ta.stack()[:len_unroll], final[None]], axis=0)
+  if segment_length is None:
+    if use_while_loop is None:
+      use_while_loop = len_unroll > 50
+    losses, state = run_steps(loss_fn, groups, state, len_unroll, second_derivatives,
+                              use_while_loop)
   else:
-    losses = []
-    for _ in range(len_unroll):
-      loss, state = step(loss_fn, groups, state, second_derivatives)
-      losses.append(tf.cast(loss, tf.float32))
-    losses.append(tf.cast(loss_fn(state.params), tf.float32))
-    losses = tf.stack(losses)
+    losses, state = checkpointed_steps(loss_fn, groups, state, len_unroll, segment_length,
+                                       second_derivatives, use_while_loop)
+  final = tf.cast(loss_fn(state.params), tf.float32)
+  losses = tf.concat([losses, final[None]], axis=0)
   terms = losses[1:] if objective == "sum" else tf.math.log(losses[1:] + LOG_EPSILON)
   meta_loss = tf.reduce_sum(weights * terms)
   return UnrollResult(meta_loss, losses, state)

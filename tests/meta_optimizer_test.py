@@ -263,6 +263,27 @@ class MetaMinimizeTest(tf.test.TestCase):
     # Adam's first step moves the variable by the learning rate against the gradient's sign.
     self.assertAllClose(opt.nets["sgd"].learning_rate, 0.11, **NUMPY_TOL)
 
+  def test_checkpointed_meta_minimize_takes_the_same_steps(self):
+    """segment_length changes memory, not the nets' training (two Adam steps; the unroll
+    tests cover second derivatives)."""
+    for second_derivatives in (False,):
+      weights = []
+      for segment_length in (None, 2):
+        opt = l2l.MetaOptimizer(cw=lstm(seed=0))
+        trainer = opt.meta_minimize(small_quadratic(seed=0), 5, learning_rate=0.01,
+                                    second_derivatives=second_derivatives,
+                                    segment_length=segment_length)
+        self.assertEqual(trainer.meta_loss.segment_length, segment_length)
+        trainer.step()
+        trainer.step()
+        weights.append([v.numpy() for v in opt.trainable_variables])
+      for a, b in zip(*weights):
+        # Adam's steps are lr * m / sqrt(v): the same gradients up to float32 summation order
+        # give the same weights to ~1e-6 of the step (observed equal to 1e-8).
+        self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+    with self.assertRaisesRegex(ValueError, "segment_length must be a positive integer"):
+      opt.meta_loss(small_quadratic(seed=0), 5, segment_length=0)
+
   def test_bad_learning_rate(self):
     opt = l2l.MetaOptimizer(sgd=sgd(0.1))
     for learning_rate in (0., -1e-3, float("nan")):
