@@ -1,0 +1,223 @@
+"""Implicit MAML (Rajeswaran et al. 2019): meta-gradients without backprop through the inner loop.
+
+The inner problem is proximally regularised towards the meta-parameters theta,
+
+    phi*(theta) = argmin_phi  L_support(phi) + lam / 2 ||phi - theta||^2,
+
+solved approximately by `inner_steps` of gradient descent from theta (not differentiated). At
+the optimum, grad L_support(phi*) + lam (phi* - theta) = 0, so by the implicit function theorem
+
+    d phi* / d theta = (I + H / lam)^-1,      H = Hessian of L_support at phi*,
+
+and the meta-gradient of a query loss is (I + H / lam)^-1 grad L_query(phi*). iMAML solves
+(I (1 + damping) + H / lam) x = grad L_query(phi*) by `cg_steps` of conjugate gradient, each one
+Hessian-vector product (double backprop through one support-loss evaluation). Memory is that of
+one support-loss Hessian-vector product, whatever the number of inner steps; `damping` > 0
+keeps CG stable when H has negative eigenvalues (non-convex losses).
+
+    imaml = l2l.IMAML(model, inner_lr=0.01, inner_steps=50, lam=1.0, cg_steps=5)
+    with tf.GradientTape() as tape:
+      learner = imaml.clone().adapt_on(mse, x_support, y_support)
+      meta_loss = mse(learner(x_query), y_query)
+    grads = tape.gradient(meta_loss, imaml.trainable_variables)   # implicit meta-gradient
+
+The interface is `l2l.MAML`'s (`clone()`, `adapt`, `adapt_on`, gradients landing on the module's
+variables), so `MetaTrainer` trains it like MAML.
+"""
+
+import numbers
+from typing import Any, Callable, List, Optional, Sequence
+
+import tensorflow as tf
+
+from l2l import functional
+from l2l import maml as maml_lib
+
+Forward = maml_lib.Forward
+TensorList = List[tf.Tensor]
+
+
+def _dot(a: TensorList, b: TensorList) -> tf.Tensor:
+  return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b)])
+
+
+def conjugate_gradient(matvec: Callable[[TensorList], TensorList], b: TensorList,
+                       num_steps: int) -> TensorList:
+  """Approximately solves A x = b for a symmetric positive-definite A, from x = 0.
+
+  Args:
+    matvec: v -> A v on lists of tensors.
+    b: the right-hand side.
+    num_steps: CG iterations (exact after dim(b) steps in exact arithmetic).
+
+  Returns:
+    x, a list shaped like `b`. Iterations stop changing x once the residual is exactly zero.
+  """
+  x = [tf.zeros_like(t) for t in b]
+  r = list(b)
+  p = list(b)
+  rs = _dot(r, r)
+  for _ in range(num_steps):
+    ap = matvec(p)
+    # Zero residual: alpha = beta = 0 (instead of 0 / 0).
+    alpha = tf.math.divide_no_nan(rs, _dot(p, ap))
+    x = [xi + alpha * pi for xi, pi in zip(x, p)]
+    r = [ri - alpha * api for ri, api in zip(r, ap)]
+    rs_new = _dot(r, r)
+    beta = tf.math.divide_no_nan(rs_new, rs)
+    p = [ri + beta * pi for ri, pi in zip(r, p)]
+    rs = rs_new
+  return x
+
+
+def hessian_vector_product(loss: Callable[[TensorList], tf.Tensor], params: TensorList,
+                           vector: TensorList) -> TensorList:
+  """H v for the Hessian H of `loss` at `params`, by double backprop."""
+  params = [tf.convert_to_tensor(p) for p in params]
+  with tf.GradientTape() as outer:
+    outer.watch(params)
+    with tf.GradientTape() as inner:
+      inner.watch(params)
+      value = loss(params)
+    grads = inner.gradient(value, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  return outer.gradient(grads, params, output_gradients=vector,
+                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+      or not (value >= 0 if allow_zero else value > 0) or value == float("inf")):
+    raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, "
+                     f"got {value!r}")
+  return float(value)
+
+
+def proximal_solve(support_loss: Callable[[TensorList], tf.Tensor], theta: TensorList,
+                   lam: float, lr: float, steps: int) -> TensorList:
+  """`steps` of gradient descent on L(phi) + lam / 2 ||phi - theta||^2 from phi = theta.
+
+  Runs in a `tf.while_loop` with the gradient of theta stopped: nothing of the trajectory is
+  kept for the backward pass.
+  """
+  theta = [tf.stop_gradient(tf.convert_to_tensor(t)) for t in theta]
+  if steps == 0:
+    return theta
+
+  def body(k, phi):
+    with tf.GradientTape() as tape:
+      tape.watch(phi)
+      value = support_loss(phi)
+    grads = tape.gradient(value, phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    lam_t = [maml_lib.to_dtype(lam, p.dtype) for p in phi]
+    lr_t = [maml_lib.to_dtype(lr, p.dtype) for p in phi]
+    return k + 1, [p - a * (g + l * (p - t))
+                   for p, g, t, a, l in zip(phi, grads, theta, lr_t, lam_t)]
+
+  _, phi = tf.while_loop(lambda k, _: k < steps, body, (tf.constant(0), theta),
+                         maximum_iterations=steps)
+  return [tf.stop_gradient(p) for p in phi]
+
+
+def implicit_adapt(support_loss: Callable[[TensorList], tf.Tensor], theta: TensorList,
+                   lam: float, lr: float, steps: int, cg_steps: int,
+                   damping: float = 0.0) -> TensorList:
+  """phi*(theta) whose gradient is the implicit one, (I (1 + damping) + H / lam)^-1 v.
+
+  Args:
+    support_loss: the inner loss as a function of the parameter list (closes over its data).
+    theta: the meta-parameters (tensors; gradients flow back to whatever they come from).
+    lam: proximal regularisation strength (> 0).
+    lr: inner gradient-descent step size.
+    steps: inner steps (>= 0).
+    cg_steps: conjugate-gradient iterations of the backward pass (>= 1).
+    damping: added to the identity's coefficient in the backward system (>= 0).
+
+  Returns:
+    The approximate minimiser phi*, differentiable in `theta` by the implicit gradient.
+  """
+  theta = [tf.convert_to_tensor(t) for t in theta]
+
+  @tf.custom_gradient
+  def solve(*theta_args):
+    phi = proximal_solve(support_loss, list(theta_args), lam, lr, steps)
+
+    def grad(*upstream):
+      v = [tf.zeros_like(p) if u is None else u for p, u in zip(phi, upstream)]
+
+      def matvec(x):
+        hx = hessian_vector_product(support_loss, phi, x)
+        return [(1. + maml_lib.to_dtype(damping, xi.dtype)) * xi
+                + hxi / maml_lib.to_dtype(lam, xi.dtype) for xi, hxi in zip(x, hx)]
+
+      return conjugate_gradient(matvec, v, cg_steps)
+
+    return [tf.identity(p) for p in phi], grad
+
+  return list(solve(*theta))
+
+
+class IMAML(maml_lib.MAML):
+  """Implicit MAML (Rajeswaran et al. 2019) with `l2l.MAML`'s interface.
+
+  Args:
+    module: a built Sonnet module; its trainable variables are theta.
+    inner_lr: step size of the inner gradient descent on the proximal objective.
+    inner_steps: default number of inner steps per `adapt`.
+    lam: proximal regularisation strength lambda (> 0): larger keeps phi* closer to theta.
+    cg_steps: conjugate-gradient iterations for the meta-gradient.
+    damping: extra weight on the identity in the CG system (>= 0).
+    allow_unused: parameters the support loss does not use get zero gradients (else error).
+    name: module name.
+
+  Every trainable parameter adapts (no `adapt_names`); no inner optimizer other than gradient
+  descent; modules with buffers (BatchNorm statistics) are not supported.
+  """
+
+  def __init__(self, module: tf.Module, inner_lr: float = 0.01, inner_steps: int = 10,
+               lam: float = 1.0, cg_steps: int = 5, damping: float = 0.0,
+               allow_unused: bool = False, name: Optional[str] = None):
+    super().__init__(module, inner_lr, inner_steps, first_order=False, adapt_names=None,
+                     allow_unused=allow_unused, name=name)
+    self.lam = _check_positive("lam", lam)
+    self.damping = _check_positive("damping", damping, allow_zero=True)
+    if not isinstance(cg_steps, int) or isinstance(cg_steps, bool) or cg_steps < 1:
+      raise ValueError(f"cg_steps must be a positive integer, got {cg_steps!r}")
+    self.cg_steps = cg_steps
+    if functional.named_buffers(module):
+      raise ValueError(f"IMAML does not support modules with buffers (BatchNorm statistics); "
+                       f"module {module.name!r} has {list(functional.named_buffers(module))}")
+
+  def clone(self) -> "ImplicitLearner":
+    return ImplicitLearner(self)
+
+
+class ImplicitLearner(maml_lib.Learner):
+  """A task's copy of an `IMAML` module's parameters, adapted by the proximal inner problem."""
+
+  def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    return functional.call(self.maml.module, self.params, *args, **kwargs)
+
+  def adapt(self, support_loss: Callable[[Forward], tf.Tensor],
+            steps: Optional[int] = None) -> "ImplicitLearner":
+    """Replaces `params` by the proximal solution around them, `steps` (default
+    `inner_steps`) steps of gradient descent; its gradient is the implicit one."""
+    maml = self.maml
+    steps = maml.inner_steps if steps is None else maml_lib.check_steps(steps, "steps")
+    names = list(self.params)
+    module = maml.module
+
+    def loss(values: Sequence[tf.Tensor]) -> tf.Tensor:
+      return support_loss(lambda *a, **k: functional.call(module, dict(zip(names, values)),
+                                                          *a, **k))
+
+    theta = [tf.convert_to_tensor(self.params[n]) for n in names]
+    if not maml.allow_unused:
+      maml_lib.gradients(dict(zip(names, theta)), lambda p: loss([p[n] for n in names]), names)
+    phi = implicit_adapt(loss, theta, maml.lam, maml.inner_lr, steps, maml.cg_steps,
+                         maml.damping)
+    self.params = dict(zip(names, phi))
+    return self
+
+
+__all__ = ["IMAML", "ImplicitLearner", "conjugate_gradient", "hessian_vector_product",
+           "implicit_adapt", "proximal_solve"]
