@@ -25,6 +25,10 @@ flags.DEFINE_float("learning_rate", None, "Baselines' learning rate (default: tu
 flags.DEFINE_integer("tuning_epochs", 20, "Instances for tuning each baseline's learning rate.")
 flags.DEFINE_string("data_dir", None, "Dataset directory of the mnist, cifar and cifar-multi "
                     "configs (default: $L2L_DATA_DIR, else the Keras download and cache).")
+flags.DEFINE_list("hidden_sizes", None, "Hidden layer widths of the mnist and digits MLPs "
+                  "(default 20), e.g. 40 or 20,20: the paper's generalization runs.")
+flags.DEFINE_enum("activation", None, ["sigmoid", "relu"], "Activation of the mnist and digits "
+                  "MLPs (default sigmoid).")
 flags.DEFINE_string("plot", None, "Draw every optimizer's mean loss curve (log y axis) into "
                     "this .png file.")
 flags.DEFINE_string("output_json", None, "Write the results (with loss curves) to this file.")
@@ -41,15 +45,26 @@ def main(argv):
                            "saved learned optimizer")
   else:
     optimizers = [FLAGS.optimizer]
+  problem_options = {"activation": FLAGS.activation}
+  if FLAGS.hidden_sizes is not None:
+    try:
+      problem_options["hidden_sizes"] = tuple(int(n) for n in FLAGS.hidden_sizes)
+    except ValueError:
+      raise app.UsageError(f"--hidden_sizes must be a comma-separated list of integers, got "
+                           f"{','.join(FLAGS.hidden_sizes)}") from None
   try:
     if FLAGS.plot:
       evaluation.check_plot_path(FLAGS.plot)  # Before the work, not after.
     output = evaluation.evaluate(FLAGS.problem, optimizers, FLAGS.path, FLAGS.num_epochs,
                                  FLAGS.num_steps, FLAGS.seed, FLAGS.learning_rate,
-                                 FLAGS.tuning_epochs, data_dir=FLAGS.data_dir)
+                                 FLAGS.tuning_epochs, data_dir=FLAGS.data_dir,
+                                 problem_options=problem_options)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  print(f"problem={FLAGS.problem} num_steps={FLAGS.num_steps} instances={FLAGS.num_epochs}")
+  options = "".join(f" {k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                    for k, v in output["problem_options"].items() if v is not None)
+  print(f"problem={FLAGS.problem}{options} num_steps={FLAGS.num_steps} "
+        f"instances={FLAGS.num_epochs}")
   print(evaluation.format_table(output["results"]))
   if FLAGS.output_json:
     with open(FLAGS.output_json, "w") as f:

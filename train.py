@@ -43,12 +43,22 @@ flags.DEFINE_integer("checkpoint_period", _DEFAULTS.checkpoint_period,
 flags.DEFINE_string("data_dir", None, "Dataset directory of the mnist, cifar and cifar-multi "
                     "configs (default: $L2L_DATA_DIR, else the Keras download and cache).")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of nets, problem instances and TF ops.")
+flags.DEFINE_float("rescale", _DEFAULTS.rescale, "Random rescaling (Lv et al. 2017): train on "
+                   "parameters scaled per coordinate by exp(U[-r, r]); 0 turns it off.")
+flags.DEFINE_list("curriculum", [], "Curriculum on the horizon: optimizee steps per epoch for "
+                  "equal shares of the epochs, e.g. 20,50,100 (multiples of --unroll_length); "
+                  "validation always uses --num_steps.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    curriculum = tuple(int(n) for n in FLAGS.curriculum)
+  except ValueError:
+    raise app.UsageError(f"--curriculum must be a comma-separated list of integers, got "
+                         f"{','.join(FLAGS.curriculum)}") from None
   config = training.TrainConfig(
       problem=FLAGS.problem, save_path=FLAGS.save_path, overwrite=FLAGS.overwrite,
       num_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length,
@@ -56,7 +66,8 @@ def main(argv):
       max_grad_norm=FLAGS.max_grad_norm, second_derivatives=FLAGS.second_derivatives,
       objective=FLAGS.objective, log_period=FLAGS.log_period,
       evaluation_period=FLAGS.evaluation_period, evaluation_epochs=FLAGS.evaluation_epochs,
-      checkpoint_period=FLAGS.checkpoint_period, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+      checkpoint_period=FLAGS.checkpoint_period, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
+      rescale=FLAGS.rescale, curriculum=curriculum)
   try:
     config.validate()
     training.check_save_path(config.save_path, config.overwrite, config)

@@ -176,7 +176,8 @@ def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None
              num_epochs: int = 100, num_steps: int = 100, seed: int = 0,
              learning_rate: Optional[float] = None, tuning_epochs: int = 20,
              grid: Sequence[float] = DEFAULT_LR_GRID,
-             data_dir: Optional[str] = None) -> Dict[str, Any]:
+             data_dir: Optional[str] = None,
+             problem_options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
   """Evaluates optimizers on `num_epochs` held-out instances of the named configuration.
 
   Args:
@@ -189,12 +190,14 @@ def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None
     learning_rate: the hand-designed optimizers' learning rate; None tunes it per optimizer on
       `tuning_epochs` TUNE instances over `grid`.
     data_dir: dataset directory of the configs that take one (mnist, cifar, cifar-multi).
+    problem_options: more options of the configuration, e.g. `{"hidden_sizes": (40,),
+      "activation": "relu"}` for mnist and digits (the paper's generalization runs).
 
   Returns:
     `{"problem", "num_steps", "num_epochs", "results": {name: result_row(...)}}`.
   """
   from l2l import configs  # configs imports problems, which is not needed for plain runs.
-  named = configs.get_config(problem, data_dir=data_dir)
+  named = configs.get_config(problem, data_dir=data_dir, **dict(problem_options or {}))
   for name in optimizers:
     if name not in OPTIMIZERS:
       raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS} or 'all'")
@@ -224,5 +227,5 @@ def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None
     results[name] = result_row(curves, lr)
     logging.info("%s: log10 mean final loss %.4f (%.0fs)", name,
                  results[name]["log10_final_loss_mean"], time.time() - start)
-  return {"problem": problem, "num_steps": num_steps, "num_epochs": num_epochs,
-          "seed": seed, "results": results}
+  return {"problem": problem, "problem_options": dict(problem_options or {}),
+          "num_steps": num_steps, "num_epochs": num_epochs, "seed": seed, "results": results}

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import types
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -30,6 +30,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 import nets
+import problems
 from l2l import checks
 from l2l import configs
 from l2l import evaluation
@@ -70,6 +71,8 @@ class TrainConfig:
   seed: int = 0
   checkpoint_period: int = 100
   data_dir: Optional[str] = None
+  rescale: float = 0.0
+  curriculum: Tuple[int, ...] = ()
 
   def resume_key(self) -> Dict[str, Any]:
     """The options a resumed run must share with the run that wrote the checkpoint."""
@@ -94,7 +97,29 @@ class TrainConfig:
     if self.objective not in unroll_lib.OBJECTIVES:
       raise ValueError(f"objective must be one of {unroll_lib.OBJECTIVES}, got "
                        f"{self.objective!r}")
+    if isinstance(self.rescale, bool) or not isinstance(self.rescale, (int, float)) or not (
+        self.rescale >= 0):
+      raise ValueError(f"rescale must be a number >= 0 (the largest |log scale|), got "
+                       f"{self.rescale!r}")
+    if isinstance(self.curriculum, (str, bytes)):
+      raise ValueError(f"curriculum must be a list of step counts, got {self.curriculum!r}")
+    for i, steps in enumerate(self.curriculum):
+      checks.positive_int(f"curriculum[{i}]", steps)
+      if steps % self.unroll_length:
+        raise ValueError(f"curriculum[{i}] ({steps}) must be a multiple of unroll_length "
+                         f"({self.unroll_length})")
+    if len(self.curriculum) > self.num_epochs:
+      raise ValueError(f"curriculum has {len(self.curriculum)} stages, more than num_epochs "
+                       f"({self.num_epochs})")
     configs.get_config(self.problem, data_dir=self.data_dir)  # Raises on a bad problem.
+
+  def steps_at(self, epoch: int) -> int:
+    """Optimizee steps of 1-based `epoch`: `num_steps`, or its curriculum stage's step count
+    (the stages split the epochs evenly, in order)."""
+    if not self.curriculum:
+      return self.num_steps
+    return self.curriculum[min((epoch - 1) * len(self.curriculum) // self.num_epochs,
+                               len(self.curriculum) - 1)]
 
 
 def seeded_net_configs(net_configs: Dict[str, Dict[str, Any]], seed: int) -> Dict[str, Any]:
@@ -208,6 +233,9 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
   net_configs = seeded_net_configs(named.net_configs, config.seed)
   optimizer = meta_optimizer_lib.MetaOptimizer(**net_configs)
   make_loss = named.make_problem(evaluation.instance_seed(config.seed, evaluation.TRAIN))
+  if config.rescale:
+    make_loss = problems.rescaled(make_loss, config.rescale,
+                                  seed=evaluation.instance_seed(config.seed, evaluation.TRAIN) + 1)
   trainer = optimizer.meta_minimize(
       make_loss, config.unroll_length, config.learning_rate, named.net_assignments,
       config.second_derivatives, max_grad_norm=config.max_grad_norm, objective=config.objective)
@@ -237,9 +265,12 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
     with open(os.path.join(state_dir, _TRAIN_CONFIG), "w") as f:
       json.dump(config.resume_key(), f, indent=1, sort_keys=True)
     writer = tf.summary.create_file_writer(os.path.join(config.save_path, "tensorboard"))
-  logging.info("meta-training on %r: %d epochs x %d unrolls of %d steps; nets %s",
-               config.problem, config.num_epochs, unrolls_per_epoch, config.unroll_length,
-               json.dumps(net_configs))
+  logging.info("meta-training on %r: %d epochs x %s unrolls of %d steps%s; nets %s",
+               config.problem, config.num_epochs,
+               "/".join(str(n // config.unroll_length) for n in config.curriculum)
+               or unrolls_per_epoch, config.unroll_length,
+               f"; parameters rescaled by exp(U[-{config.rescale}, {config.rescale}])"
+               if config.rescale else "", json.dumps(net_configs))
 
   validation_problem = named.make_problem(
       evaluation.instance_seed(config.seed, evaluation.VALIDATION))
@@ -270,9 +301,14 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
     trainer.learning_rate.assign(scheduled_learning_rate(
         config.learning_rate, config.learning_rate_schedule, (epoch - 1) / config.num_epochs))
     trainer.reset()
-    for _ in range(unrolls_per_epoch):
+    epoch_unrolls = config.steps_at(epoch) // config.unroll_length
+    if config.curriculum and (epoch == resumed_from + 1
+                              or config.steps_at(epoch - 1) != config.steps_at(epoch)):
+      logging.info("curriculum: %d optimizee steps per epoch from epoch %d",
+                   config.steps_at(epoch), epoch)
+    for _ in range(epoch_unrolls):
       period_meta.append(float(trainer.step().numpy()))
-    meta_steps.assign_add(unrolls_per_epoch)
+    meta_steps.assign_add(epoch_unrolls)
     epoch_var.assign(epoch)
     period_final.append(float(trainer.final_loss.numpy()))
     if epoch % config.log_period == 0 or epoch == config.num_epochs:

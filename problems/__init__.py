@@ -7,6 +7,7 @@ from problems.ensemble import ensemble
 from problems.mnist import mnist
 from problems.quadratic import quadratic
 from problems.registry import PROBLEMS, get
+from problems.rescaled import rescaled
 from problems.simple import simple, simple_multi_optimizer
 from problems.tasks import (NWayKShotSampler, SinusoidTaskSampler, Task, TaskSampler,
                             digits_samplers, load_digits)

@@ -187,6 +187,13 @@ class ScriptsTest(absltest.TestCase):
                         "--optimizer=L2L", f"--path={path}", "--num_epochs=1", "--num_steps=3")
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
     self.assertRegex(result.stdout, r"problem=mnist num_steps=3 instances=1\nopt.*\nL2L ")
+    # The generalization runs: the same optimizer on a wider, deeper ReLU MLP.
+    result = run_script("evaluate.py", "--problem=mnist", f"--data_dir={data_dir}",
+                        "--optimizer=L2L", f"--path={path}", "--num_epochs=1", "--num_steps=3",
+                        "--hidden_sizes=40,40", "--activation=relu")
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertRegex(result.stdout, r"problem=mnist activation=relu hidden_sizes=40,40 "
+                     r"num_steps=3 instances=1\n")
     for script in ("train.py", "evaluate.py"):
       with self.subTest(script=script):
         self.assertOneLineError(
@@ -203,6 +210,13 @@ class ScriptsTest(absltest.TestCase):
         (("train.py", "--num_steps=-3"), "num_steps must be a positive integer"),
         (("train.py", "--num_steps=30", "--unroll_length=20"), "multiple of unroll_length"),
         (("train.py", "stray"), "unexpected arguments: stray"),
+        (("train.py", "--curriculum=10,x"), "--curriculum must be a comma-separated list"),
+        (("train.py", "--curriculum=10,15"), r"curriculum\[1\] \(15\) must be a multiple"),
+        (("train.py", "--rescale=-1"), "rescale must be a number >= 0"),
+        (("evaluate.py", "--optimizer=SGD", "--hidden_sizes=4x"),
+         "--hidden_sizes must be a comma-separated list of integers"),
+        (("evaluate.py", "--optimizer=SGD", "--hidden_sizes=40"),
+         r"configuration 'quadratic' has no options \['hidden_sizes'\]"),
         (("evaluate.py", "--optimizer=SGD", "--plot=curves.jpg"), "plot must name a .png file"),
         (("evaluate.py", "--optimizer=SGD", "--plot=/nonexistent/dir/c.png"),
          "plot: directory '/nonexistent/dir' .* does not exist"),
