@@ -48,6 +48,16 @@ flags.DEFINE_float("rescale", _DEFAULTS.rescale, "Random rescaling (Lv et al. 20
 flags.DEFINE_list("curriculum", [], "Curriculum on the horizon: optimizee steps per epoch for "
                   "equal shares of the epochs, e.g. 20,50,100 (multiples of --unroll_length); "
                   "validation always uses --num_steps.")
+flags.DEFINE_enum("gradient", _DEFAULTS.gradient, list(training.GRADIENTS),
+                  "Meta-gradient: backprop through each unroll, checkpointed backprop (segments "
+                  "of --segment_length steps recomputed: bounded memory), or persistent "
+                  "evolution strategies (pes: no backprop, unbiased over the whole horizon).")
+flags.DEFINE_integer("segment_length", None, "Steps per recomputed segment; required by, and "
+                     "only used with, --gradient=checkpointed.")
+flags.DEFINE_integer("pes_particles", _DEFAULTS.pes_particles,
+                     "--gradient=pes: antithetic pairs of perturbed unrolls per step.")
+flags.DEFINE_float("pes_std", _DEFAULTS.pes_std,
+                   "--gradient=pes: standard deviation of the perturbations of the nets' weights.")
 FLAGS = flags.FLAGS
 
 
@@ -67,7 +77,9 @@ def main(argv):
       objective=FLAGS.objective, log_period=FLAGS.log_period,
       evaluation_period=FLAGS.evaluation_period, evaluation_epochs=FLAGS.evaluation_epochs,
       checkpoint_period=FLAGS.checkpoint_period, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
-      rescale=FLAGS.rescale, curriculum=curriculum)
+      rescale=FLAGS.rescale, curriculum=curriculum, gradient=FLAGS.gradient,
+      segment_length=FLAGS.segment_length, pes_particles=FLAGS.pes_particles,
+      pes_std=FLAGS.pes_std)
   try:
     config.validate()
     training.check_save_path(config.save_path, config.overwrite, config)

@@ -7,6 +7,7 @@ unroll engine; update rules live in `nets`, problems and task samplers in `probl
 from l2l import functional
 from l2l.capture import Problem, VariableSpec
 from l2l.checkpointed_maml import CheckpointedMAML
+from l2l.es import PESMinimize
 from l2l.imaml import IMAML
 from l2l.inner_optimizers import (DifferentiableOptimizer, FunctionalModel, innerloop_ctx,
                                   rule_from)
@@ -26,5 +27,5 @@ __all__ = [
     "head_names", "maml_step", "fomaml_step", "reptile_step", "MetaTrainer", "History",
     "DifferentiableOptimizer", "FunctionalModel", "innerloop_ctx", "rule_from",
     # Long horizons at bounded memory.
-    "CheckpointedMAML", "IMAML",
+    "CheckpointedMAML", "IMAML", "PESMinimize",
 ]

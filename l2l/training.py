@@ -33,12 +33,16 @@ import nets
 import problems
 from l2l import checks
 from l2l import configs
+from l2l import es
 from l2l import evaluation
 from l2l import meta_optimizer as meta_optimizer_lib
 from l2l import unroll as unroll_lib
 
 
 SCHEDULES = ("constant", "cosine")
+# How the meta-gradient is computed: backprop through each truncated unroll, the same with
+# segments recomputed in the backward pass (bounded memory), or persistent ES (l2l.es).
+GRADIENTS = ("backprop", "checkpointed", "pes")
 FINAL_LEARNING_RATE_FRACTION = 0.02
 
 
@@ -73,6 +77,10 @@ class TrainConfig:
   data_dir: Optional[str] = None
   rescale: float = 0.0
   curriculum: Tuple[int, ...] = ()
+  gradient: str = "backprop"
+  segment_length: Optional[int] = None
+  pes_particles: int = 8
+  pes_std: float = 0.01
 
   def resume_key(self) -> Dict[str, Any]:
     """The options a resumed run must share with the run that wrote the checkpoint."""
@@ -111,6 +119,19 @@ class TrainConfig:
     if len(self.curriculum) > self.num_epochs:
       raise ValueError(f"curriculum has {len(self.curriculum)} stages, more than num_epochs "
                        f"({self.num_epochs})")
+    if self.gradient not in GRADIENTS:
+      raise ValueError(f"gradient must be one of {GRADIENTS}, got {self.gradient!r}")
+    if (self.segment_length is None) != (self.gradient != "checkpointed"):
+      raise ValueError("segment_length is required with gradient='checkpointed' and only used "
+                       f"there; got gradient={self.gradient!r}, "
+                       f"segment_length={self.segment_length!r}")
+    if self.segment_length is not None:
+      checks.positive_int("segment_length", self.segment_length)
+    checks.positive_int("pes_particles", self.pes_particles)
+    if not self.pes_std > 0:
+      raise ValueError(f"pes_std must be positive, got {self.pes_std!r}")
+    if self.gradient == "pes" and self.second_derivatives:
+      raise ValueError("second_derivatives has no effect with gradient='pes' (no backprop)")
     configs.get_config(self.problem, data_dir=self.data_dir)  # Raises on a bad problem.
 
   def steps_at(self, epoch: int) -> int:
@@ -236,9 +257,16 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
   if config.rescale:
     make_loss = problems.rescaled(make_loss, config.rescale,
                                   seed=evaluation.instance_seed(config.seed, evaluation.TRAIN) + 1)
-  trainer = optimizer.meta_minimize(
-      make_loss, config.unroll_length, config.learning_rate, named.net_assignments,
-      config.second_derivatives, max_grad_norm=config.max_grad_norm, objective=config.objective)
+  if config.gradient == "pes":
+    trainer = es.PESMinimize(
+        optimizer, make_loss, config.unroll_length, config.pes_particles, config.pes_std,
+        config.learning_rate, named.net_assignments, config.objective, config.max_grad_norm,
+        seed=evaluation.instance_seed(config.seed, evaluation.TRAIN) + 2)
+  else:
+    trainer = optimizer.meta_minimize(
+        make_loss, config.unroll_length, config.learning_rate, named.net_assignments,
+        config.second_derivatives, max_grad_norm=config.max_grad_norm, objective=config.objective,
+        segment_length=config.segment_length)
   unrolls_per_epoch = config.num_steps // config.unroll_length
 
   epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
