@@ -1,12 +1,11 @@
 """Meta-train and evaluate the MAML family on few-shot sinusoid regression or digits.
 
-  python maml.py --problem=sinusoid --workdir=/tmp/sinusoid
-  python maml.py --problem=digits --shots=1,5 --hidden=64,64 --inner_lr=0.4 \\
-      --eval_steps=1,5 --k_query=5 --meta_batch_size=16 --num_iterations=2000 \\
-      --workdir=/tmp/digits
+  python maml.py --problem=sinusoid --seeds=0,1,2 --workdir=/tmp/sinusoid
+  python maml.py --problem=digits --shots=1,5 --workdir=/tmp/digits   (see bench/maml_digits.sh)
 
 Progress goes to the log, checkpoints to --workdir (a rerun resumes), and the results table to
-stdout and --workdir/results.json.
+stdout and --workdir/results.json (with --seeds: one run per seed in --workdir/seed_<s>, and the
+mean +- std table in --workdir/results_seeds.json).
 """
 
 from absl import app
@@ -16,7 +15,8 @@ from absl import logging
 from l2l import fewshot
 
 _PROBLEM = flags.DEFINE_enum("problem", "sinusoid", list(fewshot.PROBLEMS), "Task family.")
-_METHODS = flags.DEFINE_list("methods", list(fewshot.METHODS), "Algorithms to compare.")
+_METHODS = flags.DEFINE_list("methods", [], "Algorithms to compare (default: all that apply): "
+                             f"some of {list(fewshot.METHODS) + list(fewshot.BASELINES)}.")
 _SHOTS = flags.DEFINE_list("shots", ["5", "10", "20"], "Support examples (per class) K.")
 _ITERATIONS = flags.DEFINE_integer("num_iterations", 10000, "Meta-steps per (method, K).")
 _META_BATCH = flags.DEFINE_integer("meta_batch_size", 25, "Tasks per meta-step.")
@@ -29,7 +29,19 @@ _EVAL_TASKS = flags.DEFINE_integer("num_eval_tasks", 600, "Held-out tasks.")
 _K_QUERY = flags.DEFINE_integer("k_query", 10, "Query examples (per class) in meta-training.")
 _HIDDEN = flags.DEFINE_list("hidden", ["40", "40"], "Hidden layer sizes of the MLP (ReLU).")
 _N_WAY = flags.DEFINE_integer("n_way", 5, "Classes per task (digits).")
+_SPLIT = flags.DEFINE_enum("split", "test", list(fewshot.SPLITS),
+                           "Digits: 'test' meta-trains on 0-4 and evaluates on 5-9; "
+                           "'validation' (to choose settings) meta-trains on 0-2 and evaluates "
+                           "on the rotations and reflections of 3 and 4.")
+_AUGMENT = flags.DEFINE_bool("augment", True, "Digits: the 8 rotations / reflections of each "
+                             "meta-training digit are distinct classes.")
+_FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 100, "Digits Pretrained baseline: "
+                                       "gradient steps fitting its new head.")
+_FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.1, "Digits Pretrained baseline: step size "
+                                  "fitting its new head.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of tasks and initializations.")
+_SEEDS = flags.DEFINE_list("seeds", [], "Run once per seed (overrides --seed) and tabulate "
+                           "mean +- std over seeds.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Checkpoints and results.json; none if empty.")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 1000, "Log the meta-loss every N iterations.")
 
@@ -51,13 +63,18 @@ def main(argv):
       meta_lr=_META_LR.value, inner_lr=_INNER_LR.value, inner_steps=_INNER_STEPS.value,
       reptile_inner_steps=_REPTILE_STEPS.value, eval_steps=_ints("eval_steps", _EVAL_STEPS.value),
       num_eval_tasks=_EVAL_TASKS.value, k_query=_K_QUERY.value, n_way=_N_WAY.value,
-      hidden=_ints("hidden", _HIDDEN.value), seed=_SEED.value,
-      workdir=_WORKDIR.value, log_every=_LOG_EVERY.value, checkpoint_every=_LOG_EVERY.value)
+      hidden=_ints("hidden", _HIDDEN.value), seed=_SEED.value, split=_SPLIT.value,
+      augment=_AUGMENT.value, finetune_steps=_FINETUNE_STEPS.value,
+      finetune_lr=_FINETUNE_LR.value, workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
+      checkpoint_every=_LOG_EVERY.value)
+  seeds = _ints("seeds", _SEEDS.value)
+  if seeds and len(set(seeds)) != len(seeds):
+    raise app.UsageError(f"--seeds must be distinct, got {','.join(_SEEDS.value)}")
   try:
     config.validate()
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  results = fewshot.run(config)
+  results = fewshot.run_seeds(config, seeds) if seeds else fewshot.run(config)
   logging.info("done")
   print(results["table"])
 

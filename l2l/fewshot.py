@@ -3,17 +3,32 @@
 `run(config)` meta-trains every (method, shots) pair on fresh tasks, checkpoints with
 `tf.train.CheckpointManager` (a rerun resumes from the last checkpoint), evaluates on held-out
 tasks after `eval_steps` inner steps, writes `results.json` and returns the results with a
-Markdown table. Methods: MAML, FOMAML, Reptile, MetaSGD, ANIL and "Pretrained", the
-non-meta-learned baseline (trained on the same tasks without adaptation, fine-tuned on each
-held-out support set with the same inner steps).
+Markdown table; `run_seeds(config, seeds)` repeats it per seed and tabulates mean +- std.
+
+Methods are the meta-learners in `METHODS`, a dict from a name to a builder
+`(model, config) -> l2l.MAML` (any `MAML` subclass that `MetaTrainer` can train), plus the
+baselines in `BASELINES`:
+
+* "Pretrained", not meta-learned. Sinusoid: the same model trained on the same tasks' query
+  sets without adaptation, fine-tuned on each held-out support set with the same inner steps
+  (Finn et al. 2017's baseline). Digits: Chen et al. 2019's "Baseline": an ordinary classifier
+  over all meta-training classes, whose head is replaced by a new zero-initialized n-way linear
+  head fitted to each held-out support set on the frozen features (`finetune_steps` full-batch
+  gradient steps at `finetune_lr`), the same number of steps in every column.
+* "Prototypes" (digits): no learning; each query image gets the class of the nearest support
+  class mean in (standardized) pixel space, a sanity reference.
+
+To add a method: `METHODS["iMAML"] = lambda model, config: l2l.IMAML(model, ...)`.
 """
 
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from absl import logging
+import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
@@ -21,15 +36,46 @@ from l2l import maml as maml_lib
 from l2l import meta_trainer
 from problems import tasks as tasks_lib
 
-METHODS = ("MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "Pretrained")
 PROBLEMS = ("sinusoid", "digits")
+
+
+def _maml(model, c):
+  return maml_lib.MAML(model, c.inner_lr, c.inner_steps)
+
+
+def _fomaml(model, c):
+  return maml_lib.MAML(model, c.inner_lr, c.inner_steps, first_order=True)
+
+
+def _reptile(model, c):
+  return maml_lib.Reptile(model, c.inner_lr, c.reptile_inner_steps)
+
+
+def _metasgd(model, c):
+  return maml_lib.MetaSGD(model, c.inner_lr, c.inner_steps)
+
+
+def _anil(model, c):
+  return maml_lib.ANIL(model, model.submodules[-1], c.inner_lr, c.inner_steps)
+
+
+Builder = Callable[[snt.Module, "FewShotConfig"], maml_lib.MAML]
+METHODS: Dict[str, Builder] = {"MAML": _maml, "FOMAML": _fomaml, "Reptile": _reptile,
+                               "MetaSGD": _metasgd, "ANIL": _anil}
+BASELINES = ("Pretrained", "Prototypes")
+SPLITS = ("test", "validation")
 
 
 @dataclasses.dataclass
 class FewShotConfig:
-  """Settings of one experiment; defaults are Finn et al. 2017's sinusoid setup."""
+  """Settings of one experiment; defaults are Finn et al. 2017's sinusoid setup.
+
+  `methods` empty means every `METHODS` entry and the baselines that apply to the problem.
+  `split`, `augment`, `finetune_steps` and `finetune_lr` concern digits only (see
+  `problems.tasks.digits_split` and the module docstring).
+  """
   problem: str = "sinusoid"
-  methods: Sequence[str] = METHODS
+  methods: Sequence[str] = ()
   shots: Sequence[int] = (5, 10, 20)
   num_iterations: int = 10000
   meta_batch_size: int = 25
@@ -46,15 +92,30 @@ class FewShotConfig:
   workdir: str = ""
   log_every: int = 1000
   checkpoint_every: int = 1000
+  split: str = "test"
+  augment: bool = True
+  finetune_steps: int = 100
+  finetune_lr: float = 0.1
+
+  def method_names(self) -> Tuple[str, ...]:
+    if self.methods:
+      return tuple(self.methods)
+    baselines = BASELINES if self.problem == "digits" else ("Pretrained",)
+    return tuple(METHODS) + baselines
 
   def validate(self) -> None:
     if self.problem not in PROBLEMS:
       raise ValueError(f"unknown problem {self.problem!r}; expected one of {PROBLEMS}")
-    unknown = [m for m in self.methods if m not in METHODS]
-    if unknown or not self.methods:
-      raise ValueError(f"unknown methods {unknown or self.methods!r}; expected some of {METHODS}")
+    known = tuple(METHODS) + BASELINES
+    unknown = [m for m in self.method_names() if m not in known]
+    if unknown:
+      raise ValueError(f"unknown methods {unknown!r}; expected some of {known}")
+    if "Prototypes" in self.method_names() and self.problem != "digits":
+      raise ValueError("the Prototypes baseline is for classification (problem 'digits')")
+    if self.split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
     for name in ("num_iterations", "meta_batch_size", "num_eval_tasks", "n_way", "k_query",
-                 "reptile_inner_steps"):
+                 "reptile_inner_steps", "finetune_steps"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -63,55 +124,144 @@ class FewShotConfig:
       maml_lib.check_steps(k, "shots and eval_steps entries")
     if not self.shots or min(self.shots) < 1:
       raise ValueError(f"shots must be positive integers, got {list(self.shots)}")
-    for name in ("meta_lr", "inner_lr"):
+    for name in ("meta_lr", "inner_lr", "finetune_lr"):
       if not getattr(self, name) > 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
 
+def _digits(config: FewShotConfig):
+  return tasks_lib.digits_split(config.split, config.augment)
+
+
 def _samplers(config: FewShotConfig, shots: int, pretrained: bool
               ) -> Tuple[tasks_lib.TaskSampler, tasks_lib.Task]:
-  """The meta-training sampler and the held-out tasks for one shot count."""
+  """The meta-training sampler and the held-out tasks for one shot count.
+
+  For the digits "Pretrained" baseline the training "tasks" hold every meta-training class in a
+  fixed label order (ordinary supervised batches).
+  """
   if config.problem == "sinusoid":
     train = tasks_lib.SinusoidTaskSampler(k_support=shots, k_query=config.k_query,
                                           seed=config.seed)
     test = tasks_lib.SinusoidTaskSampler(k_support=shots, k_query=100, seed=config.seed + 10_000)
     return train, test.sample(config.num_eval_tasks)
-  inputs, labels = tasks_lib.load_digits()
-  train = tasks_lib.NWayKShotSampler(inputs, labels, config.n_way, shots, config.k_query,
-                                     tasks_lib.DIGITS_TRAIN_CLASSES, config.seed,
-                                     shuffle_labels=not pretrained)
+  inputs, labels, train_classes, eval_classes = _digits(config)
+  n_way = len(train_classes) if pretrained else config.n_way
+  train = tasks_lib.NWayKShotSampler(inputs, labels, n_way, shots, config.k_query,
+                                     train_classes, config.seed, shuffle_labels=not pretrained)
   test = tasks_lib.NWayKShotSampler(inputs, labels, config.n_way, shots, config.k_query,
-                                    tasks_lib.DIGITS_TEST_CLASSES, config.seed + 10_000)
+                                    eval_classes, config.seed + 10_000)
   return train, test.sample(config.num_eval_tasks)
 
 
-def build(config: FewShotConfig, method: str) -> Tuple[snt.Module, maml_lib.MAML]:
-  """The model (MLP, ReLU) and the algorithm for `method`."""
-  outputs = 1 if config.problem == "sinusoid" else config.n_way
+def _mlp(config: FewShotConfig, outputs: int) -> snt.Module:
   inputs = 1 if config.problem == "sinusoid" else 64
   model = snt.nets.MLP(list(config.hidden) + [outputs], name="mlp",
                        w_init=snt.initializers.VarianceScaling(1., "fan_avg", "uniform",
                                                                seed=config.seed))
   model(tf.zeros([1, inputs]))
-  lr, steps = config.inner_lr, config.inner_steps
-  if method == "MAML":
-    algorithm = maml_lib.MAML(model, lr, steps)
-  elif method == "FOMAML":
-    algorithm = maml_lib.MAML(model, lr, steps, first_order=True)
-  elif method == "Reptile":
-    algorithm = maml_lib.Reptile(model, lr, config.reptile_inner_steps)
-  elif method == "MetaSGD":
-    algorithm = maml_lib.MetaSGD(model, lr, steps)
-  elif method == "ANIL":
-    algorithm = maml_lib.ANIL(model, model.submodules[-1], lr, steps)
-  else:  # Pretrained: fit the tasks' query sets without adaptation.
-    algorithm = maml_lib.MAML(model, lr, 0)
-  return model, algorithm
+  return model
+
+
+def build(config: FewShotConfig, method: str) -> Tuple[snt.Module, maml_lib.MAML]:
+  """The model (MLP, ReLU) and the algorithm for `method` (a `METHODS` key or "Pretrained").
+
+  "Pretrained" is trained without adaptation (zero inner steps); on digits its model has one
+  output per meta-training class.
+  """
+  if config.problem == "sinusoid":
+    outputs = 1
+  elif method == "Pretrained":
+    outputs = len(_digits(config)[2])
+  else:
+    outputs = config.n_way
+  model = _mlp(config, outputs)
+  if method == "Pretrained":
+    return model, maml_lib.MAML(model, config.inner_lr, 0)
+  return model, METHODS[method](model, config)
+
+
+def prototype_accuracy(tasks: tasks_lib.Task) -> np.ndarray:
+  """Per-task query accuracy of the nearest support class mean (Euclidean, raw inputs)."""
+  accuracies = []
+  for t in range(tasks.num_tasks):
+    task = tasks.task(t)
+    classes = np.unique(task.support_y)
+    means = np.stack([task.support_x[task.support_y == c].mean(0) for c in classes])
+    distances = ((task.query_x[:, None, :] - means[None]) ** 2).sum(-1)
+    accuracies.append(np.mean(classes[distances.argmin(1)] == task.query_y))
+  return np.array(accuracies)
+
+
+def new_head_accuracy(model: snt.Module, tasks: tasks_lib.Task, n_way: int, steps: int,
+                      lr: float) -> Tuple[np.ndarray, np.ndarray]:
+  """Chen et al. 2019's evaluation: a new linear head on `model`'s frozen body, per task.
+
+  The body is the MLP without its last layer (ReLU after every hidden layer). Per task, a
+  zero-initialized `n_way` linear head takes `steps` full-batch gradient steps of size `lr` on
+  the support set's mean cross-entropy; all tasks are fitted at once, independently.
+
+  Returns:
+    `(losses, accuracies)` on each task's query set, arrays of `[num_tasks]`.
+  """
+  def features(x):
+    flat = tf.reshape(tf.convert_to_tensor(x), [-1, x.shape[-1]])
+    for layer in model.submodules[:-1]:
+      flat = tf.nn.relu(layer(flat))
+    return tf.reshape(flat, list(x.shape[:2]) + [-1])
+
+  f_support, f_query = features(tasks.support_x), features(tasks.query_x)
+  y_support = tf.one_hot(tasks.support_y, n_way)
+  w = tf.zeros([tasks.num_tasks, f_support.shape[-1], n_way])
+  b = tf.zeros([tasks.num_tasks, 1, n_way])
+  logits_of = lambda f, w, b: tf.einsum("tsd,tdn->tsn", f, w) + b
+  for _ in range(steps):
+    with tf.GradientTape() as tape:
+      tape.watch([w, b])
+      # The sum over tasks of each task's mean loss: each head gets its own task's gradient.
+      loss = tf.reduce_sum(tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
+          y_support, logits_of(f_support, w, b)), axis=1))
+    grad_w, grad_b = tape.gradient(loss, [w, b])
+    w, b = w - lr * grad_w, b - lr * grad_b
+  logits = logits_of(f_query, w, b)
+  losses = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+      tf.cast(tasks.query_y, tf.int32), logits), axis=1)
+  correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(tasks.query_y, tf.int32))
+  return losses.numpy(), tf.reduce_mean(tf.cast(correct, tf.float32), axis=1).numpy()
+
+
+def _evaluate_row(config: FewShotConfig, method: str, trainer, test_tasks, row) -> None:
+  is_digits = config.problem == "digits"
+  if is_digits and method == "Pretrained":
+    # Every column: a new head fitted with finetune_steps steps on the frozen features.
+    losses, accuracies = new_head_accuracy(trainer.maml.module, test_tasks, config.n_way,
+                                           config.finetune_steps, config.finetune_lr)
+    result = {"loss": float(losses.mean()),
+              "loss_stderr": float(losses.std(ddof=1) / np.sqrt(len(losses))),
+              "metric": float(accuracies.mean())}
+    results = {steps: result for steps in config.eval_steps}
+  else:
+    results = {steps: trainer.evaluate(test_tasks, steps) for steps in config.eval_steps}
+  for steps, result in results.items():
+    row[f"loss@{steps}"] = result["loss"]
+    row[f"loss_stderr@{steps}"] = result["loss_stderr"]
+    if is_digits:
+      row[f"accuracy@{steps}"] = result["metric"]
 
 
 def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]:
+  """Meta-trains (or trains) one method for one shot count; returns its results row."""
+  if method == "Prototypes":
+    _, test_tasks = _samplers(config, shots, False)
+    accuracies = prototype_accuracy(test_tasks)
+    row = {"method": method, "shots": shots, "train_seconds": 0., "final_meta_loss": None}
+    for steps in config.eval_steps:
+      row[f"accuracy@{steps}"] = float(accuracies.mean())
+      row[f"accuracy_stderr@{steps}"] = float(accuracies.std(ddof=1) / np.sqrt(len(accuracies)))
+    logging.info("%s %d-shot: %s", method, shots, row)
+    return row
   tf.random.set_seed(config.seed)
-  model, algorithm = build(config, method)
+  _, algorithm = build(config, method)
   sampler, test_tasks = _samplers(config, shots, method == "Pretrained")
   is_digits = config.problem == "digits"
   loss_fn = meta_trainer.cross_entropy if is_digits else meta_trainer.mse
@@ -119,10 +269,13 @@ def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]
   trainer = meta_trainer.MetaTrainer(algorithm, optimizer, loss_fn, sampler,
                                      metric_fn=meta_trainer.accuracy if is_digits else None)
   done = tf.Variable(0, dtype=tf.int64, name="iterations_done")
+  # Training time so far, so that a resumed run still reports the whole meta-training time.
+  seconds = tf.Variable(0., dtype=tf.float64, name="train_seconds")
   start = 0
   manager = None
   if config.workdir:
-    checkpoint = tf.train.Checkpoint(algorithm=algorithm, optimizer=optimizer, done=done)
+    checkpoint = tf.train.Checkpoint(algorithm=algorithm, optimizer=optimizer, done=done,
+                                     seconds=seconds)
     directory = os.path.join(config.workdir, f"{method}_{shots}shot")
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
     if manager.latest_checkpoint:
@@ -133,6 +286,7 @@ def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]
         sampler.sample(config.meta_batch_size)
       logging.info("%s %d-shot: resumed from %s at iteration %d", method, shots,
                    manager.latest_checkpoint, start)
+  previous_seconds = float(seconds.numpy())
 
   def callback(iteration, loss, history):
     del history
@@ -141,51 +295,120 @@ def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]
       logging.info("%s %d-shot: iteration %d/%d, meta-loss %.4f", method, shots,
                    start + iteration, config.num_iterations, loss)
     if manager and (start + iteration) % config.checkpoint_every == 0:
+      seconds.assign(previous_seconds + time.perf_counter() - fit_start)
       manager.save(checkpoint_number=start + iteration)
 
+  fit_start = time.perf_counter()
   history = trainer.fit(config.num_iterations - start, config.meta_batch_size,
-                        callback=callback)
-  if manager:
+                        callback=callback) if start < config.num_iterations else None
+  if history is not None:
+    seconds.assign(previous_seconds + history.seconds)
+  if manager and history is not None:
     manager.save(checkpoint_number=config.num_iterations)
-  row: Dict[str, Any] = {"method": method, "shots": shots, "train_seconds": history.seconds,
-                         "final_meta_loss": history.meta_losses[-1] if history.meta_losses
-                         else None}
-  for steps in config.eval_steps:
-    result = trainer.evaluate(test_tasks, steps)
-    row[f"loss@{steps}"] = result["loss"]
-    row[f"loss_stderr@{steps}"] = result["loss_stderr"]
-    if is_digits:
-      row[f"accuracy@{steps}"] = result["metric"]
+  row: Dict[str, Any] = {"method": method, "shots": shots,
+                         "train_seconds": float(seconds.numpy()),
+                         "final_meta_loss": history.meta_losses[-1] if history else None}
+  _evaluate_row(config, method, trainer, test_tasks, row)
   logging.info("%s %d-shot: %s", method, shots, row)
   return row
 
 
+def _columns(config: FewShotConfig) -> List[Tuple[int, int]]:
+  return [(k, s) for k in config.shots for s in config.eval_steps]
+
+
+def _header(config: FewShotConfig) -> List[str]:
+  label = "accuracy" if config.problem == "digits" else "MSE"
+  return ["| method | " + " | ".join(f"{k}-shot {label}, {s} step{'s' * (s != 1)}"
+                                     for k, s in _columns(config)) + " | train s |",
+          "|---" * (len(_columns(config)) + 2) + "|"]
+
+
+def _footnotes(config: FewShotConfig) -> List[str]:
+  notes = []
+  if config.problem == "digits" and "Pretrained" in config.method_names():
+    notes.append(f"Pretrained: a new linear head fitted with {config.finetune_steps} steps "
+                 f"(lr {config.finetune_lr}) on frozen features, in every column.")
+  if "Prototypes" in config.method_names():
+    notes.append("Prototypes: nearest support class mean in pixel space, no training.")
+  return [""] + notes if notes else []
+
+
+def _cell(row: Dict[str, Any], config: FewShotConfig, steps: int) -> float:
+  key = "accuracy" if config.problem == "digits" else "loss"
+  return row[f"{key}@{steps}"]
+
+
 def table(rows: List[Dict[str, Any]], config: FewShotConfig) -> str:
   """A Markdown table: one row per method, one column per (shots, eval steps)."""
-  key = "accuracy" if config.problem == "digits" else "loss"
-  label = "accuracy" if config.problem == "digits" else "MSE"
-  columns = [(k, s) for k in config.shots for s in config.eval_steps]
-  lines = ["| method | " + " | ".join(f"{k}-shot {label}, {s} step{'s' * (s != 1)}"
-                                       for k, s in columns) + " | train s |",
-           "|---" * (len(columns) + 2) + "|"]
-  for method in config.methods:
+  lines = _header(config)
+  for method in config.method_names():
     cells, seconds = [], 0.
-    for k, s in columns:
+    for k, s in _columns(config):
       row = next(r for r in rows if r["method"] == method and r["shots"] == k)
-      cells.append(f"{row[f'{key}@{s}']:.3f}")
+      cells.append(f"{_cell(row, config, s):.3f}")
       seconds += row["train_seconds"] / len(config.eval_steps)
     lines.append(f"| {method} | " + " | ".join(cells) + f" | {seconds:.0f} |")
-  return "\n".join(lines)
+  return "\n".join(lines + _footnotes(config))
+
+
+def seeds_table(per_seed: List[List[Dict[str, Any]]], config: FewShotConfig) -> str:
+  """Like `table`, each cell the mean +- standard deviation (ddof 1) over seeds.
+
+  "train s" is the meta-training time summed over the shot counts, mean +- std over seeds.
+  """
+  def stats(values):
+    values = np.asarray(values, np.float64)
+    std = values.std(ddof=1) if len(values) > 1 else 0.
+    return values.mean(), std
+
+  lines = _header(config)
+  for method in config.method_names():
+    cells = []
+    for k, s in _columns(config):
+      values = [_cell(next(r for r in rows if r["method"] == method and r["shots"] == k),
+                      config, s) for rows in per_seed]
+      mean, std = stats(values)
+      cells.append(f"{mean:.3f} ± {std:.3f}")
+    times = [sum(r["train_seconds"] for r in rows if r["method"] == method)
+             for rows in per_seed]
+    mean, std = stats(times)
+    lines.append(f"| {method} | " + " | ".join(cells) + f" | {mean:.0f} ± {std:.0f} |")
+  return "\n".join(lines + _footnotes(config))
+
+
+def _write(path: str, results: Dict[str, Any]) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(results, f, indent=2, default=list)
 
 
 def run(config: FewShotConfig) -> Dict[str, Any]:
-  """Trains and evaluates every (method, shots) pair; returns `{"rows", "table"}`."""
+  """Trains and evaluates every (method, shots) pair; returns `{"config", "rows", "table"}`."""
   config.validate()
   rows = [_train_one(config, method, shots)
-          for shots in config.shots for method in config.methods]
+          for shots in config.shots for method in config.method_names()]
   results = {"config": dataclasses.asdict(config), "rows": rows, "table": table(rows, config)}
   if config.workdir:
-    os.makedirs(config.workdir, exist_ok=True)
-    with open(os.path.join(config.workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2, default=list)
+    _write(os.path.join(config.workdir, "results.json"), results)
+  return results
+
+
+def run_seeds(config: FewShotConfig, seeds: Sequence[int]) -> Dict[str, Any]:
+  """`run` once per seed (in `workdir/seed_<s>`, one after the other); mean +- std table.
+
+  Returns:
+    `{"seeds", "runs": [run results per seed], "table"}`, also written to
+    `workdir/results_seeds.json`.
+  """
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"seeds must be distinct integers, got {list(seeds)}")
+  runs = []
+  for seed in seeds:
+    workdir = os.path.join(config.workdir, f"seed_{seed}") if config.workdir else ""
+    runs.append(run(dataclasses.replace(config, seed=seed, workdir=workdir)))
+  results = {"seeds": list(seeds), "runs": runs,
+             "table": seeds_table([r["rows"] for r in runs], config)}
+  if config.workdir:
+    _write(os.path.join(config.workdir, "results_seeds.json"), results)
   return results

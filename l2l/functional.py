@@ -18,8 +18,9 @@ variables, and `call` returns the updated buffers next to the output.
 """
 
 import contextlib
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import sonnet as snt
 import tensorflow as tf
 
 Params = Mapping[str, tf.Tensor]  # Parameter (or buffer) name -> tensor of its shape.
@@ -209,3 +210,52 @@ def call(module: tf.Module, params: Params, *args: Any, buffers: Optional[Params
   if buffers is None:
     return output
   return output, {k: slot.tensor for k, slot in slots.items()}
+
+
+def initial_buffers(module: tf.Module) -> Optional[Dict[str, tf.Tensor]]:
+  """The current values of the module's buffers, or None if it has none (see `call_threaded`)."""
+  buffers = named_buffers(module)
+  return values(buffers) if buffers else None
+
+
+def call_threaded(module: tf.Module, params: Params, buffers: Optional[Params], *args: Any,
+                  **kwargs: Any) -> Tuple[Any, Optional[Dict[str, tf.Tensor]]]:
+  """`call` that threads explicit buffers through: returns `(output, new_buffers)`.
+
+  With `buffers` None (a module without buffers) it is `(call(module, params, ...), None)`.
+  The new buffers are statistics, not functions to differentiate: gradients are stopped
+  through them (as PyTorch updates BatchNorm's running statistics outside autograd), so a
+  test-mode forward that reads them is differentiable in the parameters only directly.
+  """
+  if buffers is None:
+    return call(module, params, *args, **kwargs), None
+  output, new = call(module, params, *args, buffers=buffers, **kwargs)
+  return output, {k: tf.stop_gradient(v) for k, v in new.items()}
+
+
+def moments(x: tf.Tensor, axes: Sequence[int]) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Mean and biased variance over `axes` (kept as size-1 dims), differentiable to any order.
+
+  `tf.nn.moments` computes the variance around `tf.stop_gradient(mean)`: harmless for first
+  derivatives (the variance does not change to first order with the centre), wrong for second
+  ones. Here the variance is centred on the mean itself.
+  """
+  mean = tf.reduce_mean(x, axes, keepdims=True)
+  return mean, tf.reduce_mean(tf.square(x - mean), axes, keepdims=True)
+
+
+class BatchNorm(snt.BatchNorm):
+  """`snt.BatchNorm` whose batch statistics are differentiable to second order (for MAML).
+
+  Second-order MAML differentiates the inner gradient again. Through `snt.BatchNorm` (which
+  uses `tf.nn.moments`, see `moments`) that meta-gradient is wrong: e.g. the bias of the layer
+  before the normalization, which the batch mean cancels, gets a non-zero meta-gradient. This
+  subclass computes the batch statistics with `moments` and never uses the fused kernel;
+  otherwise it is `snt.BatchNorm` (same arguments, variables and moving statistics).
+  """
+
+  def _moments(self, inputs: tf.Tensor, use_batch_stats) -> Tuple[tf.Tensor, tf.Tensor]:
+    self._fused = False  # Set by the first call's _initialize; __call__ reads it after this.
+    if use_batch_stats:
+      return moments(inputs, self._axis)
+    return super()._moments(inputs, use_batch_stats)

@@ -57,15 +57,28 @@ def rule_from(source: Union[nets.UpdateRule, meta_optimizer_lib.MetaOptimizer, s
 
 
 class FunctionalModel:
-  """A module bound to "fast" parameter values: calling it runs the module at `params`."""
+  """A module bound to "fast" parameter values: calling it runs the module at `params`.
+
+  Buffers (BatchNorm statistics) are threaded explicitly through `buffers`, as in
+  `l2l.maml.Learner`: the module's own buffer variables are never assigned.
+  """
 
   def __init__(self, module: tf.Module, params: Optional[functional.Params] = None):
     self.module = module
     self.params: Dict[str, Any] = dict(functional.named_parameters(module)
                                        if params is None else params)
+    self.buffers: Optional[Dict[str, tf.Tensor]] = functional.initial_buffers(module)
+
+  def forward_at(self, params: functional.Params) -> Forward:
+    """The module's forward at `params`, reading and updating `self.buffers`."""
+    def forward(*args: Any, **kwargs: Any) -> Any:
+      output, self.buffers = functional.call_threaded(self.module, params, self.buffers, *args,
+                                                      **kwargs)
+      return output
+    return forward
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
-    return functional.call(self.module, self.params, *args, **kwargs)
+    return self.forward_at(self.params)(*args, **kwargs)
 
 
 class DifferentiableOptimizer:
@@ -97,10 +110,9 @@ class DifferentiableOptimizer:
 
   def step(self, loss_fn: Callable[[Forward], tf.Tensor]) -> tf.Tensor:
     """One update on `loss_fn(forward)`; returns the loss before the update."""
-    module = self.fmodel.module
     loss, grads = maml_lib.gradients(
-        self.fmodel.params, lambda p: loss_fn(lambda *a, **k: functional.call(module, p, *a, **k)),
-        self.names, self.allow_unused)
+        self.fmodel.params, lambda p: loss_fn(self.fmodel.forward_at(p)), self.names,
+        self.allow_unused)
     grads = [grads[n] for n in self.names]
     if self.first_order or not self.track_higher_grads:
       grads = [tf.stop_gradient(g) for g in grads]

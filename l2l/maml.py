@@ -214,19 +214,38 @@ class Learner:
 
   `params` starts as the module's variables themselves, so gradients of anything computed from
   the adapted parameters reach the module's variables (and Meta-SGD's learning rates).
+
+  Buffers (BatchNorm moving statistics, ...) are explicit: `buffers` starts as the module's
+  buffer values, every forward the learner runs (inner steps and calls) reads and updates it
+  (`functional.call_threaded`, no gradient through the statistics), and the module's own buffer
+  variables are never assigned. So a learner is safe inside `tf.vectorized_map` and evaluation
+  does not change the module; `MetaTrainer.meta_step` writes the task mean of the learners'
+  final buffers back to the module. Whether a BatchNorm uses batch or moving statistics is the
+  module's `is_training` argument, passed through the forward as usual.
   """
 
   def __init__(self, maml: MAML):
     self.maml = maml
     self.params: Dict[str, Any] = dict(functional.named_parameters(maml.module))
+    # Buffers (e.g. BatchNorm moving statistics) of this learner, threaded through every forward
+    # it runs instead of assigned to the module's variables; None for a module without any.
+    self.buffers: Optional[Dict[str, tf.Tensor]] = functional.initial_buffers(maml.module)
     self._rule_state = None
     if maml.inner_optimizer is not None:
       self._rule_state = maml.inner_optimizer.initial_state(
           [tf.convert_to_tensor(self.params[n]) for n in maml.adapt_names])
 
+  def _forward(self, params: Params) -> Forward:
+    """The module's forward at `params`, reading and updating `self.buffers`."""
+    def forward(*args: Any, **kwargs: Any) -> Any:
+      output, self.buffers = functional.call_threaded(self.maml.module, params, self.buffers,
+                                                      *args, **kwargs)
+      return output
+    return forward
+
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
-    """The module's forward at the adapted parameters."""
-    return functional.call(self.maml.module, self.params, *args, **kwargs)
+    """The module's forward at the adapted parameters (and the learner's buffers)."""
+    return self._forward(self.params)(*args, **kwargs)
 
   def adapt(self, support_loss: Callable[[Forward], tf.Tensor],
             steps: Optional[int] = None) -> "Learner":
@@ -241,7 +260,7 @@ class Learner:
     """
     maml = self.maml
     steps = maml.inner_steps if steps is None else check_steps(steps, "steps")
-    loss = lambda p: support_loss(lambda *a, **k: functional.call(maml.module, p, *a, **k))
+    loss = lambda p: support_loss(self._forward(p))
     for _ in range(steps):
       if maml.inner_optimizer is None:
         self.params = inner_step(self.params, loss, maml.learning_rates(), maml.first_order,

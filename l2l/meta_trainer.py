@@ -91,19 +91,27 @@ class MetaTrainer:
       def task_fn(task):
         learner = self._adapt(task)
         grads = self.maml.reptile_gradients(learner)
-        return self.loss_fn(learner(task.query_x), task.query_y), grads
-      losses, grads = self._map_tasks(task_fn, tasks)
+        return self.loss_fn(learner(task.query_x), task.query_y), grads, learner.buffers or {}
+      losses, grads, buffers = self._map_tasks(task_fn, tasks)
       by_name = {k: tf.reduce_mean(g, axis=0) for k, g in grads.items()}
       names = [maml_lib.functional.variable_name(v) for v in variables]
       grads = [by_name.get(n, tf.zeros_like(v)) for n, v in zip(names, variables)]
       loss = tf.reduce_mean(losses)
     else:
+      def task_fn(task):
+        learner = self._adapt(task)
+        return self.loss_fn(learner(task.query_x), task.query_y), learner.buffers or {}
       with tf.GradientTape() as tape:
-        losses = self._map_tasks(
-            lambda task: self.loss_fn(self._adapt(task)(task.query_x), task.query_y), tasks)
+        losses, buffers = self._map_tasks(task_fn, tasks)
         loss = tf.reduce_mean(losses)
       grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     self.meta_optimizer.apply(grads, variables)
+    # Each task's learner updated its own copy of the buffers (BatchNorm statistics) over its
+    # inner steps and query forward; the module keeps their mean over tasks. For Sonnet's
+    # moving averages (linear in the batch statistics) that is the moving average of the
+    # task-averaged statistics.
+    for name, variable in maml_lib.functional.named_buffers(self.maml.module).items():
+      variable.assign(tf.cast(tf.reduce_mean(buffers[name], axis=0), variable.dtype))
     return loss
 
   def meta_step(self, tasks: tasks_lib.Task) -> float:
@@ -112,7 +120,7 @@ class MetaTrainer:
 
   def _evaluate_batch(self, tasks: tasks_lib.Task, steps: int):
     def task_fn(task):
-      learner = self._adapt(task, steps)
+      learner = self._adapt(task, steps)  # Its buffers are dropped: the module is unchanged.
       predictions = learner(task.query_x)
       metric = (self.metric_fn(predictions, task.query_y) if self.metric_fn is not None
                 else tf.zeros([]))

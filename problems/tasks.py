@@ -10,7 +10,7 @@ the same seed yields the same tasks; use distinct seeds for meta-training and he
 
 import collections
 import math
-from typing import Optional, Protocol, Sequence, Tuple
+from typing import List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -191,6 +191,11 @@ class NWayKShotSampler:
 
 DIGITS_TRAIN_CLASSES = (0, 1, 2, 3, 4)
 DIGITS_TEST_CLASSES = (5, 6, 7, 8, 9)
+# Hyperparameter selection (`digits_split(..., "validation")`): meta-train on 0-2, validate on
+# 3-4, both inside DIGITS_TRAIN_CLASSES, so meta-test classes 5-9 are never looked at.
+DIGITS_VALIDATION_TRAIN_CLASSES = (0, 1, 2)
+DIGITS_VALIDATION_CLASSES = (3, 4)
+NUM_DIHEDRAL = 8  # The symmetries of a square: 4 rotations, each with and without a flip.
 
 
 def load_digits() -> Tuple[np.ndarray, np.ndarray]:
@@ -204,11 +209,96 @@ def load_digits() -> Tuple[np.ndarray, np.ndarray]:
   return (digits.data / 16.).astype(np.float32), digits.target.astype(np.int64)
 
 
+def dihedral(images: np.ndarray, transform: int) -> np.ndarray:
+  """One of the 8 rotations / reflections of square images `[n, side, side]`.
+
+  `transform` t in 0..7: rotate by 90 degrees (t % 4) times, after a left-right flip if t >= 4;
+  t = 0 is the identity.
+  """
+  if not 0 <= transform < NUM_DIHEDRAL:
+    raise ValueError(f"transform must be in 0..{NUM_DIHEDRAL - 1}, got {transform!r}")
+  images = images[:, :, ::-1] if transform >= 4 else images
+  return np.rot90(images, transform % 4, axes=(1, 2))
+
+
+def dihedral_classes(inputs: np.ndarray, labels: np.ndarray, classes: Sequence[int],
+                     side: int = 8) -> Tuple[np.ndarray, np.ndarray, List[int]]:
+  """Every image of `classes` under each of the 8 dihedral transforms, as a distinct class.
+
+  The Omniglot recipe (Santoro et al. 2016; Finn et al. 2017 use rotations): a rotated or
+  mirrored digit is a new class, so 5 digits give 40 meta-training classes.
+
+  Args:
+    inputs: `[n, side * side]` flattened images.
+    labels: `[n]` integer labels.
+    classes: the labels to augment.
+    side: image height and width.
+
+  Returns:
+    `(inputs, labels, new_classes)` of the augmented examples only; transform t of class c is
+    labelled `c + t * (max(labels) + 1)` (t = 0 keeps c).
+  """
+  inputs, labels = np.asarray(inputs), np.asarray(labels)
+  if inputs.ndim != 2 or inputs.shape[1] != side * side:
+    raise ValueError(f"inputs must be [n, {side * side}] flattened {side}x{side} images, got "
+                     f"shape {inputs.shape}")
+  keep = np.isin(labels, list(classes))
+  images, base = inputs[keep].reshape(-1, side, side), labels[keep]
+  stride = int(labels.max()) + 1
+  new_inputs, new_labels = [], []
+  for t in range(NUM_DIHEDRAL):
+    new_inputs.append(dihedral(images, t).reshape(len(images), side * side))
+    new_labels.append(base + t * stride)
+  new_classes = [c + t * stride for t in range(NUM_DIHEDRAL) for c in classes]
+  return np.concatenate(new_inputs), np.concatenate(new_labels), new_classes
+
+
+def digits_split(split: str = "test", augment: bool = True, standardize: bool = True
+                 ) -> Tuple[np.ndarray, np.ndarray, List[int], List[int]]:
+  """Digits for few-shot learning: `(inputs, labels, meta_train_classes, eval_classes)`.
+
+  Args:
+    split: "test" meta-trains on digits 0-4 and evaluates on the unaugmented digits 5-9;
+      "validation" (for choosing hyperparameters) meta-trains on 0-2 and evaluates on the
+      8 dihedral transforms of 3 and 4 (16 classes).
+    augment: the meta-training classes are the 8 dihedral transforms of each digit (else the
+      digits themselves).
+    standardize: shift and scale the [0, 1] pixel intensities by one mean and one standard
+      deviation over the meta-training images (no statistics of the evaluation classes).
+  """
+  if split not in ("test", "validation"):
+    raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+  inputs, labels = load_digits()
+  if split == "test":
+    train, held_out = DIGITS_TRAIN_CLASSES, DIGITS_TEST_CLASSES
+  else:
+    train, held_out = DIGITS_VALIDATION_TRAIN_CLASSES, DIGITS_VALIDATION_CLASSES
+  parts_x, parts_y = [], []
+  if augment:
+    x, y, train_classes = dihedral_classes(inputs, labels, train)
+  else:
+    keep = np.isin(labels, train)
+    x, y, train_classes = inputs[keep], labels[keep], list(train)
+  parts_x.append(x)
+  parts_y.append(y)
+  if split == "test":
+    keep = np.isin(labels, held_out)
+    x, y, eval_classes = inputs[keep], labels[keep], list(held_out)
+  else:
+    x, y, eval_classes = dihedral_classes(inputs, labels, held_out)
+  parts_x.append(x)
+  parts_y.append(y)
+  mean, std = (parts_x[0].mean(), parts_x[0].std()) if standardize else (0., 1.)
+  inputs = ((np.concatenate(parts_x) - mean) / std).astype(np.float32)
+  return inputs, np.concatenate(parts_y), list(train_classes), list(eval_classes)
+
+
 def digits_samplers(n_way: int = 5, k_shot: int = 1, k_query: int = 15, seed: int = 0
                     ) -> Tuple[NWayKShotSampler, NWayKShotSampler]:
   """Meta-train and meta-test samplers over disjoint digit classes (0-4 and 5-9).
 
-  With 10 classes, 5-way test tasks always use all of 5-9, in a random label order.
+  With 10 classes, 5-way test tasks always use all of 5-9, in a random label order. Raw [0, 1]
+  pixels, no augmentation (`digits_split` gives the augmented, standardized version).
   """
   inputs, labels = load_digits()
   train = NWayKShotSampler(inputs, labels, n_way, k_shot, k_query, DIGITS_TRAIN_CLASSES, seed)

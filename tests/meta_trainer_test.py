@@ -12,6 +12,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+import finite_differences
 import l2l
 import problems
 from l2l import fewshot
@@ -213,34 +214,230 @@ class Float64ReferenceTest(tf.test.TestCase, parameterized.TestCase):
                           msg=name)
 
 
+class BatchNormNet(snt.Module):
+  """Linear -> BatchNorm -> ReLU -> Linear; BatchNorm in training mode unless told otherwise."""
+
+  def __init__(self, decay=0.5, batch_norm=functional.BatchNorm, activation=tf.nn.relu,
+               units=6):
+    super().__init__(name="bn_net")
+    self.activation = activation
+    self.hidden = snt.Linear(units, name="hidden")
+    self.bn = batch_norm(create_scale=True, create_offset=True, decay_rate=decay, name="bn")
+    self.out = snt.Linear(1, name="out")
+
+  def __call__(self, x, is_training=True):
+    return self.out(self.activation(self.bn(self.hidden(x), is_training=is_training)))
+
+
+def built_bn_net(decay=0.5, dtype=tf.float32, **kwargs):
+  net = BatchNormNet(decay, **kwargs)
+  net(tf.zeros([2, 3], dtype))  # Builds; also the statistics' first update (counter 1, mean 0, var 0).
+  rng = np.random.default_rng(0)  # The same weights for every net built here.
+  for v in net.trainable_variables:
+    v.assign(rng.normal(size=v.shape))
+  return net
+
+
+def snt_ema(hidden, counter, value, decay):
+  """Sonnet's ExponentialMovingAverage.update: (new hidden, new zero-debiased average)."""
+  hidden = hidden - (hidden - value) * (1 - decay)
+  return hidden, hidden / (1 - decay ** (counter + 1))
+
+
+def bn_tasks(seed, num_tasks):
+  """Regression tasks with 3-d inputs (with 1-d inputs BatchNorm makes the first layer's
+  weights scale-invariant, so they would get no gradient at all)."""
+  return tf.nest.map_structure(lambda a: a.astype(np.float32),
+                               random_tasks(seed, num_tasks, 5, 7, 3))
+
+
+class BatchNormTest(tf.test.TestCase, parameterized.TestCase):
+  """A model with snt.BatchNorm through MAML: buffers threaded explicitly, never assigned
+  inside a task, the task mean written back after a meta-step."""
+
+  def test_statistics_after_a_meta_step(self):
+    decay, num_tasks = 0.5, 3
+    tasks = bn_tasks(7, num_tasks)
+    net = built_bn_net(decay)
+    buffers = functional.named_buffers(net)
+    start = {k: v.numpy() for k, v in buffers.items()}
+    w, b = net.hidden.w.numpy(), net.hidden.b.numpy()
+    # Zero inner steps: one training-mode forward per task, on its query set, at theta.
+    trainer = l2l.MetaTrainer(l2l.MAML(net, 0.1, 0), snt.optimizers.SGD(0.1), meta_trainer.mse,
+                              None)
+    trainer.meta_step(tasks)
+    means, variances = [], []
+    for t in range(num_tasks):
+      a = tasks.query_x[t] @ w + b  # Pre-BatchNorm activations, [7, 6].
+      means.append(snt_ema(start["bn_net/bn/moving_mean/hidden"], 1, a.mean(0), decay))
+      variances.append(snt_ema(start["bn_net/bn/moving_variance/hidden"], 1, a.var(0), decay))
+    for stat, per_task in (("mean", means), ("variance", variances)):
+      self.assertAllClose(buffers[f"bn_net/bn/moving_{stat}/hidden"].numpy().ravel(),
+                          np.mean([h for h, _ in per_task], 0).ravel(), rtol=1e-5, atol=1e-6)
+      self.assertAllClose(buffers[f"bn_net/bn/moving_{stat}/average"].numpy().ravel(),
+                          np.mean([avg for _, avg in per_task], 0).ravel(), rtol=1e-5,
+                          atol=1e-6)
+      self.assertEqual(int(buffers[f"bn_net/bn/moving_{stat}/counter"].numpy()), 2)
+    # The task mean of the variances, not the variance of all query points pooled.
+    pooled = np.concatenate([tasks.query_x[t] @ w + b for t in range(num_tasks)]).var(0)
+    self.assertGreater(np.abs(np.mean([v for _, v in variances], 0).ravel()
+                              - snt_ema(start["bn_net/bn/moving_variance/hidden"], 1, pooled,
+                                        decay)[1].ravel()).max(), 1e-3)
+
+  def test_every_forward_of_a_task_updates_its_copy(self):
+    tasks = bn_tasks(8, 2)
+    net = built_bn_net()
+    counter = functional.named_buffers(net)["bn_net/bn/moving_mean/counter"]
+    trainer = l2l.MetaTrainer(l2l.MAML(net, 0.1, 2), snt.optimizers.SGD(0.1), meta_trainer.mse,
+                              None)
+    trainer.evaluate(tasks, steps=3)
+    self.assertEqual(int(counter.numpy()), 1)  # Evaluation leaves the module unchanged.
+    learner = trainer.maml.clone().adapt_on(meta_trainer.mse, tasks.support_x[0],
+                                            tasks.support_y[0])
+    self.assertEqual(int(learner.buffers["bn_net/bn/moving_mean/counter"]), 3)
+    self.assertEqual(int(counter.numpy()), 1)
+    trainer.meta_step(tasks)
+    self.assertEqual(int(counter.numpy()), 4)  # Two inner steps and the query forward.
+    # A test-mode forward reads the learner's statistics (moved by its forwards), not the
+    # module's.
+    test_mode = learner(tasks.query_x[0], is_training=False).numpy()
+    stats = {k: learner.buffers[f"bn_net/bn/moving_{k}/average"].numpy() for k in
+             ("mean", "variance")}
+    p = {k: v.numpy() for k, v in learner.params.items()}
+    a = tasks.query_x[0] @ p["bn_net/hidden/w"] + p["bn_net/hidden/b"]
+    h = (a - stats["mean"]) / np.sqrt(stats["variance"] + 1e-5)
+    h = np.maximum(h * p["bn_net/bn/scale"] + p["bn_net/bn/offset"], 0.)
+    self.assertAllClose(test_mode, h @ p["bn_net/out/w"] + p["bn_net/out/b"], rtol=1e-4,
+                        atol=1e-5)
+
+  def test_second_order_meta_gradient_matches_finite_differences(self):
+    # float64, tanh (smooth), 2 inner steps. l2l's BatchNorm: exact second-order MAML.
+    # snt.BatchNorm: tf.nn.moments' stop_gradient makes the Hessian terms wrong (and gives the
+    # bias before the normalization, which the batch mean cancels, a non-zero meta-gradient).
+    tasks = random_tasks(10, 2, 5, 7, 3)
+    for batch_norm, exact in ((functional.BatchNorm, True), (snt.BatchNorm, False)):
+      net = built_bn_net(dtype=tf.float64, batch_norm=batch_norm, activation=tf.tanh, units=3)
+      maml = l2l.MAML(net, 0.1, 2)
+      buffers = {k: v.numpy() for k, v in functional.named_buffers(net).items()}
+
+      def meta_loss():
+        losses = []
+        for t in range(tasks.num_tasks):
+          task = tasks.task(t)
+          learner = maml.clone().adapt_on(meta_trainer.mse, task.support_x, task.support_y)
+          losses.append(meta_trainer.mse(learner(task.query_x), task.query_y))
+        return tf.add_n(losses) / len(losses)
+
+      with tf.GradientTape() as tape:
+        loss = meta_loss()
+      variables = net.trainable_variables
+      grads = tape.gradient(loss, variables)
+      numeric = finite_differences.central_differences(meta_loss, variables)
+      for name, value in buffers.items():  # Learners never assign the module's buffers.
+        self.assertAllEqual(functional.named_buffers(net)[name].numpy(), value)
+      by_name = {v.name: (g.numpy(), n) for v, g, n in zip(variables, grads, numeric)}
+      self.assertLess(np.abs(by_name["bn_net/hidden/b:0"][1]).max(), 1e-8)  # Cancelled.
+      if exact:
+        for name, (g, n) in by_name.items():
+          self.assertAllClose(g, n, rtol=1e-6, atol=1e-8, msg=name)
+      else:
+        self.assertGreater(np.abs(by_name["bn_net/hidden/b:0"][0]).max(), 1e-3)
+
+  @parameterized.parameters(("MAML",), ("Reptile",))
+  def test_batched_and_loop_agree_with_finite_meta_gradients(self, method):
+    tasks = bn_tasks(9, 3)
+    results = []
+    for batched in (True, False):
+      net = built_bn_net()
+      algorithm = (l2l.Reptile(net, 0.1, 2) if method == "Reptile" else l2l.MAML(net, 0.1, 1))
+      before = [v.numpy() for v in net.trainable_variables]
+      trainer = l2l.MetaTrainer(algorithm, snt.optimizers.SGD(1.0), meta_trainer.mse, None,
+                                batched=batched)
+      loss = trainer.meta_step(tasks)
+      steps = [b - v.numpy() for b, v in zip(before, net.trainable_variables)]
+      results.append((loss, steps, [v.numpy() for v in functional.named_buffers(net).values()]))
+      for v, step in zip(net.trainable_variables, steps):
+        self.assertTrue(np.all(np.isfinite(step)), msg=v.name)
+        if v.name == "bn_net/hidden/b:0":
+          # Training-mode BatchNorm subtracts the batch mean: the bias before it has no effect.
+          self.assertLess(np.abs(step).max(), 1e-5)
+        else:  # BatchNorm's scale and offset included.
+          self.assertGreater(np.abs(step).max(), 1e-3, msg=v.name)
+    self.assertAllClose(results[0][0], results[1][0], rtol=1e-5)
+    for a, b in zip(results[0][1] + results[0][2], results[1][1] + results[1][2]):
+      self.assertAllClose(a, b, rtol=1e-4, atol=1e-6)
+
+
 class FewShotRunTest(absltest.TestCase):
 
   def test_digits_run_writes_results_and_resumes(self):
     workdir = tempfile.mkdtemp()
-    config = fewshot.FewShotConfig(problem="digits", methods=("MAML", "Pretrained"), shots=(1,),
-                                   num_iterations=4, meta_batch_size=2, inner_lr=0.5,
-                                   inner_steps=1, eval_steps=(0, 1), num_eval_tasks=20,
-                                   k_query=3, hidden=(16,), workdir=workdir, checkpoint_every=2)
+    config = fewshot.FewShotConfig(problem="digits", methods=("MAML", "Pretrained", "Prototypes"),
+                                   shots=(1,), num_iterations=4, meta_batch_size=2,
+                                   inner_lr=0.5, inner_steps=1, eval_steps=(0, 1),
+                                   num_eval_tasks=20, k_query=3, hidden=(16,), workdir=workdir,
+                                   checkpoint_every=2, finetune_steps=3)
     first = fewshot.run(config)
     self.assertIn("| MAML |", first["table"])
+    self.assertIn("a new linear head fitted with 3 steps", first["table"])
     with open(os.path.join(workdir, "results.json")) as f:
-      rows = json.load(f)["rows"]
-    self.assertLen(rows, 2)
-    for row in rows:
+      rows = {r["method"]: r for r in json.load(f)["rows"]}
+    self.assertLen(rows, 3)
+    for row in rows.values():
       self.assertBetween(row["accuracy@1"], 0., 1.)
     # Untrained on the held-out classes' label order, 0 steps is chance level (1/5) or so.
-    self.assertLess(rows[0]["accuracy@0"], 0.5)
-    # A second run with more iterations resumes at iteration 4 and trains 2 more.
+    self.assertLess(rows["MAML"]["accuracy@0"], 0.5)
+    # The baseline's new head is fitted the same way in every column.
+    self.assertEqual(rows["Pretrained"]["accuracy@0"], rows["Pretrained"]["accuracy@1"])
+    test_tasks = fewshot._samplers(config, 1, False)[1]
+    self.assertEqual(rows["Prototypes"]["accuracy@1"],
+                     fewshot.prototype_accuracy(test_tasks).mean())
+    # A second run with more iterations resumes at iteration 4 and trains 2 more; the training
+    # time is the total over both runs.
     config.num_iterations = 6
     second = fewshot.run(config)
-    self.assertEqual(second["rows"][0]["final_meta_loss"] is not None, True)
+    self.assertIsNotNone(second["rows"][0]["final_meta_loss"])
+    self.assertGreater(second["rows"][0]["train_seconds"], rows["MAML"]["train_seconds"])
     self.assertTrue(os.path.exists(os.path.join(workdir, "MAML_1shot", "ckpt-6.index")))
+
+  def test_prototype_accuracy(self):
+    # Task 0: query points nearest their own class mean; task 1: labels swapped.
+    support_x = np.array([[[0., 0.], [0., 2.], [10., 0.]]] * 2)
+    support_y = np.array([[0, 0, 1]] * 2)
+    query_x = np.array([[[1., 1.], [9., 0.]]] * 2)  # Means: (0, 1) and (10, 0).
+    query_y = np.array([[0, 1], [1, 0]])
+    tasks = problems.Task(support_x, support_y, query_x, query_y)
+    np.testing.assert_array_equal(fewshot.prototype_accuracy(tasks), [1., 0.])
+
+  def test_run_seeds_tabulates_mean_and_std(self):
+    workdir = tempfile.mkdtemp()
+    config = fewshot.FewShotConfig(methods=("MAML", "Pretrained"), shots=(5,),
+                                   num_iterations=2, meta_batch_size=2, eval_steps=(1,),
+                                   num_eval_tasks=10, hidden=(8,), workdir=workdir)
+    results = fewshot.run_seeds(config, [0, 3])
+    self.assertTrue(os.path.exists(os.path.join(workdir, "seed_3", "results.json")))
+    with open(os.path.join(workdir, "results_seeds.json")) as f:
+      self.assertEqual(json.load(f)["seeds"], [0, 3])
+    losses = [next(r for r in run["rows"] if r["method"] == "MAML")["loss@1"]
+              for run in results["runs"]]
+    self.assertNotEqual(losses[0], losses[1])  # Different seeds, different tasks and weights.
+    line = next(l for l in results["table"].splitlines() if l.startswith("| MAML |"))
+    self.assertIn(f"{np.mean(losses):.3f} ± {np.std(losses, ddof=1):.3f}", line)
+    with self.assertRaisesRegex(ValueError, "seeds must be distinct"):
+      fewshot.run_seeds(config, [1, 1])
 
   def test_bad_config(self):
     with self.assertRaisesRegex(ValueError, "unknown methods"):
       fewshot.FewShotConfig(methods=("MAMLX",)).validate()
     with self.assertRaisesRegex(ValueError, "unknown problem"):
       fewshot.FewShotConfig(problem="omniglot").validate()
+    with self.assertRaisesRegex(ValueError, "Prototypes baseline is for classification"):
+      fewshot.FewShotConfig(methods=("Prototypes",)).validate()
+    with self.assertRaisesRegex(ValueError, "split must be one of"):
+      fewshot.FewShotConfig(problem="digits", split="train").validate()
+    self.assertEqual(fewshot.FewShotConfig().method_names(),
+                     tuple(fewshot.METHODS) + ("Pretrained",))
+    self.assertIn("Prototypes", fewshot.FewShotConfig(problem="digits").method_names())
 
   def test_script_rejects_bad_flags(self):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

@@ -94,5 +94,58 @@ class NWayKShotTest(absltest.TestCase):
       tasks.NWayKShotSampler(inputs, labels, k_shot=250, k_query=250)
 
 
+
+class DigitsSplitTest(absltest.TestCase):
+
+  def test_dihedral_transforms(self):
+    image = np.arange(9, dtype=np.float32).reshape(1, 3, 3)  # No symmetry: 8 distinct images.
+    images = [tasks.dihedral(image, t)[0] for t in range(8)]
+    np.testing.assert_array_equal(images[0], image[0])
+    np.testing.assert_array_equal(images[1], np.rot90(image[0]))
+    np.testing.assert_array_equal(images[4], np.fliplr(image[0]))
+    self.assertLen({im.tobytes() for im in images}, 8)
+    with self.assertRaisesRegex(ValueError, "transform must be in 0..7, got 8"):
+      tasks.dihedral(image, 8)
+
+  def test_dihedral_classes(self):
+    inputs, labels = tasks.load_digits()
+    x, y, classes = tasks.dihedral_classes(inputs, labels, [0, 1])
+    self.assertEqual(classes, [0, 1, 10, 11, 20, 21, 30, 31, 40, 41, 50, 51, 60, 61, 70, 71])
+    self.assertEqual(sorted(set(y.tolist())), sorted(classes))
+    zeros = inputs[labels == 0].reshape(-1, 8, 8)
+    np.testing.assert_array_equal(x[y == 50].reshape(-1, 8, 8),
+                                  np.rot90(zeros[:, :, ::-1], 1, axes=(1, 2)))
+    with self.assertRaisesRegex(ValueError, "flattened 8x8 images"):
+      tasks.dihedral_classes(inputs[:, :10], labels, [0])
+
+  def test_test_split_keeps_held_out_digits_plain_and_disjoint(self):
+    inputs, labels = tasks.load_digits()
+    x, y, train, held_out = tasks.digits_split("test")
+    self.assertLen(train, 40)
+    self.assertEqual(held_out, [5, 6, 7, 8, 9])
+    self.assertEmpty(set(train) & set(held_out))
+    self.assertTrue(all(c % 10 < 5 for c in train))
+    # Standardized with the meta-training images' statistics only.
+    in_train = np.isin(y, train)
+    self.assertAlmostEqual(float(x[in_train].mean()), 0., delta=1e-4)
+    self.assertAlmostEqual(float(x[in_train].std()), 1., delta=1e-4)
+    # Held-out images are the original ones under that one affine map (no augmentation).
+    original = inputs[np.isin(labels, held_out)]
+    plain = x[~in_train]
+    self.assertEqual(plain.shape, original.shape)
+    scale = original.std() / plain.std()
+    np.testing.assert_allclose(plain * scale - (plain * scale - original).mean(), original,
+                               atol=1e-5)
+
+  def test_validation_split_never_sees_test_digits(self):
+    _, y, train, held_out = tasks.digits_split("validation")
+    self.assertLen(train, 24)
+    self.assertLen(held_out, 16)
+    self.assertEqual({c % 10 for c in train}, {0, 1, 2})
+    self.assertEqual({c % 10 for c in held_out}, {3, 4})
+    self.assertEqual({c % 10 for c in set(y.tolist())}, {0, 1, 2, 3, 4})
+    with self.assertRaisesRegex(ValueError, "split must be 'test' or 'validation'"):
+      tasks.digits_split("train")
+
 if __name__ == "__main__":
   absltest.main()
