@@ -4,9 +4,24 @@ Gate order is (i, j, f, o) with the forget bias added at run time, as in the 201
 speed peers in ../shared/peers, so that weights transfer between them unchanged. Weights are
 created eagerly in `__init__` (not on first call) so that a checkpoint restores into them and a
 mismatched checkpoint is detected at once.
+
+Two implementations of the same maths:
+
+* `lstm_step` / `deep_lstm`: plain TF ops, differentiated by autodiff (the reference);
+* `fast_deep_lstm` (the default of `DeepLSTMCore` for float32): one `tf.custom_gradient` over the
+  whole stack with a hand-written backward pass. Matmuls stay TF ops (oneDNN); the element-wise
+  gate maths of each layer, forward and backward, is one fused C++ kernel (`lstm_kernels.cc`,
+  compiled on first use), so each layer is a matmul plus one kernel instead of ~15 (forward) and
+  ~30 (backward) small ops, each a pass over memory. The backward pass reuses the gate
+  activations of the forward one. Results agree with the reference up to float32 round-off
+  (tests/fast_lstm_test.py).
 """
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+import hashlib
+import os
+import platform
+import subprocess
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import sonnet as snt
@@ -24,6 +39,136 @@ def lstm_step(x: tf.Tensor, h: tf.Tensor, c: tf.Tensor, w: tf.Tensor, b: tf.Tens
   c = tf.sigmoid(f + forget_bias) * c + tf.sigmoid(i) * tf.tanh(j)
   h = tf.sigmoid(o) * tf.tanh(c)
   return h, c
+
+
+def deep_lstm(x: tf.Tensor, state: LSTMState, weights: Sequence[tf.Tensor],
+              biases: Sequence[tf.Tensor], out_w: tf.Tensor, out_b: tf.Tensor,
+              forget_bias: float = 1.0) -> Tuple[tf.Tensor, LSTMState]:
+  """Stacked `lstm_step`s and a linear output layer: returns `(output, new_state)`."""
+  new_state = []
+  for w, b, (h, c) in zip(weights, biases, state):
+    h, c = lstm_step(x, h, c, w, b, forget_bias)
+    new_state.append((h, c))
+    x = h
+  return tf.matmul(x, out_w) + out_b, tuple(new_state)
+
+
+_KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lstm_kernels.cc")
+_kernels: Dict[str, Any] = {}  # Caches the loaded op library (or the reason it is unavailable).
+
+
+def _kernel_cache_dir() -> str:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "l2l")
+
+
+@tf.autograph.experimental.do_not_convert
+def lstm_kernels() -> Optional[Any]:
+  """The fused gate ops of `lstm_kernels.cc`, compiled on first use; None if unavailable.
+
+  The shared library is built once per source, TensorFlow version and machine into
+  `$XDG_CACHE_HOME/l2l` (default `~/.cache/l2l`) with the C++ compiler (`$CXX`, default `g++`)
+  and the flags of the installed TensorFlow, for the CPU it runs on. When no compiler is found
+  or the build fails, `DeepLSTMCore` falls back to the reference implementation (same results,
+  slower); `L2L_NO_KERNELS=1` forces that fallback.
+  """
+  if "lib" in _kernels:
+    return _kernels["lib"]
+  _kernels["lib"] = None
+  if os.environ.get("L2L_NO_KERNELS"):
+    _kernels["error"] = "disabled by L2L_NO_KERNELS"
+    return None
+  try:
+    with open(_KERNEL_SOURCE, "rb") as f:
+      source = f.read()
+    compiler = os.environ.get("CXX", "g++")
+    flags = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-mno-avx512fp16",
+             "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-w",
+             *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+    key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), platform.machine().encode(),
+                                      _cpu_flags().encode(), " ".join(flags).encode()]))
+    path = os.path.join(_kernel_cache_dir(), f"lstm_kernels_{key.hexdigest()[:16]}.so")
+    if not os.path.exists(path):
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = f"{path}.{os.getpid()}.tmp"
+      subprocess.run([compiler, _KERNEL_SOURCE, "-o", tmp, *flags], check=True,
+                     capture_output=True, timeout=600)
+      os.replace(tmp, path)  # Atomic: concurrent builds in several processes are safe.
+    _kernels["lib"] = tf.load_op_library(path)
+  except (OSError, subprocess.SubprocessError, tf.errors.OpError) as e:
+    detail = getattr(e, "stderr", b"") or b""
+    _kernels["error"] = f"{type(e).__name__}: {e} {detail.decode(errors='replace')[-2000:]}"
+  return _kernels["lib"]
+
+
+def _cpu_flags() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("flags"):
+          return line
+  except OSError:
+    pass
+  return ""
+
+
+def fast_deep_lstm(x: tf.Tensor, state: LSTMState, weights: Sequence[tf.Tensor],
+                   biases: Sequence[tf.Tensor], out_w: tf.Tensor, out_b: tf.Tensor,
+                   forget_bias: float = 1.0) -> Tuple[tf.Tensor, LSTMState]:
+  """`deep_lstm` with fused gate kernels and a hand-written backward pass (see the module doc).
+
+  Same arguments, results and gradients (to the input, every weight and the state) as
+  `deep_lstm`, up to float32 round-off. Falls back to `deep_lstm` when the kernels are
+  unavailable (`lstm_kernels()` is None).
+  """
+  kernels = lstm_kernels()
+  if kernels is None:
+    return deep_lstm(x, state, weights, biases, out_w, out_b, forget_bias)
+  num_layers = len(weights)
+  flat_state = [t for hc in state for t in hc]
+  tensors = [tf.convert_to_tensor(t) for t in [*weights, *biases, out_w, out_b]]
+
+  @tf.custom_gradient
+  def run(x, *args):
+    flat_state = args[:2 * num_layers]
+    ws = args[2 * num_layers:3 * num_layers]
+    bs = args[3 * num_layers:4 * num_layers]
+    out_w, out_b = args[4 * num_layers:]
+    saved, new_state, inp = [], [], x
+    for layer in range(num_layers):
+      h, c = flat_state[2 * layer], flat_state[2 * layer + 1]
+      xh = tf.concat([inp, h], axis=-1)
+      h, c_new, acts, tanh_c = kernels.l2l_lstm_gates(tf.matmul(xh, ws[layer]), bs[layer], c,
+                                                      forget_bias=forget_bias)
+      saved.append((xh, c, acts, tanh_c))
+      new_state += [h, c_new]
+      inp = h
+    out = tf.matmul(inp, out_w) + out_b
+
+    def grad(d_out, *d_state):
+      # Outputs without a gradient (e.g. the state after the last step) get zeros.
+      d_out = tf.zeros_like(out) if d_out is None else d_out
+      d_state = [tf.zeros_like(s) if d is None else d for d, s in zip(d_state, new_state)]
+      d_out_w = tf.matmul(inp, d_out, transpose_a=True)
+      d_out_b = tf.reduce_sum(d_out, axis=0)
+      dh_above = tf.matmul(d_out, out_w, transpose_b=True)
+      d_flat_state = [None] * (2 * num_layers)
+      dws, dbs = [None] * num_layers, [None] * num_layers
+      for layer in reversed(range(num_layers)):
+        xh, c_prev, acts, tanh_c = saved[layer]
+        dz, d_flat_state[2 * layer + 1] = kernels.l2l_lstm_gates_grad(
+            d_state[2 * layer], dh_above, d_state[2 * layer + 1], acts, tanh_c, c_prev)
+        dws[layer] = tf.matmul(xh, dz, transpose_a=True)
+        dbs[layer] = tf.reduce_sum(dz, axis=0)
+        dxh = tf.matmul(dz, ws[layer], transpose_b=True)
+        dh_above, d_flat_state[2 * layer] = tf.split(
+            dxh, [xh.shape[-1] - c_prev.shape[-1], c_prev.shape[-1]], axis=-1)
+      return (dh_above, *d_flat_state, *dws, *dbs, d_out_w, d_out_b)
+
+    return (out, *new_state), grad
+
+  out, *new_state = run(x, *flat_state, *tensors)
+  return out, tuple((new_state[2 * i], new_state[2 * i + 1]) for i in range(num_layers))
 
 
 def make_initializer(initializer: Initializer, fan_in: int, seed: Optional[int] = None,
@@ -64,6 +209,8 @@ class DeepLSTMCore(snt.Module):
     if any(n <= 0 for n in self.layers):
       raise ValueError(f"`layers` must be positive sizes, got {tuple(layers)}")
     self.forget_bias = float(forget_bias)
+    # Set to False to run the autodiff reference implementation (tests compare the two).
+    self.fast_path = True
     self.weights: List[tf.Variable] = []
     self.biases: List[tf.Variable] = []
     size = int(input_size)
@@ -83,9 +230,12 @@ class DeepLSTMCore(snt.Module):
                  for n in self.layers)
 
   def __call__(self, x: tf.Tensor, state: LSTMState) -> Tuple[tf.Tensor, LSTMState]:
-    new_state = []
-    for w, b, (h, c) in zip(self.weights, self.biases, state):
-      h, c = lstm_step(x, h, c, w, b, self.forget_bias)
-      new_state.append((h, c))
-      x = h
-    return tf.matmul(x, self.out_w) + self.out_b, tuple(new_state)
+    """One step on a batch `x` of rows: returns `(output, new_state)`.
+
+    Runs `fast_deep_lstm` when it applies (float32 and `self.fast_path`, True by default), else
+    the reference `deep_lstm`; both compute the same values and gradients.
+    """
+    args = (x, state, self.weights, self.biases, self.out_w, self.out_b, self.forget_bias)
+    if self.fast_path and x.dtype == tf.float32 and self.layers:
+      return fast_deep_lstm(*args)
+    return deep_lstm(*args)
