@@ -172,10 +172,10 @@ def summarize(results: Dict[str, Dict[str, List[Dict[str, str]]]], peak: Optiona
       continue
     own_first = float(by_case["l2l"][0]["first_meta_loss"])
     peer_firsts = [float(r["first_meta_loss"]) for c in peers for r in by_case[c]]
-    rel = max((abs(own_first - f) / abs(f) for f in peer_firsts), default=float("nan"))
-    line = (f"summary config={config} l2l_ms={medians['l2l']:.2f} "
-            f"first_meta_loss={own_first:.9g} max_rel_diff_vs_peers={rel:.1e} "
-            f"first_meta_loss_match={rel <= 1e-5}")
+    line = f"summary config={config} l2l_ms={medians['l2l']:.2f} first_meta_loss={own_first:.9g}"
+    if peer_firsts:
+      rel = max(abs(own_first - f) / abs(f) for f in peer_firsts)
+      line += f" max_rel_diff_vs_peers={rel:.1e} first_meta_loss_match={rel <= 1e-5}"
     if "l2l-reference" in medians:
       line += f" l2l_reference_ms={medians['l2l-reference']:.2f}"
     if peers:

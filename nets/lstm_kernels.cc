@@ -14,6 +14,7 @@
 // Built on first use by nets/lstm.py with the compiler flags of the installed TensorFlow.
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 
 #include "tensorflow/core/framework/op.h"
@@ -137,11 +138,21 @@ void GatesGradRow(const float* __restrict dh, const float* __restrict dh_above,
   }
 }
 
-// Splits `rows` over the CPU worker threads (blocks of whole rows).
+// Runs fn(begin, end) over `rows` rows of `width` floats: inline for small tensors, else split
+// over at most all CPU worker threads, each shard at least kMinShard floats. Small tensors stay
+// on one thread because a parallel region waits for its slowest thread, which on a busy machine
+// may be descheduled for milliseconds.
 template <typename Fn>
-void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
+void ForRows(OpKernelContext* ctx, int64_t rows, int64_t width, Fn fn) {
+  constexpr int64_t kMinShard = 1 << 16;
   auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
-  ::tensorflow::Shard(threads->num_threads, threads->workers, rows, cost_per_row, fn);
+  const int64_t shards = std::min<int64_t>(threads->num_threads, rows * width / kMinShard);
+  if (shards <= 1) {
+    fn(0, rows);
+    return;
+  }
+  // A cost per row this large makes Shard use exactly `shards` shards.
+  ::tensorflow::Shard(static_cast<int>(shards), threads->workers, rows, int64_t{1} << 30, fn);
 }
 
 }  // namespace
@@ -176,7 +187,7 @@ class LstmGatesOp : public OpKernel {
     float* tp = tanh_c->flat<float>().data();
     const float fb = forget_bias_;
     const int64_t H = hidden;
-    ForRows(ctx, rows, 60 * H, [=](int64_t begin, int64_t end) {
+    ForRows(ctx, rows, 4 * H, [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         GatesRow(zp + r * 4 * H, bp, cp + r * H, fb, H, ap + r * 4 * H, cnp + r * H, tp + r * H,
                  hp + r * H);
@@ -218,7 +229,7 @@ class LstmGatesGradOp : public OpKernel {
     const float* cp = c_prev.flat<float>().data();
     float* dzp = dz->flat<float>().data();
     float* dcpp = dc_prev->flat<float>().data();
-    ForRows(ctx, rows, 40 * H, [=](int64_t begin, int64_t end) {
+    ForRows(ctx, rows, 4 * H, [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t e = r * H;
         GatesGradRow(dhp + e, dap + e, dcp + e, ap + 4 * e, tp + e, cp + e, H, dzp + 4 * e,
