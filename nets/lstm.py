@@ -23,6 +23,7 @@ import platform
 import subprocess
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from absl import logging
 import numpy as np
 import sonnet as snt
 import tensorflow as tf
@@ -91,13 +92,21 @@ def lstm_kernels() -> Optional[Any]:
     if not os.path.exists(path):
       os.makedirs(os.path.dirname(path), exist_ok=True)
       tmp = f"{path}.{os.getpid()}.tmp"
-      subprocess.run([compiler, _KERNEL_SOURCE, "-o", tmp, *flags], check=True,
-                     capture_output=True, timeout=600)
+      try:
+        subprocess.run([compiler, _KERNEL_SOURCE, "-o", tmp, *flags], check=True,
+                       capture_output=True, timeout=600)
+      except subprocess.CalledProcessError:
+        # Compilers that do not know -mno-avx512fp16 (needed by newer ones with Eigen's headers).
+        subprocess.run([compiler, _KERNEL_SOURCE, "-o", tmp,
+                        *[f for f in flags if f != "-mno-avx512fp16"]],
+                       check=True, capture_output=True, timeout=600)
       os.replace(tmp, path)  # Atomic: concurrent builds in several processes are safe.
     _kernels["lib"] = tf.load_op_library(path)
   except (OSError, subprocess.SubprocessError, tf.errors.OpError) as e:
     detail = getattr(e, "stderr", b"") or b""
     _kernels["error"] = f"{type(e).__name__}: {e} {detail.decode(errors='replace')[-2000:]}"
+    logging.warning("l2l: fused LSTM kernels unavailable, using the reference ops (same results, "
+                    "slower): %s", _kernels["error"][:500])
   return _kernels["lib"]
 
 
