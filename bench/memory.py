@@ -2,7 +2,8 @@
 the inner loop, the same checkpointed (segments recomputed in the backward pass), and iMAML.
 
     python bench/memory.py                       # the table: 10, 100, 500 inner steps
-    python bench/memory.py --conv --budget_gib=16  # a conv net whose plain unroll does not fit
+    python bench/memory.py --conv --budget_gib=10  # a conv net whose plain unroll does not fit
+    python bench/memory.py --l2o --steps_list=10,100  # a learned optimizer's unroll
 
 Each configuration runs in its own subprocess, which builds the model, takes one warm-up
 meta-gradient with 1 inner step (kernels, allocator pools), reads its peak resident set size
@@ -11,11 +12,12 @@ configuration and reads the peak again. "extra" is the difference: the memory th
 itself needed. Everything runs eagerly: the inner loop reads no watched variable, so the
 checkpointed and implicit forms save memory eagerly too.
 
-`--conv`: second-order MAML with 100 inner steps on a small conv net over a batch of 128x128 RGB
-images, under an address-space limit (`resource.setrlimit(RLIMIT_AS)`) of `--budget_gib` (default 10) in the
-subprocess, so that a run that does not fit fails with an allocation error instead of
-exhausting the machine. Plain is also measured at 2 and 4 inner steps (no limit) and its need at
-100 steps extrapolated linearly.
+`--conv`: second-order MAML with 100 inner steps on a small conv net (3 layers of 2 3x3
+filters: few channels keep the compute per byte of activations low on a CPU) over a batch of
+640 128x128 RGB images, under an address-space limit (`resource.setrlimit(RLIMIT_AS)`) of
+`--budget_gib` (default 10) in the subprocess, so that a run that does not fit fails with an
+allocation error instead of exhausting the machine. Plain is also measured at 2 and 4 inner
+steps (no limit) and its need at 100 steps extrapolated linearly.
 """
 
 import argparse
@@ -47,6 +49,8 @@ def child(args: argparse.Namespace) -> dict:
 
   rng = np.random.RandomState(0)
   tf.random.set_seed(0)
+  if args.l2o:
+    return _l2o_child(args, tf, l2l)
   if args.conv:
     model = snt.Sequential([
         snt.Conv2D(args.channels, 3, name="conv_0"), tf.nn.relu,
@@ -95,6 +99,34 @@ def child(args: argparse.Namespace) -> dict:
           "status": status, "budget_gib": args.budget_gib}
 
 
+def _l2o_child(args: argparse.Namespace, tf, l2l) -> dict:
+  """A learned optimizer's meta-gradient through `args.steps` steps, under tf.function."""
+  import nets  # pylint: disable=g-import-not-at-top
+  from l2l import unroll as unroll_lib  # pylint: disable=g-import-not-at-top
+  n = args.l2o_dims
+  target = tf.random.stateless_normal([n], seed=[0, 0])
+  net = nets.CoordinateWiseDeepLSTM(layers=(4,), preprocess_name=None, scale=0.01, seed=0)
+  groups = [l2l.Group(net, (0,))]
+  segment = None if args.method == "plain" else args.segment_length
+
+  @tf.function(autograph=False)
+  def meta_gradient(steps):
+    state = unroll_lib.initial_state(groups, [tf.zeros([n])])
+    with tf.GradientTape() as tape:
+      result = unroll_lib.unroll(lambda p: tf.reduce_sum(tf.square(p[0] - target)), groups,
+                                 state, steps, segment_length=segment, use_while_loop=True)
+    return result.meta_loss, tape.gradient(result.meta_loss, net.trainable_variables)
+
+  meta_gradient(1)
+  baseline = _peak_mib()
+  start = time.time()
+  loss, grads = meta_gradient(args.steps)
+  return {"method": args.method, "steps": args.steps, "baseline_mib": baseline,
+          "peak_mib": _peak_mib(), "extra_mib": _peak_mib() - baseline,
+          "seconds": time.time() - start, "meta_loss": float(loss),
+          "grad_norm": float(tf.linalg.global_norm(grads)), "status": "ok", "budget_gib": 0.0}
+
+
 def run_child(method: str, steps: int, args: argparse.Namespace, conv: bool = False,
               budget_gib: float = 0.0) -> dict:
   segment_length = args.conv_segment_length if conv else args.segment_length
@@ -103,8 +135,8 @@ def run_child(method: str, steps: int, args: argparse.Namespace, conv: bool = Fa
              f"--batch={args.conv_batch if conv else args.batch}", f"--hidden={args.hidden}",
              f"--inner_lr={args.conv_inner_lr if conv else args.inner_lr}",
              f"--budget_gib={budget_gib}", f"--image_size={args.image_size}",
-             f"--channels={args.channels}"
-             ] + (["--conv"] if conv else [])
+             f"--channels={args.channels}", f"--l2o_dims={args.l2o_dims}"
+             ] + (["--conv"] if conv else []) + (["--l2o"] if args.l2o else [])
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   result = subprocess.run(command, capture_output=True, text=True, env=env)
   lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
@@ -139,13 +171,15 @@ def main() -> None:
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--inner_lr", type=float, default=0.01)
   parser.add_argument("--conv", action="store_true")
-  parser.add_argument("--conv_batch", type=int, default=128)
+  parser.add_argument("--conv_batch", type=int, default=640)
   parser.add_argument("--image_size", type=int, default=128)
-  parser.add_argument("--channels", type=int, default=8)
+  parser.add_argument("--channels", type=int, default=2)
   parser.add_argument("--conv_segment_length", type=int, default=5)
   parser.add_argument("--conv_inner_lr", type=float, default=0.01)
   parser.add_argument("--conv_steps", type=int, default=100)
   parser.add_argument("--budget_gib", type=float, default=0.0)
+  parser.add_argument("--l2o", action="store_true")
+  parser.add_argument("--l2o_dims", type=int, default=250_000)
   parser.add_argument("--output_json", default=None)
   args = parser.parse_args()
   if args.child:
@@ -154,7 +188,7 @@ def main() -> None:
   rows = []
   if args.conv:
     budget = args.budget_gib or 10.0
-    print(f"MAML on a conv net (3 conv layers of 8 3x3 filters, {args.image_size}x"
+    print(f"MAML on a conv net (3 conv layers of {args.channels} 3x3 filters, {args.image_size}x"
           f"{args.image_size}x3 inputs, batch {args.conv_batch}, support = query = half), "
           f"second order; checkpointed segments of {args.conv_segment_length}; address-space "
           f"budget {budget:g} GiB.")
@@ -169,6 +203,15 @@ def main() -> None:
     for method in ("plain", "checkpointed"):
       rows.append(run_child(method, args.conv_steps, args, conv=True, budget_gib=budget))
       print(_row(rows[-1]), flush=True)
+  elif args.l2o:
+    print(f"Learned optimizer (coordinatewise LSTM, 4 units) on a {args.l2o_dims}-dimensional "
+          f"quadratic, meta-gradient through the unroll under tf.function (while loops); "
+          f"checkpointed segments of {args.segment_length}.")
+    print(HEADER)
+    for method in [m for m in args.methods.split(",") if m != "imaml"]:
+      for steps in [int(s) for s in args.steps_list.split(",")]:
+        rows.append(run_child(method, steps, args))
+        print(_row(rows[-1]), flush=True)
   else:
     print(f"MAML on an MLP (1-{args.hidden}-{args.hidden}-1, tanh), batch {args.batch}, second "
           f"order; checkpointed segments of {args.segment_length}; iMAML cg_steps 5.")
