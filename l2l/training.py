@@ -189,6 +189,10 @@ def check_save_path(save_path: Optional[str], overwrite: bool,
   except (OSError, ValueError):
     saved = None
   key = json.loads(json.dumps(config.resume_key()))
+  if isinstance(saved, dict):
+    # Options added after the run was written: it ran with their defaults.
+    defaults = json.loads(json.dumps(TrainConfig().resume_key()))
+    saved = {**{k: v for k, v in defaults.items() if k in key}, **saved}
   if saved != key:
     differ = (sorted(k for k in set(key) | set(saved) if key.get(k) != saved.get(k))
               if isinstance(saved, dict) else ["unreadable " + _TRAIN_CONFIG])

@@ -1,6 +1,7 @@
 """Resumable meta-training: checkpoints under <save_path>/train_state, resumed after a crash."""
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -91,6 +92,23 @@ class ResumeInProcessTest(absltest.TestCase):
     self.assertEqual((fresh["resumed_from_epoch"], fresh["meta_steps"]), (0, 4))
     self.assertEqual(sorted(os.path.basename(p) for p in glob.glob(
         os.path.join(path, training.TRAIN_STATE, "ckpt-*.index"))), ["ckpt-2.index"])
+
+  def test_run_written_before_an_option_existed_resumes_with_its_default(self):
+    path = os.path.join(tempfile.mkdtemp(), "opt")
+    crashed = {**TINY, "num_epochs": 4}
+    training.meta_train(training.TrainConfig(save_path=path, **{**TINY, "num_epochs": 2}))
+    config_file = os.path.join(path, training.TRAIN_STATE, "train_config.json")
+    with open(config_file) as f:
+      saved = json.load(f)
+    saved["num_epochs"] = 4  # As if it had been killed at epoch 2 of 4 ...
+    del saved["rescale"], saved["curriculum"]  # ... by a version without these options.
+    with open(config_file, "w") as f:
+      json.dump(saved, f)
+    resumed = training.meta_train(training.TrainConfig(save_path=path, **crashed))
+    self.assertEqual((resumed["resumed_from_epoch"], resumed["meta_steps"]), (2, 8))
+    with self.assertRaisesRegex(ValueError, r"different config \(differs in rescale\)"):
+      training.check_save_path(path, False, training.TrainConfig(
+          **{**crashed, "rescale": 1.0}))
 
   def test_bad_checkpoint_period(self):
     with self.assertRaisesRegex(ValueError, "checkpoint_period must be a positive integer"):
