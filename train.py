@@ -58,6 +58,9 @@ flags.DEFINE_integer("pes_particles", _DEFAULTS.pes_particles,
                      "--gradient=pes: antithetic pairs of perturbed unrolls per step.")
 flags.DEFINE_float("pes_std", _DEFAULTS.pes_std,
                    "--gradient=pes: standard deviation of the perturbations of the nets' weights.")
+flags.DEFINE_list("net_layers", [], "LSTM layer sizes of the problem's nets instead of the "
+                  "configuration's, e.g. 8 (a small net: fewer weights for --gradient=pes to "
+                  "perturb) or 40,40.")
 FLAGS = flags.FLAGS
 
 
@@ -69,6 +72,11 @@ def main(argv):
   except ValueError:
     raise app.UsageError(f"--curriculum must be a comma-separated list of integers, got "
                          f"{','.join(FLAGS.curriculum)}") from None
+  try:
+    net_layers = tuple(int(n) for n in FLAGS.net_layers)
+  except ValueError:
+    raise app.UsageError(f"--net_layers must be a comma-separated list of integers, got "
+                         f"{','.join(FLAGS.net_layers)}") from None
   config = training.TrainConfig(
       problem=FLAGS.problem, save_path=FLAGS.save_path, overwrite=FLAGS.overwrite,
       num_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length,
@@ -79,7 +87,7 @@ def main(argv):
       checkpoint_period=FLAGS.checkpoint_period, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
       rescale=FLAGS.rescale, curriculum=curriculum, gradient=FLAGS.gradient,
       segment_length=FLAGS.segment_length, pes_particles=FLAGS.pes_particles,
-      pes_std=FLAGS.pes_std)
+      pes_std=FLAGS.pes_std, net_layers=net_layers)
   try:
     config.validate()
     training.check_save_path(config.save_path, config.overwrite, config)

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import types
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -81,6 +81,7 @@ class TrainConfig:
   segment_length: Optional[int] = None
   pes_particles: int = 8
   pes_std: float = 0.01
+  net_layers: Tuple[int, ...] = ()
 
   def resume_key(self) -> Dict[str, Any]:
     """The options a resumed run must share with the run that wrote the checkpoint."""
@@ -132,7 +133,15 @@ class TrainConfig:
       raise ValueError(f"pes_std must be positive, got {self.pes_std!r}")
     if self.gradient == "pes" and self.second_derivatives:
       raise ValueError("second_derivatives has no effect with gradient='pes' (no backprop)")
-    configs.get_config(self.problem, data_dir=self.data_dir)  # Raises on a bad problem.
+    named = configs.get_config(self.problem, data_dir=self.data_dir)  # Raises on a bad problem.
+    if isinstance(self.net_layers, (str, bytes)):
+      raise ValueError(f"net_layers must be a list of layer sizes, got {self.net_layers!r}")
+    for i, size in enumerate(self.net_layers):
+      checks.positive_int(f"net_layers[{i}]", size)
+    if self.net_layers and not any("layers" in c.get("net_options", {})
+                                   for c in named.net_configs.values()):
+      raise ValueError(f"net_layers: no net of problem {self.problem!r} has LSTM layers to "
+                       f"resize (nets {sorted(named.net_configs)})")
 
   def steps_at(self, epoch: int) -> int:
     """Optimizee steps of 1-based `epoch`: `num_steps`, or its curriculum stage's step count
@@ -143,9 +152,14 @@ class TrainConfig:
                                len(self.curriculum) - 1)]
 
 
-def seeded_net_configs(net_configs: Dict[str, Dict[str, Any]], seed: int) -> Dict[str, Any]:
-  """Adds `seed` to the options of nets that take one and were given none."""
+def seeded_net_configs(net_configs: Dict[str, Dict[str, Any]], seed: int,
+                       layers: Sequence[int] = ()) -> Dict[str, Any]:
+  """Adds `seed` to the options of nets that take one and were given none; non-empty `layers`
+  replaces the LSTM layer sizes of every net that has them."""
   seeded = json.loads(json.dumps(net_configs))
+  for config in seeded.values():
+    if layers and "layers" in config.get("net_options", {}):
+      config["net_options"]["layers"] = [int(n) for n in layers]
   for config in seeded.values():
     constructor = nets.NETS.get(config.get("net"))
     options = config.setdefault("net_options", {})
@@ -255,7 +269,7 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
   check_save_path(config.save_path, config.overwrite, config)
   tf.random.set_seed(config.seed)
   named = configs.get_config(config.problem, data_dir=config.data_dir)
-  net_configs = seeded_net_configs(named.net_configs, config.seed)
+  net_configs = seeded_net_configs(named.net_configs, config.seed, config.net_layers)
   optimizer = meta_optimizer_lib.MetaOptimizer(**net_configs)
   make_loss = named.make_problem(evaluation.instance_seed(config.seed, evaluation.TRAIN))
   if config.rescale:

@@ -46,7 +46,20 @@ class LongHorizonTrainingTest(tf.test.TestCase, parameterized.TestCase):
     names = [name for name, _ in tf.train.list_variables(latest)]
     self.assertTrue(any("_xi" in n for n in names), msg=names)
 
+  def test_net_layers_resizes_the_nets(self):
+    """--net_layers=4: the trained and saved net is a 1x4 LSTM (fewer weights for PES)."""
+    path = os.path.join(tempfile.mkdtemp(), "opt")
+    training.meta_train(training.TrainConfig(
+        save_path=path, gradient="pes", pes_particles=2, net_layers=(4,), **TINY))
+    loaded = l2l.MetaOptimizer.load(path)
+    self.assertEqual(loaded.net_configs["cw"]["net_options"]["layers"], [4])
+    # LogAndSign's 2 features + 4 hidden -> 16 gates, then a 4 -> 1 output layer.
+    self.assertEqual(sum(int(v.shape.num_elements()) for v in loaded.trainable_variables),
+                     (2 + 4) * 16 + 16 + 4 + 1)
+
   @parameterized.parameters(
+      (dict(net_layers=(8, 0)), "net_layers\\[1\\] must be a positive integer"),
+      (dict(net_layers="8"), "net_layers must be a list of layer sizes"),
       (dict(gradient="adjoint"), "gradient must be one of"),
       (dict(gradient="checkpointed"), "segment_length is required"),
       (dict(segment_length=2), "segment_length is required"),
@@ -71,6 +84,10 @@ class LongHorizonTrainingTest(tf.test.TestCase, parameterized.TestCase):
                             capture_output=True, text=True, env=env, timeout=300)
     self.assertNotEqual(result.returncode, 0)
     self.assertIn("segment_length is required", result.stderr)
+    result = subprocess.run([sys.executable, "train.py", "--net_layers=8,x"], cwd=REPO,
+                            capture_output=True, text=True, env=env, timeout=300)
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("--net_layers must be a comma-separated list of integers", result.stderr)
 
 
 if __name__ == "__main__":
