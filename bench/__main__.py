@@ -16,8 +16,9 @@ Cases (every one in its own process, printing `key=value` lines that start with 
 * `leak` (`bench/leak.py`): resident memory over `--leak_steps` meta-steps and the number of
   traces of the meta-step's `tf.function`s.
 
-The suite ends with `summary suite cases=... failed=... checks_failed=...` and exits with status
-1 when a case failed or the leak check did not pass.
+The suite ends with `summary suite cases=... skipped=... failed=... checks_failed=...` and exits
+with status 1 when a case failed or a check (`flat`, `traced_once`, `first_meta_loss_match`) did
+not pass.
 
     python -m bench                                    # everything (about 10 min, quiet machine)
     python -m bench --cases l2l,tf,torch+compile --configs quadratic --extras none
@@ -137,18 +138,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     speed_cases, configs, extras = select(args)
   except ValueError as e:
     parser.error(str(e))
-  failures, checks, ran = 0, [], 0
+  failures, checks, ran, skipped = 0, [], 0, 0
   if speed_cases:
     summaries, failures = speed.compare(args, speed_cases, configs)
     ran += len(speed_cases) * len(configs) * args.repeats
+    skipped = len(configs) * args.repeats * sum(
+        c in speed.PEER_CASES and not os.path.exists(speed.interpreter(c, args))
+        for c in speed_cases)
     for line in summaries:
       checks += [f"{speed.parse(line)['config']}:{c}" for c in failed_checks(speed.parse(line))]
   for name in extras:
     for fields in run_extra(name, args):
       ran += 1
       failures += "failed" in fields
+      skipped += "skipped" in fields
       checks += [f"{name}:{c}" for c in failed_checks(fields)]
-  print(f"summary suite cases={ran} failed={failures} "
+  print(f"summary suite cases={ran} skipped={skipped} failed={failures} "
         f"checks_failed={','.join(checks) or 'none'}", flush=True)
   return 1 if failures or checks else 0
 

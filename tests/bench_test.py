@@ -125,7 +125,7 @@ class SkipAndFailTest(absltest.TestCase):
     self.assertIn("case=tf config=quadratic skipped=1 note=no_interpreter_at_/nonexistent/python",
                   out)
     self.assertIn("case=torch config=quadratic skipped=1", out)
-    self.assertIn("summary suite cases=2 failed=0 checks_failed=none", out)
+    self.assertIn("summary suite cases=2 skipped=2 failed=0 checks_failed=none", out)
 
   def test_failing_extra_is_reported(self):
     args = types.SimpleNamespace(timeout=60)
