@@ -14,14 +14,16 @@ and adds one line with the process's memory around the meta-steps:
   `VmHWM`, reset through `/proc/self/clear_refs` after the warm-up steps).
 * `meta_step_mib`: `step_peak_rss_mib - rss_warm_mib`, the memory one steady-state meta-step
   needs on top of the warmed-up process (activations kept for the backward pass and the like;
-  memory an allocator keeps between steps is in `rss_warm_mib` instead).
+  memory an allocator keeps between steps is in `rss_warm_mib` instead); 0 when the timed
+  steps never rose above the warm level.
 * `rss_growth_kib_per_step`: (resident memory after the timed steps - `rss_warm_mib`) / timed
   steps; about 0 when nothing accumulates (a few timed steps give a noisy figure; the suite's
   `leak` case runs 1,000).
 
-As a script, `python bench/rss.py PEERS_DIR SCRIPT ARGS...` runs the peer program SCRIPT as
-`python SCRIPT ARGS...` would, with its `common.benchmark` wrapped by `with_memory` (the peers'
-files are not changed).
+Only this process is measured: helper processes (torch.compile's Inductor compile workers)
+are not. As a script, `python bench/rss.py PEERS_DIR SCRIPT ARGS...` runs the peer program
+SCRIPT as `python SCRIPT ARGS...` would, with its `common.benchmark` wrapped by `with_memory`
+(the peers' files are not changed).
 """
 
 import os
@@ -73,7 +75,8 @@ def memory_fields(base: float, after_warmup: float, end: float, steps: int,
             "rss_warm_mib": f"{after_warmup:.1f}"}
   if step_peak is not None:
     fields["step_peak_rss_mib"] = f"{step_peak:.1f}"
-    fields["meta_step_mib"] = f"{step_peak - after_warmup:.1f}"
+    # 0 when the timed steps never rose above the warm level (memory was returned meanwhile).
+    fields["meta_step_mib"] = f"{max(0., step_peak - after_warmup):.1f}"
   fields["rss_growth_kib_per_step"] = f"{(end - after_warmup) * 1024 / max(steps, 1):.1f}"
   return fields
 

@@ -146,6 +146,8 @@ class MemoryTest(absltest.TestCase):
                               "rss_warm_mib": "150.0", "step_peak_rss_mib": "180.0",
                               "meta_step_mib": "30.0", "rss_growth_kib_per_step": "256.0"})
     self.assertNotIn("meta_step_mib", rss.memory_fields(1., 1., 1., 1, None, 1.))
+    # Memory returned below the warm level: no negative need.
+    self.assertEqual(rss.memory_fields(1., 150., 140., 1, 149.9, 200.)["meta_step_mib"], "0.0")
 
   def test_with_memory_wraps_the_timing_loop(self):
     calls = []
