@@ -5,7 +5,9 @@
 
 Progress goes to the log, checkpoints to --workdir (a rerun resumes), and the results table to
 stdout and --workdir/results.json (with --seeds: one run per seed in --workdir/seed_<s>, and the
-mean +- std table in --workdir/results_seeds.json).
+mean +- std table in --workdir/results_seeds.json). results.json merges: rows of methods not in
+this run are kept when computed with the same settings, so `--methods=iMAML` adds iMAML to an
+existing table (other settings: an error before training).
 """
 
 from absl import app
@@ -39,6 +41,17 @@ _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 100, "Digits Pretrained
                                        "gradient steps fitting its new head.")
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.1, "Digits Pretrained baseline: step size "
                                   "fitting its new head.")
+_IMAML_LAM = flags.DEFINE_float("imaml_lam", 10.0, "iMAML: proximal regularisation strength "
+                                "lambda (> 0); about 1 / (inner lr x inner steps) lets the inner "
+                                "steps come close to the proximal solution.")
+_IMAML_LR = flags.DEFINE_float("imaml_inner_lr", None, "iMAML: inner step size, in "
+                               "meta-training and evaluation (default: --inner_lr).")
+_IMAML_STEPS = flags.DEFINE_integer("imaml_inner_steps", 10, "iMAML: inner gradient steps (of "
+                                    "size --inner_lr) on the proximal objective in meta-training.")
+_IMAML_CG = flags.DEFINE_integer("imaml_cg_steps", 5, "iMAML: conjugate-gradient steps of the "
+                                 "implicit meta-gradient.")
+_IMAML_DAMPING = flags.DEFINE_float("imaml_damping", 0.0, "iMAML: added to the identity in the "
+                                    "CG system (>= 0).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of tasks and initializations.")
 _SEEDS = flags.DEFINE_list("seeds", [], "Run once per seed (overrides --seed) and tabulate "
                            "mean +- std over seeds.")
@@ -65,13 +78,15 @@ def main(argv):
       num_eval_tasks=_EVAL_TASKS.value, k_query=_K_QUERY.value, n_way=_N_WAY.value,
       hidden=_ints("hidden", _HIDDEN.value), seed=_SEED.value, split=_SPLIT.value,
       augment=_AUGMENT.value, finetune_steps=_FINETUNE_STEPS.value,
-      finetune_lr=_FINETUNE_LR.value, workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
+      finetune_lr=_FINETUNE_LR.value, imaml_lam=_IMAML_LAM.value, imaml_inner_lr=_IMAML_LR.value,
+      imaml_inner_steps=_IMAML_STEPS.value, imaml_cg_steps=_IMAML_CG.value,
+      imaml_damping=_IMAML_DAMPING.value, workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
       checkpoint_every=_LOG_EVERY.value)
   seeds = _ints("seeds", _SEEDS.value)
   if seeds and len(set(seeds)) != len(seeds):
     raise app.UsageError(f"--seeds must be distinct, got {','.join(_SEEDS.value)}")
   try:
-    config.validate()
+    fewshot.check_workdir(config, seeds)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   results = fewshot.run_seeds(config, seeds) if seeds else fewshot.run(config)

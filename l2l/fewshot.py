@@ -18,20 +18,30 @@ baselines in `BASELINES`:
 * "Prototypes" (digits): no learning; each query image gets the class of the nearest support
   class mean in (standardized) pixel space, a sanity reference.
 
-To add a method: `METHODS["iMAML"] = lambda model, config: l2l.IMAML(model, ...)`.
+"iMAML" (`l2l.IMAML`, Rajeswaran et al. 2019) takes its own settings from the config:
+`imaml_inner_steps` steps of size `imaml_inner_lr` (default `inner_lr`) on the proximally
+regularised support loss (`imaml_lam`), `imaml_cg_steps` conjugate-gradient steps
+(`imaml_damping`) for the meta-gradient. At evaluation it takes `eval_steps` steps of its own
+inner update (step size `imaml_inner_lr`, on its proximal objective).
+
+To add a method: `METHODS["name"] = lambda model, config: <an l2l.MAML subclass>`.
+
+`run` merges into an existing `workdir/results.json`: rows of methods not in this run are kept
+(when they were computed with the same settings), so a method can join a table later.
 """
 
 import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from l2l import imaml as imaml_lib
 from l2l import maml as maml_lib
 from l2l import meta_trainer
 from problems import tasks as tasks_lib
@@ -59,9 +69,15 @@ def _anil(model, c):
   return maml_lib.ANIL(model, model.submodules[-1], c.inner_lr, c.inner_steps)
 
 
+def _imaml(model, c):
+  lr = c.inner_lr if c.imaml_inner_lr is None else c.imaml_inner_lr
+  return imaml_lib.IMAML(model, lr, c.imaml_inner_steps, lam=c.imaml_lam,
+                         cg_steps=c.imaml_cg_steps, damping=c.imaml_damping)
+
+
 Builder = Callable[[snt.Module, "FewShotConfig"], maml_lib.MAML]
 METHODS: Dict[str, Builder] = {"MAML": _maml, "FOMAML": _fomaml, "Reptile": _reptile,
-                               "MetaSGD": _metasgd, "ANIL": _anil}
+                               "MetaSGD": _metasgd, "ANIL": _anil, "iMAML": _imaml}
 BASELINES = ("Pretrained", "Prototypes")
 SPLITS = ("test", "validation")
 
@@ -72,7 +88,11 @@ class FewShotConfig:
 
   `methods` empty means every `METHODS` entry and the baselines that apply to the problem.
   `split`, `augment`, `finetune_steps` and `finetune_lr` concern digits only (see
-  `problems.tasks.digits_split` and the module docstring).
+  `problems.tasks.digits_split` and the module docstring); the `imaml_*` fields concern iMAML
+  only (`l2l.IMAML`'s `inner_steps`, `lam`, `cg_steps`, `damping`, and `inner_lr`, None
+  meaning `inner_lr`). The default lam = 10 = 1 / (inner_lr x imaml_inner_steps): with it the
+  ten inner steps come close to the proximal solution the implicit gradient assumes (on
+  validation sinusoid tasks lam 1 and 3 barely learned in 400-2,000 iterations).
   """
   problem: str = "sinusoid"
   methods: Sequence[str] = ()
@@ -96,6 +116,11 @@ class FewShotConfig:
   augment: bool = True
   finetune_steps: int = 100
   finetune_lr: float = 0.1
+  imaml_lam: float = 10.0
+  imaml_inner_lr: Optional[float] = None
+  imaml_inner_steps: int = 10
+  imaml_cg_steps: int = 5
+  imaml_damping: float = 0.0
 
   def method_names(self) -> Tuple[str, ...]:
     if self.methods:
@@ -115,9 +140,9 @@ class FewShotConfig:
     if self.split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
     for name in ("num_iterations", "meta_batch_size", "num_eval_tasks", "n_way", "k_query",
-                 "reptile_inner_steps", "finetune_steps"):
+                 "reptile_inner_steps", "finetune_steps", "imaml_inner_steps", "imaml_cg_steps"):
       value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     maml_lib.check_steps(self.inner_steps)
     for k in list(self.shots) + list(self.eval_steps):
@@ -127,6 +152,14 @@ class FewShotConfig:
     for name in ("meta_lr", "inner_lr", "finetune_lr"):
       if not getattr(self, name) > 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+    for name, lowest in (("imaml_lam", "positive"), ("imaml_damping", "non-negative"),
+                         ("imaml_inner_lr", "positive")):
+      value = getattr(self, name)
+      if name == "imaml_inner_lr" and value is None:
+        continue
+      if (not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value)
+          or not (value > 0 if lowest == "positive" else value >= 0)):
+        raise ValueError(f"{name} must be a finite {lowest} number, got {value!r}")
 
 
 def _digits(config: FewShotConfig):
@@ -383,19 +416,94 @@ def _write(path: str, results: Dict[str, Any]) -> None:
     json.dump(results, f, indent=2, default=list)
 
 
+# Fields that do not change any result, and fields that change only one method's rows.
+_RUN_ONLY_FIELDS = ("methods", "workdir", "log_every", "checkpoint_every")
+_METHOD_FIELDS = {"reptile_inner_steps": "Reptile", "finetune_steps": "Pretrained",
+                  "finetune_lr": "Pretrained", "imaml_lam": "iMAML", "imaml_inner_lr": "iMAML",
+                  "imaml_inner_steps": "iMAML", "imaml_cg_steps": "iMAML",
+                  "imaml_damping": "iMAML"}
+
+
+def _as_json(config: FewShotConfig) -> Dict[str, Any]:
+  return json.loads(json.dumps(dataclasses.asdict(config), default=list))
+
+
+def _kept_rows(config: FewShotConfig) -> Tuple[List[Dict[str, Any]], Tuple[str, ...]]:
+  """Rows and methods of `workdir/results.json` that this run keeps (its other methods).
+
+  Raises:
+    ValueError: the kept rows were computed with settings other than `config`'s.
+  """
+  path = os.path.join(config.workdir, "results.json") if config.workdir else ""
+  if not path or not os.path.exists(path):
+    return [], ()
+  with open(path) as f:
+    previous = json.load(f)
+  methods = tuple(dict.fromkeys(r["method"] for r in previous["rows"]
+                                if r["method"] not in config.method_names()))
+  if not methods:
+    return [], ()
+  # Settings added after the file was written: it ran with their defaults.
+  saved = {**_as_json(FewShotConfig()), **previous["config"]}
+  current = _as_json(config)
+  different = [name for name in current
+               if name not in _RUN_ONLY_FIELDS and saved[name] != current[name]
+               and _METHOD_FIELDS.get(name, methods[0]) in methods]
+  if different:
+    raise ValueError(
+        f"{path} holds results of {list(methods)} computed with other settings "
+        f"({', '.join(f'{n}={saved[n]!r}, now {current[n]!r}' for n in different)}); "
+        f"use the same settings or another workdir")
+  return [r for r in previous["rows"] if r["method"] in methods], methods
+
+
 def run(config: FewShotConfig) -> Dict[str, Any]:
-  """Trains and evaluates every (method, shots) pair; returns `{"config", "rows", "table"}`."""
+  """Trains and evaluates every (method, shots) pair; returns `{"config", "rows", "table"}`.
+
+  With a `workdir` whose `results.json` holds other methods (computed with the same settings),
+  their rows are kept: `rows`, `table` and the written file cover both, and the returned
+  `config["methods"]` lists them all. A method run again replaces its rows.
+
+  Raises:
+    ValueError: an invalid config, or kept rows computed with other settings (checked before
+      training).
+  """
   config.validate()
+  kept, kept_methods = _kept_rows(config)
   rows = [_train_one(config, method, shots)
           for shots in config.shots for method in config.method_names()]
+  if kept:
+    order = tuple(METHODS) + BASELINES
+    methods = sorted(kept_methods + config.method_names(), key=order.index)
+    config = dataclasses.replace(config, methods=tuple(methods))
+    rows = sorted(kept + rows, key=lambda r: (config.shots.index(r["shots"]),
+                                              order.index(r["method"])))
   results = {"config": dataclasses.asdict(config), "rows": rows, "table": table(rows, config)}
   if config.workdir:
     _write(os.path.join(config.workdir, "results.json"), results)
   return results
 
 
+def _seed_configs(config: FewShotConfig, seeds: Sequence[int]) -> List[FewShotConfig]:
+  return [dataclasses.replace(config, seed=seed, workdir=os.path.join(
+      config.workdir, f"seed_{seed}") if config.workdir else "") for seed in seeds]
+
+
+def check_workdir(config: FewShotConfig, seeds: Sequence[int] = ()) -> None:
+  """Raises the ValueError `run` (`run_seeds` with `seeds`) would raise before training.
+
+  That is, for an invalid config or results in the workdir that could not be merged (rows of
+  other methods computed with other settings).
+  """
+  for seed_config in _seed_configs(config, seeds) if seeds else [config]:
+    seed_config.validate()
+    _kept_rows(seed_config)
+
+
 def run_seeds(config: FewShotConfig, seeds: Sequence[int]) -> Dict[str, Any]:
   """`run` once per seed (in `workdir/seed_<s>`, one after the other); mean +- std table.
+
+  Each seed's `results.json` merges as in `run`; the table has the methods every seed has.
 
   Returns:
     `{"seeds", "runs": [run results per seed], "table"}`, also written to
@@ -403,12 +511,14 @@ def run_seeds(config: FewShotConfig, seeds: Sequence[int]) -> Dict[str, Any]:
   """
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"seeds must be distinct integers, got {list(seeds)}")
-  runs = []
-  for seed in seeds:
-    workdir = os.path.join(config.workdir, f"seed_{seed}") if config.workdir else ""
-    runs.append(run(dataclasses.replace(config, seed=seed, workdir=workdir)))
+  check_workdir(config, seeds)  # Before any training.
+  runs = [run(seed_config) for seed_config in _seed_configs(config, seeds)]
+  # The methods every seed has (each run's own plus the rows it kept), in table order.
+  names = [tuple(r["config"]["methods"]) or config.method_names() for r in runs]
+  methods = [m for m in names[0] if all(m in n for n in names)]
+  table_config = dataclasses.replace(config, methods=tuple(methods))
   results = {"seeds": list(seeds), "runs": runs,
-             "table": seeds_table([r["rows"] for r in runs], config)}
+             "table": seeds_table([r["rows"] for r in runs], table_config)}
   if config.workdir:
     _write(os.path.join(config.workdir, "results_seeds.json"), results)
   return results

@@ -22,7 +22,9 @@ keeps CG stable when H has negative eigenvalues (non-convex losses).
     grads = tape.gradient(meta_loss, imaml.trainable_variables)   # implicit meta-gradient
 
 The interface is `l2l.MAML`'s (`clone()`, `adapt`, `adapt_on`, gradients landing on the module's
-variables), so `MetaTrainer` trains it like MAML.
+variables). `tf.vectorized_map` drops `tf.custom_gradient`, so inside it (`MetaTrainer`'s
+batched meta-step) the meta-gradient through `adapt` would be zero: `MetaTrainer` asks
+`IMAML.task_gradients` for each task's query loss and meta-gradient instead, computed forward.
 """
 
 import numbers
@@ -118,6 +120,38 @@ def proximal_solve(support_loss: Callable[[TensorList], tf.Tensor], theta: Tenso
   return [tf.stop_gradient(p) for p in phi]
 
 
+def _implicit_matvec(support_loss: Callable[[TensorList], tf.Tensor], phi: TensorList,
+                     lam: float, damping: float) -> Callable[[TensorList], TensorList]:
+  """x -> (I (1 + damping) + H / lam) x, H the Hessian of `support_loss` at `phi`."""
+  def matvec(x):
+    hx = hessian_vector_product(support_loss, phi, x)
+    return [(1. + maml_lib.to_dtype(damping, xi.dtype)) * xi
+            + hxi / maml_lib.to_dtype(lam, xi.dtype) for xi, hxi in zip(x, hx)]
+  return matvec
+
+
+def implicit_meta_gradient(support_loss: Callable[[TensorList], tf.Tensor],
+                           query_loss: Callable[[TensorList], tf.Tensor], theta: TensorList,
+                           lam: float, lr: float, steps: int, cg_steps: int,
+                           damping: float = 0.0):
+  """The query loss at phi*(theta) and its implicit meta-gradient, without `tf.custom_gradient`.
+
+  Same numbers as differentiating `query_loss(implicit_adapt(...))`, but computed forward
+  (query gradient at phi*, then CG), so it works inside `tf.vectorized_map`, whose vectorized
+  ops drop a `tf.custom_gradient` (the meta-gradient through `implicit_adapt` there is zero).
+
+  Returns:
+    `(query_loss(phi*), [meta-gradient per entry of theta])`, no gradient flowing back.
+  """
+  phi = proximal_solve(support_loss, theta, lam, lr, steps)
+  with tf.GradientTape() as tape:
+    tape.watch(phi)
+    value = query_loss(phi)
+  v = tape.gradient(value, phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  grads = conjugate_gradient(_implicit_matvec(support_loss, phi, lam, damping), v, cg_steps)
+  return tf.stop_gradient(value), [tf.stop_gradient(g) for g in grads]
+
+
 def implicit_adapt(support_loss: Callable[[TensorList], tf.Tensor], theta: TensorList,
                    lam: float, lr: float, steps: int, cg_steps: int,
                    damping: float = 0.0) -> TensorList:
@@ -143,13 +177,7 @@ def implicit_adapt(support_loss: Callable[[TensorList], tf.Tensor], theta: Tenso
 
     def grad(*upstream):
       v = [tf.zeros_like(p) if u is None else u for p, u in zip(phi, upstream)]
-
-      def matvec(x):
-        hx = hessian_vector_product(support_loss, phi, x)
-        return [(1. + maml_lib.to_dtype(damping, xi.dtype)) * xi
-                + hxi / maml_lib.to_dtype(lam, xi.dtype) for xi, hxi in zip(x, hx)]
-
-      return conjugate_gradient(matvec, v, cg_steps)
+      return conjugate_gradient(_implicit_matvec(support_loss, phi, lam, damping), v, cg_steps)
 
     return [tf.identity(p) for p in phi], grad
 
@@ -190,6 +218,33 @@ class IMAML(maml_lib.MAML):
   def clone(self) -> "ImplicitLearner":
     return ImplicitLearner(self)
 
+  def task_gradients(self, support_loss: Callable[[Forward], tf.Tensor],
+                     query_loss: Callable[[Forward], tf.Tensor],
+                     steps: Optional[int] = None):
+    """One task's query loss after adaptation and its implicit meta-gradient, computed forward.
+
+    The same meta-gradient as differentiating `query_loss(clone().adapt(support_loss))`, but
+    usable inside `tf.vectorized_map` (see `implicit_meta_gradient`); `MetaTrainer` uses it.
+
+    Returns:
+      `(query loss, {parameter name: meta-gradient})`.
+    """
+    steps = self.inner_steps if steps is None else maml_lib.check_steps(steps, "steps")
+    params = functional.named_parameters(self.module)
+    names = list(params)
+
+    def at(loss: Callable[[Forward], tf.Tensor]) -> Callable[[Sequence[tf.Tensor]], tf.Tensor]:
+      return lambda values: loss(lambda *a, **k: functional.call(
+          self.module, dict(zip(names, values)), *a, **k))
+
+    theta = [tf.convert_to_tensor(params[n]) for n in names]
+    if not self.allow_unused:
+      maml_lib.gradients(dict(zip(names, theta)), lambda p: at(support_loss)(
+          [p[n] for n in names]), names)
+    value, grads = implicit_meta_gradient(at(support_loss), at(query_loss), theta, self.lam,
+                                          self.inner_lr, steps, self.cg_steps, self.damping)
+    return value, dict(zip(names, grads))
+
 
 class ImplicitLearner(maml_lib.Learner):
   """A task's copy of an `IMAML` module's parameters, adapted by the proximal inner problem."""
@@ -220,4 +275,4 @@ class ImplicitLearner(maml_lib.Learner):
 
 
 __all__ = ["IMAML", "ImplicitLearner", "conjugate_gradient", "hessian_vector_product",
-           "implicit_adapt", "proximal_solve"]
+           "implicit_adapt", "implicit_meta_gradient", "proximal_solve"]

@@ -7,7 +7,8 @@
 
 One meta-step adapts a clone of the model to every task of the meta-batch on its support set and
 applies the meta-optimizer to the gradient of the mean query loss in the algorithm's trainable
-variables (Reptile: to its (theta - theta~) / (lr steps) direction). Tasks run as one vectorized
+variables (Reptile: to its (theta - theta~) / (lr steps) direction; iMAML: to the task mean of
+`IMAML.task_gradients`, its implicit meta-gradient computed forward). Tasks run as one vectorized
 computation (`tf.vectorized_map`); the step is a `tf.function`, traced once per task shape.
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from l2l import imaml as imaml_lib
 from l2l import maml as maml_lib
 from problems import tasks as tasks_lib
 
@@ -87,8 +89,14 @@ class MetaTrainer:
 
   def _meta_step(self, tasks: tasks_lib.Task) -> tf.Tensor:
     variables = self.maml.trainable_variables
-    if isinstance(self.maml, maml_lib.Reptile):
+    if isinstance(self.maml, (maml_lib.Reptile, imaml_lib.IMAML)):
       def task_fn(task):
+        if isinstance(self.maml, imaml_lib.IMAML):
+          # Computed forward per task: tf.vectorized_map would drop IMAML.adapt's custom gradient.
+          loss, grads = self.maml.task_gradients(
+              lambda f: self.loss_fn(f(task.support_x), task.support_y),
+              lambda f: self.loss_fn(f(task.query_x), task.query_y))
+          return loss, grads, {}  # IMAML has no buffers.
         learner = self._adapt(task)
         grads = self.maml.reptile_gradients(learner)
         return self.loss_fn(learner(task.query_x), task.query_y), grads, learner.buffers or {}

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import l2l
 from l2l import imaml
+import problems
 
 # float64 throughout: the inner gradient descent converges to phi* to ~1e-13 (contraction
 # factor <= 0.85 per step, 300 steps) and CG on a 6x6 system is exact after 6 iterations up to
@@ -74,6 +75,23 @@ class IMAMLTest(tf.test.TestCase, parameterized.TestCase):
     query_grad = xq.T @ (xq @ expected_phi - yq) / len(xq)
     self.assertGreater(np.linalg.norm(expected_grad - query_grad), 0.05 * np.linalg.norm(
         query_grad))
+
+  @parameterized.parameters(True, False)
+  def test_meta_trainer_step_applies_the_closed_form(self, batched):
+    # MetaTrainer's batched step runs tasks under tf.vectorized_map, which drops
+    # tf.custom_gradient (the meta-gradient through adapt there is zero); it uses
+    # IMAML.task_gradients instead. Either way: the task mean of the closed form.
+    problems_ = [_problem(seed) for seed in (4, 5)]
+    tasks = problems.Task(*(np.stack([p[i] for p in problems_]) for i in range(4)))
+    theta = problems_[0][4]
+    lam = 0.5
+    model = Linear(theta)
+    algorithm = l2l.IMAML(model, inner_lr=0.2, inner_steps=300, lam=lam, cg_steps=DIM)
+    trainer = l2l.MetaTrainer(algorithm, snt.optimizers.SGD(1.0), mse, None, batched=batched)
+    trainer.meta_step(tasks)
+    expected = np.mean([closed_form(*p[:4], theta, lam)[1] for p in problems_], axis=0)
+    self.assertAllClose(theta - model.w.numpy(), expected, rtol=RTOL,
+                        atol=RTOL * np.max(np.abs(expected)))
 
   def test_conjugate_gradient_solves_a_spd_system(self):
     rng = np.random.RandomState(1)

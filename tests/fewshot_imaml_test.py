@@ -1,0 +1,136 @@
+"""iMAML in the few-shot tables: registered, trains and evaluates, merges into results.json."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import sonnet as snt
+
+import l2l
+from l2l import fewshot
+from l2l import meta_trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(workdir: str = "", **changes) -> fewshot.FewShotConfig:
+  settings = dict(problem="sinusoid", methods=("iMAML",), shots=(5,), num_iterations=3,
+                  meta_batch_size=2, meta_lr=0.01, eval_steps=(0, 5), num_eval_tasks=10,
+                  hidden=(8,), imaml_inner_steps=3, imaml_cg_steps=2, workdir=workdir)
+  settings.update(changes)
+  return fewshot.FewShotConfig(**settings)
+
+
+def read_rows(workdir: str):
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)["rows"]
+
+
+class FewShotIMAMLTest(parameterized.TestCase):
+
+  def test_registered_with_the_config_settings(self):
+    self.assertIn("iMAML", fewshot.METHODS)
+    self.assertIn("iMAML", fewshot.FewShotConfig().method_names())
+    config = tiny(inner_lr=0.02, imaml_lam=0.5, imaml_inner_steps=7, imaml_cg_steps=4,
+                  imaml_damping=0.1)
+    _, algorithm = fewshot.build(config, "iMAML")
+    self.assertIsInstance(algorithm, l2l.IMAML)
+    self.assertEqual((algorithm.inner_lr, algorithm.inner_steps, algorithm.lam,
+                      algorithm.cg_steps, algorithm.damping), (0.02, 7, 0.5, 4, 0.1))
+    # Its own inner step size, when given.
+    _, algorithm = fewshot.build(dataclasses.replace(config, imaml_inner_lr=0.3), "iMAML")
+    self.assertEqual(algorithm.inner_lr, 0.3)
+
+  def test_run_trains_and_evaluates(self):
+    config = tiny()
+    row, = fewshot.run(config)["rows"]
+    self.assertEqual((row["method"], row["shots"]), ("iMAML", 5))
+    self.assertTrue(np.isfinite(row["final_meta_loss"]))
+    self.assertGreater(row["train_seconds"], 0.)
+    # Five inner steps on the support points lower the held-out query MSE.
+    self.assertLess(row["loss@5"], row["loss@0"])
+    # Meta-training moved the initialization: the same held-out tasks, untrained model.
+    _, untrained = fewshot.build(config, "iMAML")
+    _, test_tasks = fewshot._samplers(config, 5, False)
+    trainer = meta_trainer.MetaTrainer(untrained, snt.optimizers.Adam(0.01),
+                                       meta_trainer.mse, None)
+    self.assertNotAlmostEqual(trainer.evaluate(test_tasks, 0)["loss"], row["loss@0"], places=4)
+
+  def test_results_merge_keeps_other_methods(self):
+    workdir = tempfile.mkdtemp()
+    fast = dict(num_iterations=1, eval_steps=(1,))
+    first = fewshot.run(tiny(workdir, methods=("MAML",), **fast))
+    maml_row, = first["rows"]
+    # Written before the iMAML settings existed: they count as their defaults.
+    path = os.path.join(workdir, "results.json")
+    with open(path) as f:
+      results = json.load(f)
+    for name in ("imaml_lam", "imaml_inner_lr", "imaml_inner_steps", "imaml_cg_steps",
+                 "imaml_damping"):
+      del results["config"][name]
+    with open(path, "w") as f:
+      json.dump(results, f)
+
+    merged = fewshot.run(tiny(workdir, **fast))
+    self.assertEqual([r["method"] for r in merged["rows"]], ["MAML", "iMAML"])
+    self.assertEqual(merged["rows"][0], maml_row)
+    self.assertEqual(read_rows(workdir), merged["rows"])
+    self.assertEqual(list(merged["config"]["methods"]), ["MAML", "iMAML"])
+    self.assertIn("| MAML |", merged["table"])
+    self.assertIn("| iMAML |", merged["table"])
+
+    # iMAML again with its own settings changed: its row is replaced, MAML's kept.
+    again = fewshot.run(tiny(workdir, imaml_lam=2.0, imaml_inner_lr=0.02, **fast))
+    self.assertEqual([r["method"] for r in read_rows(workdir)], ["MAML", "iMAML"])
+    self.assertEqual(again["rows"][0], maml_row)
+    self.assertNotEqual(again["rows"][1], merged["rows"][1])
+
+    # Settings the kept MAML rows depend on: refused before training.
+    with self.assertRaisesRegex(ValueError, r"results of \['MAML'\] computed with other "
+                                r"settings \(inner_lr=0\.01, now 0\.02\)"):
+      fewshot.run(tiny(workdir, inner_lr=0.02, **fast))
+    self.assertEqual(read_rows(workdir), again["rows"])
+
+  def test_run_seeds_table_has_the_merged_methods(self):
+    workdir = tempfile.mkdtemp()
+    config = tiny(workdir, methods=("MAML",), num_iterations=1, eval_steps=(1,))
+    fewshot.run_seeds(config, [0])
+    results = fewshot.run_seeds(dataclasses.replace(config, methods=("iMAML",)), [0])
+    lines = [l.split(" |")[0] for l in results["table"].splitlines() if l.startswith("| ")]
+    self.assertEqual(lines[1:], ["| MAML", "| iMAML"])
+    with open(os.path.join(workdir, "results_seeds.json")) as f:
+      self.assertIn("| MAML |", json.load(f)["table"])
+    # seed_0 holds seed 0's rows: a run writing seed 5's there is refused.
+    with self.assertRaisesRegex(ValueError, "seed=0, now 5"):
+      fewshot.check_workdir(dataclasses.replace(config, workdir=os.path.join(workdir, "seed_0"),
+                                                methods=("iMAML",), seed=5))
+
+  @parameterized.parameters(("imaml_lam", 0.0, "imaml_lam must be a finite positive number"),
+                            ("imaml_lam", -1.0, "imaml_lam must be a finite positive"),
+                            ("imaml_lam", float("inf"), "imaml_lam must be a finite positive"),
+                            ("imaml_damping", -0.1, "imaml_damping must be a finite non-negative"),
+                            ("imaml_inner_lr", 0.0, "imaml_inner_lr must be a finite positive"),
+                            ("imaml_cg_steps", 0, "imaml_cg_steps must be a positive integer"),
+                            ("imaml_inner_steps", 0, "imaml_inner_steps must be a positive"),
+                            ("imaml_inner_steps", 2.5, "imaml_inner_steps must be a positive"))
+  def test_bad_settings(self, name, value, message):
+    with self.assertRaisesRegex(ValueError, message):
+      tiny(**{name: value}).validate()
+
+  def test_script_rejects_bad_imaml_flags(self):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    out = subprocess.run([sys.executable, "maml.py", "--methods=iMAML", "--imaml_lam=0"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("imaml_lam must be a finite positive number, got 0.0", out.stderr)
+    self.assertNotIn("Traceback", out.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
