@@ -47,6 +47,12 @@ def conjugate_gradient(matvec: Callable[[TensorList], TensorList], b: TensorList
                        num_steps: int) -> TensorList:
   """Approximately solves A x = b for a symmetric positive-definite A, from x = 0.
 
+  Truncated like Steihaug's CG: an iteration whose direction p has p^T A p <= 0 (A is not
+  positive definite along p, as I + H / lam can be when the support loss is non-convex and H
+  has eigenvalues below -lam) stops the iterations with the x reached so far, instead of a
+  step that would grow x without bound. If that happens at the first iteration, x = b (the
+  solution for A = I: the first-order meta-gradient).
+
   Args:
     matvec: v -> A v on lists of tensors.
     b: the right-hand side.
@@ -59,16 +65,23 @@ def conjugate_gradient(matvec: Callable[[TensorList], TensorList], b: TensorList
   r = list(b)
   p = list(b)
   rs = _dot(r, r)
-  for _ in range(num_steps):
+  active = tf.constant(True)
+  for step in range(num_steps):
     ap = matvec(p)
-    # Zero residual: alpha = beta = 0 (instead of 0 / 0).
-    alpha = tf.math.divide_no_nan(rs, _dot(p, ap))
+    curvature = _dot(p, ap)
+    if step == 0:
+      fallback = curvature <= 0.
+    active = active & (curvature > 0.)
+    # Zero residual: alpha = beta = 0 (instead of 0 / 0). Non-positive curvature: stop.
+    alpha = tf.where(active, tf.math.divide_no_nan(rs, curvature), tf.zeros_like(rs))
     x = [xi + alpha * pi for xi, pi in zip(x, p)]
     r = [ri - alpha * api for ri, api in zip(r, ap)]
     rs_new = _dot(r, r)
     beta = tf.math.divide_no_nan(rs_new, rs)
     p = [ri + beta * pi for ri, pi in zip(r, p)]
     rs = rs_new
+  if num_steps:
+    x = [tf.where(fallback, bi, xi) for xi, bi in zip(x, b)]
   return x
 
 

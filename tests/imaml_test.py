@@ -102,6 +102,20 @@ class IMAMLTest(tf.test.TestCase, parameterized.TestCase):
                                  [tf.constant(b)], 5)
     self.assertAllClose(x[0], np.linalg.solve(a, b), rtol=1e-9, atol=1e-9)
 
+  def test_conjugate_gradient_stops_at_non_positive_curvature(self):
+    """Indefinite A (a non-convex support loss with H below -lam): plain CG's iterates grow
+    without bound; the truncated CG keeps the last iterate before p^T A p <= 0."""
+    a = tf.constant(np.diag([2., -1.]))
+    matvec = lambda v: [tf.linalg.matvec(a, v[0])]
+    # By hand: p0 = b = (1, 1), p0^T A p0 = 1 > 0, x1 = 2 b = (2, 2); r1 = (-3, 3), p1 = (6, 12),
+    # p1^T A p1 = -72 <= 0: stop at x1.
+    for steps in (2, 5, 20):
+      x = imaml.conjugate_gradient(matvec, [tf.constant([1., 1.], tf.float64)], steps)
+      self.assertAllClose(x[0], [2., 2.])
+    # Non-positive curvature at the first iteration: x = b.
+    x = imaml.conjugate_gradient(lambda v: [-v[0]], [tf.constant([1., 2.], tf.float64)], 5)
+    self.assertAllClose(x[0], [1., 2.])
+
   def test_hessian_vector_product(self):
     rng = np.random.RandomState(2)
     a = rng.randn(4, 4)
