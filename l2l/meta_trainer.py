@@ -75,6 +75,12 @@ class MetaTrainer:
     self.task_sampler = task_sampler
     self.metric_fn = metric_fn
     self.batched = batched
+    # Sonnet's Adam / Momentum / RMSProp create their slots on the first `apply`; inside the
+    # step's tf.function that costs a second trace. Create them now when the variables exist.
+    initialize = getattr(meta_optimizer, "_initialize", None)
+    if callable(initialize) and maml.trainable_variables:
+      with tf.init_scope():
+        initialize(maml.trainable_variables)
     self._step = tf.function(self._meta_step)
     self._evaluate = tf.function(self._evaluate_batch)
 
