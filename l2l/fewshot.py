@@ -325,8 +325,9 @@ def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]
     del history
     done.assign(start + iteration)
     if (start + iteration) % config.log_every == 0:
-      logging.info("%s %d-shot: iteration %d/%d, meta-loss %.4f", method, shots,
-                   start + iteration, config.num_iterations, loss)
+      logging.info("%s %d-shot: iteration %d/%d, meta-loss %.4f, skipped %d (non-finite)",
+                   method, shots, start + iteration, config.num_iterations, loss,
+                   int(trainer.skipped_steps.numpy()))
     if manager and (start + iteration) % config.checkpoint_every == 0:
       seconds.assign(previous_seconds + time.perf_counter() - fit_start)
       manager.save(checkpoint_number=start + iteration)
@@ -340,7 +341,8 @@ def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]
     manager.save(checkpoint_number=config.num_iterations)
   row: Dict[str, Any] = {"method": method, "shots": shots,
                          "train_seconds": float(seconds.numpy()),
-                         "final_meta_loss": history.meta_losses[-1] if history else None}
+                         "final_meta_loss": history.meta_losses[-1] if history else None,
+                         "skipped_steps": int(trainer.skipped_steps.numpy())}
   _evaluate_row(config, method, trainer, test_tasks, row)
   logging.info("%s %d-shot: %s", method, shots, row)
   return row

@@ -81,6 +81,7 @@ class MetaTrainer:
     if callable(initialize) and maml.trainable_variables:
       with tf.init_scope():
         initialize(maml.trainable_variables)
+    self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
     self._step = tf.function(self._meta_step)
     self._evaluate = tf.function(self._evaluate_batch)
 
@@ -119,13 +120,27 @@ class MetaTrainer:
         losses, buffers = self._map_tasks(task_fn, tasks)
         loss = tf.reduce_mean(losses)
       grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    self.meta_optimizer.apply(grads, variables)
-    # Each task's learner updated its own copy of the buffers (BatchNorm statistics) over its
-    # inner steps and query forward; the module keeps their mean over tasks. For Sonnet's
-    # moving averages (linear in the batch statistics) that is the moving average of the
-    # task-averaged statistics.
-    for name, variable in maml_lib.functional.named_buffers(self.maml.module).items():
-      variable.assign(tf.cast(tf.reduce_mean(buffers[name], axis=0), variable.dtype))
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]) & (
+        tf.math.is_finite(loss))
+
+    def apply() -> tf.Tensor:
+      self.meta_optimizer.apply(grads, variables)
+      # Each task's learner updated its own copy of the buffers (BatchNorm statistics) over its
+      # inner steps and query forward; the module keeps their mean over tasks. For Sonnet's
+      # moving averages (linear in the batch statistics) that is the moving average of the
+      # task-averaged statistics.
+      for name, variable in maml_lib.functional.named_buffers(self.maml.module).items():
+        variable.assign(tf.cast(tf.reduce_mean(buffers[name], axis=0), variable.dtype))
+      return tf.constant(True)
+
+    def skip() -> tf.Tensor:
+      self.skipped_steps.assign_add(1)
+      return tf.constant(False)
+
+    # A non-finite meta-gradient or loss (e.g. one task's inner loop diverged) skips the whole
+    # update: the model, its buffers and the meta-optimizer's state stay as they were; counted
+    # in `skipped_steps`.
+    tf.cond(finite, apply, skip)
     return loss
 
   def meta_step(self, tasks: tasks_lib.Task) -> float:

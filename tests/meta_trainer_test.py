@@ -38,6 +38,28 @@ def functional_costs(model):
 
 class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
 
+  def test_non_finite_meta_step_is_skipped(self):
+    """A batch whose loss is NaN leaves the model and Adam untouched and is counted."""
+    model = snt.Linear(1, w_init=snt.initializers.Constant(0.5))
+    model(tf.zeros([1, 1]))
+    sampler = problems.tasks.SinusoidTaskSampler(k_support=5, k_query=5, seed=0)
+    adam = snt.optimizers.Adam(1e-2)
+    trainer = meta_trainer.MetaTrainer(l2l.MAML(model, 0.01, 1), adam, meta_trainer.mse,
+                                       sampler)
+    good = sampler.sample(4)
+    self.assertTrue(np.isfinite(trainer.meta_step(good)))
+    state = lambda: [v.numpy() for v in [*model.trainable_variables, *adam.m, *adam.v,
+                                         adam.step]]
+    before = state()
+    bad = good._replace(query_y=good.query_y + float("nan"))
+    self.assertTrue(np.isnan(trainer.meta_step(bad)))
+    self.assertEqual(int(trainer.skipped_steps.numpy()), 1)
+    for b, a in zip(before, state()):
+      self.assertAllEqual(b, a)
+    trainer.meta_step(good)
+    self.assertEqual(int(trainer.skipped_steps.numpy()), 1)
+    self.assertNotAllClose(before[0], model.trainable_variables[0].numpy())
+
   @parameterized.parameters(("MAML", False), ("FOMAML", True))
   def test_meta_step_applies_the_maml_step_gradient(self, _, first_order):
     tasks = problems.SinusoidTaskSampler(k_support=5, k_query=5, seed=1).sample(4)
