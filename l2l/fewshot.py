@@ -308,7 +308,7 @@ def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]
   manager = None
   if config.workdir:
     checkpoint = tf.train.Checkpoint(algorithm=algorithm, optimizer=optimizer, done=done,
-                                     seconds=seconds)
+                                     seconds=seconds, skipped_steps=trainer.skipped_steps)
     directory = os.path.join(config.workdir, f"{method}_{shots}shot")
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
     if manager.latest_checkpoint:

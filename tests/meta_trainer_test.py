@@ -421,6 +421,11 @@ class FewShotRunTest(absltest.TestCase):
     self.assertIsNotNone(second["rows"][0]["final_meta_loss"])
     self.assertGreater(second["rows"][0]["train_seconds"], rows["MAML"]["train_seconds"])
     self.assertTrue(os.path.exists(os.path.join(workdir, "MAML_1shot", "ckpt-6.index")))
+    # The count of skipped (non-finite) meta-steps is checkpointed with the rest, so a resumed
+    # run reports the whole run's.
+    self.assertEqual(second["rows"][0]["skipped_steps"], 0)
+    names = [n for n, _ in tf.train.list_variables(os.path.join(workdir, "MAML_1shot", "ckpt-6"))]
+    self.assertTrue(any(n.startswith("skipped_steps") for n in names), msg=names)
 
   def test_prototype_accuracy(self):
     # Task 0: query points nearest their own class mean; task 1: labels swapped.
