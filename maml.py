@@ -47,7 +47,8 @@ _IMAML_LAM = flags.DEFINE_float("imaml_lam", 10.0, "iMAML: proximal regularisati
 _IMAML_LR = flags.DEFINE_float("imaml_inner_lr", None, "iMAML: inner step size, in "
                                "meta-training and evaluation (default: --inner_lr).")
 _IMAML_STEPS = flags.DEFINE_integer("imaml_inner_steps", 10, "iMAML: inner gradient steps (of "
-                                    "size --inner_lr) on the proximal objective in meta-training.")
+                                    "size --imaml_inner_lr) on the proximal objective in "
+                                    "meta-training.")
 _IMAML_CG = flags.DEFINE_integer("imaml_cg_steps", 5, "iMAML: conjugate-gradient steps of the "
                                  "implicit meta-gradient.")
 _IMAML_DAMPING = flags.DEFINE_float("imaml_damping", 0.0, "iMAML: added to the identity in the "

@@ -64,19 +64,19 @@ flags.DEFINE_list("net_layers", [], "LSTM layer sizes of the problem's nets inst
 FLAGS = flags.FLAGS
 
 
+def _ints(name, values):
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise app.UsageError(f"--{name} must be a comma-separated list of integers, got "
+                         f"{','.join(values)}") from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    curriculum = tuple(int(n) for n in FLAGS.curriculum)
-  except ValueError:
-    raise app.UsageError(f"--curriculum must be a comma-separated list of integers, got "
-                         f"{','.join(FLAGS.curriculum)}") from None
-  try:
-    net_layers = tuple(int(n) for n in FLAGS.net_layers)
-  except ValueError:
-    raise app.UsageError(f"--net_layers must be a comma-separated list of integers, got "
-                         f"{','.join(FLAGS.net_layers)}") from None
+  curriculum = _ints("curriculum", FLAGS.curriculum)
+  net_layers = _ints("net_layers", FLAGS.net_layers)
   config = training.TrainConfig(
       problem=FLAGS.problem, save_path=FLAGS.save_path, overwrite=FLAGS.overwrite,
       num_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length,

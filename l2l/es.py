@@ -205,20 +205,11 @@ class PESMinimize(tf.Module):
   def _step_impl(self) -> tf.Tensor:
     estimate = self._estimate_impl()
     grads = self._split(estimate.gradient)
-    finite = tf.reduce_all(tf.math.is_finite(estimate.meta_losses)) & tf.reduce_all(
-        tf.math.is_finite(estimate.gradient))
     if self.max_grad_norm is not None:
       grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)
-
-    def apply() -> tf.Tensor:
-      self.optimizer.apply(grads, self._theta)
-      return tf.constant(True)
-
-    def skip() -> tf.Tensor:
-      self.skipped_steps.assign_add(1)
-      return tf.constant(False)
-
-    tf.cond(finite, apply, skip)
+    meta_optimizer_lib.apply_if_finite(
+        [estimate.meta_losses, estimate.gradient],
+        lambda: self.optimizer.apply(grads, self._theta), self.skipped_steps)
     return tf.reduce_mean(estimate.meta_losses)
 
   def step(self) -> tf.Tensor:

@@ -16,7 +16,7 @@ import json
 import math
 import numbers
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import sonnet as snt
 import tensorflow as tf
@@ -287,6 +287,28 @@ class MetaLoss(tf.Module):
     return int(self._num_unrolls.numpy())
 
 
+def apply_if_finite(tensors: Sequence[tf.Tensor], apply: Callable[[], Any],
+                    skipped_steps: tf.Variable) -> tf.Tensor:
+  """Runs `apply()` (a meta-update) if every entry of `tensors` (the meta-loss and
+  meta-gradient) is finite; else leaves everything as it was and adds 1 to `skipped_steps`.
+
+  A NaN / Inf meta-loss or meta-gradient would corrupt the trained variables and the
+  meta-optimizer's moments. Returns whether `apply` ran. Shared by `MetaMinimize`,
+  `PESMinimize` and `MetaTrainer`.
+  """
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+
+  def run() -> tf.Tensor:
+    apply()
+    return tf.constant(True)
+
+  def skip() -> tf.Tensor:
+    skipped_steps.assign_add(1)
+    return tf.constant(False)
+
+  return tf.cond(finite, run, skip)
+
+
 def _check_positive(name: str, value: Any) -> float:
   if (not isinstance(value, numbers.Real) or isinstance(value, bool)
       or not 0 < value < math.inf):
@@ -332,20 +354,11 @@ class MetaMinimize(tf.Module):
     if variables:
       grads = tape.gradient(loss, variables,
                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in [loss, *grads]])
+      checked = [loss, *grads]
       if self.max_grad_norm is not None:
         grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)
-
-      def apply() -> tf.Tensor:
-        self.optimizer.apply(grads, variables)
-        return tf.constant(True)
-
-      def skip() -> tf.Tensor:
-        # A NaN / Inf meta-loss or meta-gradient would corrupt the nets and Adam's moments.
-        self.skipped_steps.assign_add(1)
-        return tf.constant(False)
-
-      tf.cond(finite, apply, skip)
+      apply_if_finite(checked, lambda: self.optimizer.apply(grads, variables),
+                      self.skipped_steps)
     return loss
 
   def step(self) -> tf.Tensor:

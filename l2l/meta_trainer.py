@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from l2l import imaml as imaml_lib
 from l2l import maml as maml_lib
+from l2l import meta_optimizer as meta_optimizer_lib
 from problems import tasks as tasks_lib
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -94,24 +95,32 @@ class MetaTrainer:
   def _adapt(self, task: tasks_lib.Task, steps: Optional[int] = None) -> maml_lib.Learner:
     return self.maml.clone().adapt_on(self.loss_fn, task.support_x, task.support_y, steps)
 
+  def _averaged_task_gradients(self, task_fn, tasks: tasks_lib.Task):
+    """Runs `task_fn(task) -> (loss, {name: meta-gradient}, buffers)` on every task; returns the
+    mean loss, the mean meta-gradient per trainable variable (zero where absent) and buffers."""
+    losses, grads, buffers = self._map_tasks(task_fn, tasks)
+    by_name = {k: tf.reduce_mean(g, axis=0) for k, g in grads.items()}
+    variables = self.maml.trainable_variables
+    names = [maml_lib.functional.variable_name(v) for v in variables]
+    grads = [by_name.get(n, tf.zeros_like(v)) for n, v in zip(names, variables)]
+    return tf.reduce_mean(losses), grads, buffers
+
   def _meta_step(self, tasks: tasks_lib.Task) -> tf.Tensor:
     variables = self.maml.trainable_variables
-    if isinstance(self.maml, (maml_lib.Reptile, imaml_lib.IMAML)):
-      def task_fn(task):
-        if isinstance(self.maml, imaml_lib.IMAML):
-          # Computed forward per task: tf.vectorized_map would drop IMAML.adapt's custom gradient.
-          loss, grads = self.maml.task_gradients(
-              lambda f: self.loss_fn(f(task.support_x), task.support_y),
-              lambda f: self.loss_fn(f(task.query_x), task.query_y))
-          return loss, grads, {}  # IMAML has no buffers.
+    if isinstance(self.maml, imaml_lib.IMAML):
+      def imaml_task(task):
+        # Computed forward per task: tf.vectorized_map would drop IMAML.adapt's custom gradient.
+        loss, grads = self.maml.task_gradients(
+            lambda f: self.loss_fn(f(task.support_x), task.support_y),
+            lambda f: self.loss_fn(f(task.query_x), task.query_y))
+        return loss, grads, {}  # IMAML has no buffers.
+      loss, grads, buffers = self._averaged_task_gradients(imaml_task, tasks)
+    elif isinstance(self.maml, maml_lib.Reptile):
+      def reptile_task(task):
         learner = self._adapt(task)
         grads = self.maml.reptile_gradients(learner)
         return self.loss_fn(learner(task.query_x), task.query_y), grads, learner.buffers or {}
-      losses, grads, buffers = self._map_tasks(task_fn, tasks)
-      by_name = {k: tf.reduce_mean(g, axis=0) for k, g in grads.items()}
-      names = [maml_lib.functional.variable_name(v) for v in variables]
-      grads = [by_name.get(n, tf.zeros_like(v)) for n, v in zip(names, variables)]
-      loss = tf.reduce_mean(losses)
+      loss, grads, buffers = self._averaged_task_gradients(reptile_task, tasks)
     else:
       def task_fn(task):
         learner = self._adapt(task)
@@ -120,10 +129,8 @@ class MetaTrainer:
         losses, buffers = self._map_tasks(task_fn, tasks)
         loss = tf.reduce_mean(losses)
       grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]) & (
-        tf.math.is_finite(loss))
 
-    def apply() -> tf.Tensor:
+    def apply() -> None:
       self.meta_optimizer.apply(grads, variables)
       # Each task's learner updated its own copy of the buffers (BatchNorm statistics) over its
       # inner steps and query forward; the module keeps their mean over tasks. For Sonnet's
@@ -131,16 +138,10 @@ class MetaTrainer:
       # task-averaged statistics.
       for name, variable in maml_lib.functional.named_buffers(self.maml.module).items():
         variable.assign(tf.cast(tf.reduce_mean(buffers[name], axis=0), variable.dtype))
-      return tf.constant(True)
-
-    def skip() -> tf.Tensor:
-      self.skipped_steps.assign_add(1)
-      return tf.constant(False)
 
     # A non-finite meta-gradient or loss (e.g. one task's inner loop diverged) skips the whole
-    # update: the model, its buffers and the meta-optimizer's state stay as they were; counted
-    # in `skipped_steps`.
-    tf.cond(finite, apply, skip)
+    # update: the model, its buffers and the meta-optimizer's state stay as they were.
+    meta_optimizer_lib.apply_if_finite([loss, *grads], apply, self.skipped_steps)
     return loss
 
   def meta_step(self, tasks: tasks_lib.Task) -> float:

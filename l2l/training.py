@@ -158,11 +158,10 @@ def seeded_net_configs(net_configs: Dict[str, Dict[str, Any]], seed: int,
   replaces the LSTM layer sizes of every net that has them."""
   seeded = json.loads(json.dumps(net_configs))
   for config in seeded.values():
-    if layers and "layers" in config.get("net_options", {}):
-      config["net_options"]["layers"] = [int(n) for n in layers]
-  for config in seeded.values():
     constructor = nets.NETS.get(config.get("net"))
     options = config.setdefault("net_options", {})
+    if layers and "layers" in options:
+      options["layers"] = [int(n) for n in layers]
     if constructor is not None and "seed" in inspect.signature(constructor.__init__).parameters:
       options.setdefault("seed", seed)
   return seeded
