@@ -24,6 +24,8 @@ def flatten_coordinates(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
 
 def split_coordinates(column: tf.Tensor, like: Sequence[tf.Tensor]) -> List[tf.Tensor]:
   """Inverse of `flatten_coordinates`: splits a column back into tensors shaped like `like`."""
+  if len(like) == 1:
+    return [tf.reshape(column, like[0].shape)]
   sizes = [t.shape.num_elements() for t in like]
   parts = tf.split(column, sizes, axis=0)
   return [tf.reshape(p, t.shape) for p, t in zip(parts, like)]
@@ -67,6 +69,26 @@ class CoordinateWiseDeepLSTM(base.UpdateRule):
                                     initializer=initializer, forget_bias=forget_bias, seed=seed,
                                     name="core")
 
+  def _fused_step(self, grads: List[tf.Tensor], state: lstm.LSTMState
+                  ) -> Optional[Tuple[List[tf.Tensor], lstm.LSTMState]]:
+    """The whole step as one fused op (`lstm.fused_coordinatewise_step`) where it applies:
+    float32, the core's `fast_path`, LSTM layers, LogAndSign or no preprocessing. Else None."""
+    core = self.core
+    if not (core.fast_path and core.layers and grads[0].dtype == tf.float32
+            and isinstance(self.preprocess, (preprocess.LogAndSign, preprocess.Identity))):
+      return None
+    log_and_sign = self.preprocess.k if isinstance(self.preprocess, preprocess.LogAndSign) else None
+    eps = self.preprocess.eps if log_and_sign is not None else 0.0
+    g = tf.concat([tf.reshape(t, [-1]) for t in grads], axis=0) if len(grads) > 1 \
+        else tf.reshape(grads[0], [-1])
+    result = lstm.fused_coordinatewise_step(
+        g, state, core.weights, core.biases, core.out_w, core.out_b, core.forget_bias,
+        log_and_sign, eps, self.scale)
+    if result is None:
+      return None
+    update, state = result
+    return split_coordinates(update, grads), state
+
   def initial_state(self, params: Sequence[tf.Tensor]) -> lstm.LSTMState:
     params = base.as_list(params, "params")
     return self.core.initial_state(num_coordinates(params), params[0].dtype)
@@ -74,6 +96,9 @@ class CoordinateWiseDeepLSTM(base.UpdateRule):
   def __call__(self, grads: Sequence[tf.Tensor],
                state: lstm.LSTMState) -> Tuple[List[tf.Tensor], lstm.LSTMState]:
     grads = base.as_list(grads)
+    fused = self._fused_step(grads, state)
+    if fused is not None:
+      return fused
     features = self.preprocess(flatten_coordinates(grads))
     out, state = self.core(features, state)
     return split_coordinates(out * self.scale, grads), state

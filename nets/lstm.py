@@ -180,6 +180,60 @@ def fast_deep_lstm(x: tf.Tensor, state: LSTMState, weights: Sequence[tf.Tensor],
   return out, tuple((new_state[2 * i], new_state[2 * i + 1]) for i in range(num_layers))
 
 
+def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[tf.Tensor],
+                              biases: Sequence[tf.Tensor], out_w: tf.Tensor, out_b: tf.Tensor,
+                              forget_bias: float = 1.0, log_and_sign: Optional[float] = None,
+                              eps: float = 1e-10, scale: float = 1.0
+                              ) -> Optional[Tuple[tf.Tensor, LSTMState]]:
+  """One step of a coordinatewise optimizer net as one fused op, forward and backward.
+
+  Computes, for the gradient coordinates `g` (`[N]`, one row each),
+
+      update = scale * deep_lstm(features(g), state)[0][:, 0]
+
+  with `features` the LogAndSign preprocessing with `k = log_and_sign` (`nets.preprocess`), or
+  the identity when `log_and_sign` is None; `out_w` must be `[H_top, 1]`. Returns
+  `(update [N], new_state)`, or None when the fused kernels are unavailable. Each step is one
+  op (`L2lCwLstm`), its gradient another (`L2lCwLstmGrad`, which recomputes the step's
+  activations in cache instead of storing them); both run the whole stack for a block of rows
+  at a time (see lstm_kernels.cc). Values and gradients (to `g`, the state and every weight)
+  agree with the reference ops up to float32 round-off (tests/fast_lstm_test.py).
+  """
+  kernels = lstm_kernels()
+  if kernels is None:
+    return None
+  num_layers = len(weights)
+  attrs = dict(log_and_sign=log_and_sign is not None,
+               k=float(log_and_sign if log_and_sign is not None else 1.0), eps=float(eps),
+               forget_bias=float(forget_bias), scale=float(scale))
+  hs = [tf.convert_to_tensor(h) for h, _ in state]
+  cs = [tf.convert_to_tensor(c) for _, c in state]
+  tensors = [tf.convert_to_tensor(t) for t in [*weights, *biases, out_w, out_b]]
+
+  @tf.custom_gradient
+  def run(g, *args):
+    hs, cs = list(args[:num_layers]), list(args[num_layers:2 * num_layers])
+    ws = list(args[2 * num_layers:3 * num_layers])
+    bs = list(args[3 * num_layers:4 * num_layers])
+    out_w, out_b = args[4 * num_layers:]
+    update, new_h, new_c = kernels.l2l_cw_lstm(g, hs, cs, ws, bs, out_w, out_b, **attrs)
+
+    def grad(d_update, *d_state):
+      # Outputs without a gradient (e.g. the state after the last step) get zeros.
+      d_update = tf.zeros_like(update) if d_update is None else d_update
+      d_state = [tf.zeros_like(s) if d is None else d
+                 for d, s in zip(d_state, [*new_h, *new_c])]
+      d_g, d_h, d_c, d_w, d_b, d_out_w, d_out_b = kernels.l2l_cw_lstm_grad(
+          g, hs, cs, ws, bs, out_w, out_b, d_update, d_state[:num_layers],
+          d_state[num_layers:], **attrs)
+      return (d_g, *d_h, *d_c, *d_w, *d_b, d_out_w, d_out_b)
+
+    return (update, *new_h, *new_c), grad
+
+  update, *flat = run(g, *hs, *cs, *tensors)
+  return update, tuple((flat[i], flat[num_layers + i]) for i in range(num_layers))
+
+
 def make_initializer(initializer: Initializer, fan_in: int, seed: Optional[int] = None,
                      index: int = 0) -> Callable[[Sequence[int], tf.DType], tf.Tensor]:
   """Returns `init(shape, dtype)`.

@@ -16,11 +16,13 @@
 #include <cmath>
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "tensorflow/core/platform/blocking_counter.h"
 
 namespace l2l {
 
@@ -242,5 +244,606 @@ class LstmGatesGradOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("L2lLstmGates").Device(::tensorflow::DEVICE_CPU), LstmGatesOp);
 REGISTER_KERNEL_BUILDER(Name("L2lLstmGatesGrad").Device(::tensorflow::DEVICE_CPU),
                         LstmGatesGradOp);
+
+// ---------------------------------------------------------------------------------------------
+// The whole coordinatewise LSTM step in one op (`fused_coordinatewise_lstm` in nets/lstm.py).
+//
+// A coordinatewise optimizer net runs the same small LSTM on every parameter coordinate, each
+// coordinate a row that never mixes with the others. These ops run one step for a block of
+// rows at a time entirely in the core's cache: preprocessing of the gradient (identity or
+// LogAndSign), every LSTM layer (matmul and gates) and the linear output layer times `scale`:
+//
+//   L2lCwLstm:      g [N], (h, c) per layer [N, H_l], weights ->
+//                   update [N] = scale * (h_top w_out + b_out), (h', c') per layer
+//   L2lCwLstmGrad:  the same inputs and the gradients of update and (h', c') ->
+//                   gradients of g, (h, c) and every weight (summed over rows)
+//
+// The gradient op recomputes the forward step of its block of rows instead of reading saved
+// activations: the recomputation stays in cache, while saving them would write and read back
+// ~300 floats per coordinate and step. Matmuls are register-tiled over GCC vector types, with
+// each weight matrix padded to whole 16-float vectors; rows are split over the intra-op threads,
+// each with its own weight-gradient accumulators, summed at the end.
+
+REGISTER_OP("L2lCwLstm")
+    .Input("g: float")
+    .Input("h: num_layers * float")
+    .Input("c: num_layers * float")
+    .Input("w: num_layers * float")
+    .Input("b: num_layers * float")
+    .Input("out_w: float")
+    .Input("out_b: float")
+    .Attr("num_layers: int >= 1")
+    .Attr("log_and_sign: bool")
+    .Attr("k: float")
+    .Attr("eps: float")
+    .Attr("forget_bias: float")
+    .Attr("scale: float")
+    .Output("update: float")
+    .Output("h_new: num_layers * float")
+    .Output("c_new: num_layers * float")
+    .SetShapeFn([](InferenceContext* ctx) {
+      int num_layers;
+      TF_RETURN_IF_ERROR(ctx->GetAttr("num_layers", &num_layers));
+      ctx->set_output(0, ctx->input(0));
+      for (int i = 0; i < 2 * num_layers; ++i) ctx->set_output(1 + i, ctx->input(1 + i));
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("L2lCwLstmGrad")
+    .Input("g: float")
+    .Input("h: num_layers * float")
+    .Input("c: num_layers * float")
+    .Input("w: num_layers * float")
+    .Input("b: num_layers * float")
+    .Input("out_w: float")
+    .Input("out_b: float")
+    .Input("d_update: float")
+    .Input("d_h_new: num_layers * float")
+    .Input("d_c_new: num_layers * float")
+    .Attr("num_layers: int >= 1")
+    .Attr("log_and_sign: bool")
+    .Attr("k: float")
+    .Attr("eps: float")
+    .Attr("forget_bias: float")
+    .Attr("scale: float")
+    .Output("d_g: float")
+    .Output("d_h: num_layers * float")
+    .Output("d_c: num_layers * float")
+    .Output("d_w: num_layers * float")
+    .Output("d_b: num_layers * float")
+    .Output("d_out_w: float")
+    .Output("d_out_b: float")
+    .SetShapeFn([](InferenceContext* ctx) {
+      int L;
+      TF_RETURN_IF_ERROR(ctx->GetAttr("num_layers", &L));
+      ctx->set_output(0, ctx->input(0));
+      for (int i = 0; i < 4 * L + 2; ++i) ctx->set_output(1 + i, ctx->input(1 + i));
+      return absl::OkStatus();
+    });
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+constexpr int64_t kLanes = 16;
+constexpr int64_t kBlock = 32;     // Rows processed together (multiple of 4).
+constexpr int64_t kMinRows = 256;  // Rows per thread at least.
+
+inline int64_t Chunks(int64_t n) { return (n + kLanes - 1) / kLanes; }
+
+// z[r * zs + j] = (bias ? bias[j] : 0) + sum_k x[r * xs + k] w[k * ws + j], for R rows, G chunks.
+template <int R, int G>
+inline void MatTile(const float* __restrict x, int64_t xs, int64_t K, const v16* __restrict w,
+                    int64_t ws, const v16* __restrict bias, v16* __restrict z, int64_t zs) {
+  v16 acc[R][G];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < G; ++j) acc[r][j] = bias ? bias[j] : v16{};
+  for (int64_t k = 0; k < K; ++k) {
+    const v16* wk = w + k * ws;
+    for (int r = 0; r < R; ++r) {
+      const float a = x[r * xs + k];
+      for (int j = 0; j < G; ++j) acc[r][j] += a * wk[j];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < G; ++j) z[r * zs + j] = acc[r][j];
+}
+
+template <int R>
+inline void MatRows(const float* x, int64_t xs, int64_t K, const v16* w, int64_t nc,
+                    const v16* bias, v16* z, int64_t zs) {
+  for (int64_t c = 0; c < nc;) {
+    const int64_t g = std::min<int64_t>(5, nc - c);
+    const v16* b = bias ? bias + c : nullptr;
+    switch (g) {
+      case 5: MatTile<R, 5>(x, xs, K, w + c, nc, b, z + c, zs); break;
+      case 4: MatTile<R, 4>(x, xs, K, w + c, nc, b, z + c, zs); break;
+      case 3: MatTile<R, 3>(x, xs, K, w + c, nc, b, z + c, zs); break;
+      case 2: MatTile<R, 2>(x, xs, K, w + c, nc, b, z + c, zs); break;
+      default: MatTile<R, 1>(x, xs, K, w + c, nc, b, z + c, zs); break;
+    }
+    c += g;
+  }
+}
+
+// z = x w (+ bias) for `rows` rows: x [rows, K] (row stride xs floats), w [K, nc] chunks,
+// z [rows, nc] chunks (row stride zs chunks).
+inline void MatMul(const float* x, int64_t xs, int64_t rows, int64_t K, const v16* w, int64_t nc,
+                   const v16* bias, v16* z, int64_t zs) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) MatRows<4>(x + r * xs, xs, K, w, nc, bias, z + r * zs, zs);
+  for (; r < rows; ++r) MatRows<1>(x + r * xs, xs, K, w, nc, bias, z + r * zs, zs);
+}
+
+// acc[k * nc + j] += sum_r x[r * xs + k] dz[r * zs + j] over `rows` rows (weight gradients).
+template <int KR, int G>
+inline void OuterTile(const float* __restrict x, int64_t xs, int64_t rows,
+                      const v16* __restrict dz, int64_t zs, v16* __restrict acc, int64_t nc) {
+  v16 a[KR][G];
+  for (int k = 0; k < KR; ++k)
+    for (int j = 0; j < G; ++j) a[k][j] = acc[k * nc + j];
+  for (int64_t r = 0; r < rows; ++r) {
+    const v16* d = dz + r * zs;
+    for (int k = 0; k < KR; ++k) {
+      const float s = x[r * xs + k];
+      for (int j = 0; j < G; ++j) a[k][j] += s * d[j];
+    }
+  }
+  for (int k = 0; k < KR; ++k)
+    for (int j = 0; j < G; ++j) acc[k * nc + j] = a[k][j];
+}
+
+template <int KR>
+inline void OuterRows(const float* x, int64_t xs, int64_t rows, const v16* dz, int64_t zs,
+                      v16* acc, int64_t nc) {
+  for (int64_t c = 0; c < nc;) {
+    const int64_t g = std::min<int64_t>(5, nc - c);
+    switch (g) {
+      case 5: OuterTile<KR, 5>(x, xs, rows, dz + c, zs, acc + c, nc); break;
+      case 4: OuterTile<KR, 4>(x, xs, rows, dz + c, zs, acc + c, nc); break;
+      case 3: OuterTile<KR, 3>(x, xs, rows, dz + c, zs, acc + c, nc); break;
+      case 2: OuterTile<KR, 2>(x, xs, rows, dz + c, zs, acc + c, nc); break;
+      default: OuterTile<KR, 1>(x, xs, rows, dz + c, zs, acc + c, nc); break;
+    }
+    c += g;
+  }
+}
+
+inline void Outer(const float* x, int64_t xs, int64_t rows, int64_t K, const v16* dz, int64_t zs,
+                  v16* acc, int64_t nc) {
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) OuterRows<4>(x + k, xs, rows, dz, zs, acc + k * nc, nc);
+  for (; k < K; ++k) OuterRows<1>(x + k, xs, rows, dz, zs, acc + k * nc, nc);
+}
+
+// The forward gate maths of one row with the bias already in z (see GatesRow); kSave also
+// writes the activations the gradient needs.
+template <bool kSave>
+inline void GatesRowNoBias(const float* __restrict z, const float* __restrict c, const float fb,
+                           const int64_t H, float* __restrict acts, float* __restrict c_new,
+                           float* __restrict tanh_c, float* __restrict h) {
+#pragma omp simd
+  for (int64_t k = 0; k < H; ++k) {
+    const float si = Logistic(z[k]);
+    const float tj = Tanh(z[H + k]);
+    const float sf = Logistic(z[2 * H + k] + fb);
+    const float so = Logistic(z[3 * H + k]);
+    const float cn = sf * c[k] + si * tj;
+    const float tc = Tanh(cn);
+    if (kSave) {
+      acts[k] = si;
+      acts[H + k] = tj;
+      acts[2 * H + k] = sf;
+      acts[3 * H + k] = so;
+      tanh_c[k] = tc;
+    }
+    c_new[k] = cn;
+    h[k] = so * tc;
+  }
+}
+
+// Runs fn(shard, begin, end) over `shards` contiguous ranges of `rows` rows, one per thread.
+template <typename Fn>
+void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards, Fn fn) {
+  if (shards <= 1) {
+    fn(0, 0, rows);
+    return;
+  }
+  auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+  ::tensorflow::BlockingCounter counter(static_cast<int>(shards - 1));
+  for (int64_t s = 1; s < shards; ++s) {
+    threads->workers->Schedule([&, s] {
+      fn(s, rows * s / shards, rows * (s + 1) / shards);
+      counter.DecrementCount();
+    });
+  }
+  fn(0, 0, rows / shards);
+  counter.Wait();
+}
+
+// Shapes and padded weights of one layer.
+struct Layer {
+  int64_t in = 0, H = 0, K = 0, nc = 0, kc = 0;  // K = in + H; nc = chunks of 4H; kc of K
+  std::vector<v16> w;                            // [K, nc]
+  std::vector<v16> b;                            // [nc]
+  std::vector<v16> wt;                           // [4H, kc] (gradient op only)
+};
+
+struct Net {
+  int L = 0;
+  int64_t N = 0, F = 1;
+  bool log_and_sign = false;
+  float k = 5.f, eps = 1e-10f, fb = 1.f, scale = 1.f, exp_k = 1.f;
+  std::vector<Layer> layers;
+  const float* out_w = nullptr;
+  float out_b = 0.f;
+  int64_t kmax = 0, hmax = 0, zmax = 0;  // floats per row of the block buffers
+};
+
+// Writes the input features of rows [r0, r0 + n) into xh (row stride xs).
+void Features(const Net& net, const float* g, int64_t r0, int64_t n, float* xh,
+                     int64_t xs) {
+  for (int64_t r = 0; r < n; ++r) {
+    const float v = g[r0 + r];
+    if (net.log_and_sign) {
+      xh[r * xs] = std::max(std::log(std::abs(v) + net.eps) / net.k, -1.0f);
+      xh[r * xs + 1] = std::min(std::max(v * net.exp_k, -1.0f), 1.0f);
+    } else {
+      xh[r * xs] = v;
+    }
+  }
+}
+
+class CwLstmBase : public OpKernel {
+ public:
+  explicit CwLstmBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_layers", &L_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("log_and_sign", &log_and_sign_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("k", &k_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("eps", &eps_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &fb_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+  }
+
+ protected:
+  // Checks the shared inputs and fills `net`; returns false (with the error set) on bad input.
+  bool Setup(OpKernelContext* ctx, bool transposed, Net* net) {
+#define CW_CHECK(cond, ...)                                                    \
+  if (!(cond)) {                                                               \
+    ctx->CtxFailure(__FILE__, __LINE__, InvalidArgument(__VA_ARGS__));        \
+    return false;                                                              \
+  }
+    const Tensor& g = ctx->input(0);
+    net->L = L_;
+    net->N = g.NumElements();
+    net->log_and_sign = log_and_sign_;
+    net->F = log_and_sign_ ? 2 : 1;
+    net->k = k_;
+    net->eps = eps_;
+    net->fb = fb_;
+    net->scale = scale_;
+    net->exp_k = std::exp(k_);
+    net->layers.resize(L_);
+    int64_t in = net->F;
+    for (int l = 0; l < L_; ++l) {
+      const Tensor& h = ctx->input(1 + l);
+      const Tensor& c = ctx->input(1 + L_ + l);
+      const Tensor& w = ctx->input(1 + 2 * L_ + l);
+      const Tensor& b = ctx->input(1 + 3 * L_ + l);
+      Layer& layer = net->layers[l];
+      CW_CHECK(h.dims() == 2 && h.dim_size(0) == net->N && c.shape() == h.shape(),
+               "state ", l, " must be two [", net->N, ", hidden] matrices");
+      layer.in = in;
+      layer.H = h.dim_size(1);
+      layer.K = in + layer.H;
+      const int64_t G = 4 * layer.H;
+      CW_CHECK(w.dims() == 2 && w.dim_size(0) == layer.K && w.dim_size(1) == G,
+               "w ", l, " must be [", layer.K, ", ", G, "]");
+      CW_CHECK(b.dims() == 1 && b.dim_size(0) == G,
+               "b ", l, " must be [", G, "]");
+      layer.nc = Chunks(G);
+      layer.kc = Chunks(layer.K);
+      layer.w.assign(layer.K * layer.nc, v16{});
+      layer.b.assign(layer.nc, v16{});
+      const float* wp = w.flat<float>().data();
+      float* lw = reinterpret_cast<float*>(layer.w.data());
+      for (int64_t r = 0; r < layer.K; ++r)
+        std::copy(wp + r * G, wp + (r + 1) * G, lw + r * layer.nc * kLanes);
+      std::copy(b.flat<float>().data(), b.flat<float>().data() + G,
+                reinterpret_cast<float*>(layer.b.data()));
+      if (transposed) {
+        layer.wt.assign(G * layer.kc, v16{});
+        float* lt = reinterpret_cast<float*>(layer.wt.data());
+        for (int64_t r = 0; r < layer.K; ++r)
+          for (int64_t j = 0; j < G; ++j) lt[j * layer.kc * kLanes + r] = wp[r * G + j];
+      }
+      net->kmax = std::max(net->kmax, layer.kc * kLanes);
+      net->hmax = std::max(net->hmax, layer.H);
+      net->zmax = std::max(net->zmax, layer.nc * kLanes);
+      in = layer.H;
+    }
+    const Tensor& out_w = ctx->input(1 + 4 * L_);
+    const Tensor& out_b = ctx->input(2 + 4 * L_);
+    CW_CHECK(out_w.dims() == 2 && out_w.dim_size(0) == in && out_w.dim_size(1) == 1,
+             "out_w must be [", in, ", 1]");
+    CW_CHECK(out_b.NumElements() == 1, "out_b must have 1 element");
+    net->out_w = out_w.flat<float>().data();
+    net->out_b = out_b.flat<float>().data()[0];
+    return true;
+#undef CW_CHECK
+  }
+
+  static int64_t Shards(OpKernelContext* ctx, int64_t rows) {
+    const int64_t threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+    return std::max<int64_t>(1, std::min<int64_t>(threads, rows / kMinRows));
+  }
+
+  int L_;
+  bool log_and_sign_;
+  float k_, eps_, fb_, scale_;
+};
+
+// Block buffers of one thread. The gate maths runs over whole blocks in a planar layout (gate
+// q of row r, unit k at [q][r * H + k]), where the rows of a block are contiguous like the
+// [N, H] state, so that it vectorizes without per-row remainders (H = 20 is 16 + 4).
+struct Scratch {
+  int64_t bh;                        // floats per layer of a block's [rows * H] buffers
+  std::vector<v16> xh, z, dz, dxh;   // row-major matmul operands (aligned, padded rows)
+  std::vector<float> zp, acts, tanh_c, h, c_tmp, dzp, dh_above;  // planar / [rows * H]
+  Scratch(const Net& net, bool grad) : bh(kBlock * net.hmax) {
+    const size_t layers = grad ? net.L : 1;
+    xh.assign(layers * kBlock * net.kmax / kLanes, v16{});
+    z.assign(kBlock * net.zmax / kLanes, v16{});
+    zp.assign(4 * bh, 0.f);
+    h.assign(layers * bh, 0.f);
+    c_tmp.assign(bh, 0.f);
+    if (grad) {
+      acts.assign(layers * 4 * bh, 0.f);
+      tanh_c.assign(layers * bh, 0.f);
+      dz.assign(kBlock * net.zmax / kLanes, v16{});
+      dzp.assign(4 * bh, 0.f);
+      dxh.assign(kBlock * net.kmax / kLanes, v16{});
+      dh_above.assign(bh, 0.f);
+    }
+  }
+  float* XH(const Net& net, int l) {
+    return reinterpret_cast<float*>(xh.data()) + l * kBlock * net.kmax;
+  }
+  float* H(int l) { return h.data() + l * bh; }
+  float* Acts(int l) { return acts.data() + l * 4 * bh; }
+  float* TanhC(int l) { return tanh_c.data() + l * bh; }
+};
+
+// dst[0, n) = src[0, n); inline, for the short runs here (std::copy calls memmove).
+inline void Copy(const float* __restrict src, int64_t n, float* __restrict dst) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+// Row-major [n, stride] (4 gates of H units per row) <-> planar [4][n * H].
+void ToPlanar(const float* z, int64_t stride, int64_t n, int64_t H, float* zp) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t q = 0; q < 4; ++q)
+      Copy(z + r * stride + q * H, H, zp + q * n * H + r * H);
+}
+
+void FromPlanar(const float* zp, int64_t n, int64_t H, int64_t stride, float* z) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t q = 0; q < 4; ++q)
+      Copy(zp + q * n * H + r * H, H, z + r * stride + q * H);
+}
+
+// The forward step of rows [r0, r0 + n): fills the block buffers (per layer when `grad`) and
+// writes (h', c') and the update when the output pointers are given.
+void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
+                  const float* const* c_in, int64_t r0, int64_t n, Scratch* s, bool grad,
+                  float* const* h_out, float* const* c_out, float* update) {
+  const int64_t xs = net.kmax;
+  for (int l = 0; l < net.L; ++l) {
+    const Layer& layer = net.layers[l];
+    const int64_t H = layer.H;
+    const int bl = grad ? l : 0;
+    float* xh = s->XH(net, bl);
+    if (l == 0) {
+      Features(net, g, r0, n, xh, xs);
+    } else {
+      const float* below = s->H(grad ? l - 1 : 0);
+      for (int64_t r = 0; r < n; ++r)
+        Copy(below + r * layer.in, layer.in, xh + r * xs);
+    }
+    for (int64_t r = 0; r < n; ++r)
+      Copy(h_in[l] + (r0 + r) * H, H, xh + r * xs + layer.in);
+    MatMul(xh, xs, n, layer.K, layer.w.data(), layer.nc, layer.b.data(), s->z.data(), layer.nc);
+    ToPlanar(reinterpret_cast<const float*>(s->z.data()), layer.nc * kLanes, n, H,
+             s->zp.data());
+    // The [r0, r0 + n) rows of the [N, H] state are the n * H floats from r0 * H on.
+    float* hb = s->H(bl);
+    const float* c_prev = c_in[l] + r0 * H;
+    float* cn = c_out ? c_out[l] + r0 * H : s->c_tmp.data();
+    if (grad) {
+      GatesRowNoBias<true>(s->zp.data(), c_prev, net.fb, n * H, s->Acts(l), cn, s->TanhC(l), hb);
+    } else {
+      GatesRowNoBias<false>(s->zp.data(), c_prev, net.fb, n * H, nullptr, cn, nullptr, hb);
+    }
+    if (h_out) std::copy(hb, hb + n * H, h_out[l] + r0 * H);
+  }
+  if (update != nullptr) {
+    const float* top = s->H(grad ? net.L - 1 : 0);
+    const int64_t H = net.layers[net.L - 1].H;
+    for (int64_t r = 0; r < n; ++r) {
+      float o = 0.f;
+      for (int64_t j = 0; j < H; ++j) o += top[r * H + j] * net.out_w[j];
+      update[r0 + r] = net.scale * (o + net.out_b);
+    }
+  }
+}
+
+class CwLstmOp : public CwLstmBase {
+ public:
+  using CwLstmBase::CwLstmBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    Net net;
+    if (!Setup(ctx, false, &net)) return;
+    Tensor* update;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &update));
+    std::vector<const float*> h_in(L_), c_in(L_);
+    std::vector<float*> h_out(L_), c_out(L_);
+    for (int l = 0; l < L_; ++l) {
+      Tensor *h, *c;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + l, ctx->input(1 + l).shape(), &h));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + L_ + l, ctx->input(1 + L_ + l).shape(), &c));
+      h_in[l] = ctx->input(1 + l).flat<float>().data();
+      c_in[l] = ctx->input(1 + L_ + l).flat<float>().data();
+      h_out[l] = h->flat<float>().data();
+      c_out[l] = c->flat<float>().data();
+    }
+    const float* g = ctx->input(0).flat<float>().data();
+    float* up = update->flat<float>().data();
+    ForShards(ctx, net.N, Shards(ctx, net.N), [&](int64_t, int64_t begin, int64_t end) {
+      Scratch s(net, false);
+      for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
+        ForwardBlock(net, g, h_in.data(), c_in.data(), r0, std::min(kBlock, end - r0), &s, false,
+                     h_out.data(), c_out.data(), up);
+      }
+    });
+  }
+};
+
+class CwLstmGradOp : public CwLstmBase {
+ public:
+  using CwLstmBase::CwLstmBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    Net net;
+    if (!Setup(ctx, true, &net)) return;
+    const int L = L_;
+    const int64_t N = net.N;
+    const Tensor& d_update = ctx->input(3 + 4 * L);
+    OP_REQUIRES(ctx, d_update.NumElements() == N,
+                InvalidArgument("d_update must have ", N, " elements"));
+    std::vector<const float*> h_in(L), c_in(L), dh_next(L), dc_next(L);
+    std::vector<float*> dh(L), dc(L);
+    Tensor* dg;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dg));
+    for (int l = 0; l < L; ++l) {
+      const Tensor& h = ctx->input(1 + l);
+      const Tensor& dhn = ctx->input(4 + 4 * L + l);
+      const Tensor& dcn = ctx->input(4 + 5 * L + l);
+      OP_REQUIRES(ctx, dhn.shape() == h.shape() && dcn.shape() == h.shape(),
+                  InvalidArgument("d_h_new and d_c_new must be shaped like the state"));
+      h_in[l] = h.flat<float>().data();
+      c_in[l] = ctx->input(1 + L + l).flat<float>().data();
+      dh_next[l] = dhn.flat<float>().data();
+      dc_next[l] = dcn.flat<float>().data();
+      Tensor *a, *b;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + l, h.shape(), &a));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + L + l, h.shape(), &b));
+      dh[l] = a->flat<float>().data();
+      dc[l] = b->flat<float>().data();
+    }
+    // Per-shard accumulators: for each layer dW [K, nc] and db [nc] chunks; then d_out_w, d_out_b.
+    std::vector<int64_t> offset(L + 1, 0);
+    for (int l = 0; l < L; ++l) {
+      offset[l + 1] = offset[l] + (net.layers[l].K + 1) * net.layers[l].nc;
+    }
+    const int64_t htop = net.layers[L - 1].H;
+    const int64_t per_shard = offset[L] + Chunks(htop) + 1;
+    const int64_t shards = Shards(ctx, N);
+    std::vector<v16> acc(shards * per_shard, v16{});
+    const float* g = ctx->input(0).flat<float>().data();
+    const float* du = d_update.flat<float>().data();
+    float* dgp = dg->flat<float>().data();
+    const int64_t hs = Chunks(net.hmax) * kLanes;
+
+    ForShards(ctx, N, shards, [&](int64_t shard, int64_t begin, int64_t end) {
+      Scratch s(net, true);
+      v16* my = acc.data() + shard * per_shard;
+      float* d_out_w = reinterpret_cast<float*>(my + offset[L]);
+      float* d_out_b = reinterpret_cast<float*>(my + offset[L] + Chunks(htop));
+      for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
+        const int64_t n = std::min(kBlock, end - r0);
+        ForwardBlock(net, g, h_in.data(), c_in.data(), r0, n, &s, true, nullptr, nullptr,
+                     nullptr);
+        // Output layer.
+        const float* top = s.H(L - 1);
+        for (int64_t r = 0; r < n; ++r) {
+          const float d = net.scale * du[r0 + r];
+          d_out_b[0] += d;
+          for (int64_t j = 0; j < htop; ++j) {
+            d_out_w[j] += top[r * htop + j] * d;
+            s.dh_above[r * htop + j] = d * net.out_w[j];
+          }
+        }
+        for (int l = L - 1; l >= 0; --l) {
+          const Layer& layer = net.layers[l];
+          const int64_t H = layer.H, zs = layer.nc;
+          const int64_t e = r0 * H;  // the block's rows of the [N, H] state
+          GatesGradRow(dh_next[l] + e, s.dh_above.data(), dc_next[l] + e, s.Acts(l), s.TanhC(l),
+                       c_in[l] + e, n * H, s.dzp.data(), dc[l] + e);
+          float* dz = reinterpret_cast<float*>(s.dz.data());
+          FromPlanar(s.dzp.data(), n, H, zs * kLanes, dz);
+          v16* dw = my + offset[l];
+          v16* db = dw + layer.K * layer.nc;
+          for (int64_t r = 0; r < n; ++r)
+            for (int64_t j = 0; j < layer.nc; ++j) db[j] += s.dz[r * zs + j];
+          Outer(s.XH(net, l), net.kmax, n, layer.K, s.dz.data(), zs, dw, layer.nc);
+          // dxh = dz w^T over the 4H real columns of dz.
+          MatMul(dz, zs * kLanes, n, 4 * H, layer.wt.data(), layer.kc, nullptr, s.dxh.data(),
+                 layer.kc);
+          const float* dxh = reinterpret_cast<const float*>(s.dxh.data());
+          const int64_t xs = layer.kc * kLanes;
+          for (int64_t r = 0; r < n; ++r) {
+            Copy(dxh + r * xs + layer.in, H, dh[l] + (r0 + r) * H);
+            if (l > 0) {
+              Copy(dxh + r * xs, layer.in, s.dh_above.data() + r * layer.in);
+            } else {
+              const float v = g[r0 + r];
+              float d;
+              if (net.log_and_sign) {
+                const float a = std::abs(v) + net.eps;
+                const float lg = std::log(a) / net.k;
+                const float sgn = v > 0.f ? 1.f : (v < 0.f ? -1.f : 0.f);
+                d = lg >= -1.f ? dxh[r * xs] / net.k / a * sgn : 0.f;
+                const float x = v * net.exp_k;
+                if (x >= -1.f && x <= 1.f) d += dxh[r * xs + 1] * net.exp_k;
+              } else {
+                d = dxh[r * xs];
+              }
+              dgp[r0 + r] = d;
+            }
+          }
+        }
+      }
+    });
+    // Sum the shards' accumulators into the weight gradients.
+    for (int64_t s = 1; s < shards; ++s)
+      for (int64_t i = 0; i < per_shard; ++i) acc[i] += acc[s * per_shard + i];
+    const float* total = reinterpret_cast<const float*>(acc.data());
+    for (int l = 0; l < L; ++l) {
+      const Layer& layer = net.layers[l];
+      const int64_t G = 4 * layer.H;
+      Tensor *dw, *db;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 2 * L + l, ctx->input(1 + 2 * L + l).shape(), &dw));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 3 * L + l, ctx->input(1 + 3 * L + l).shape(), &db));
+      const float* src = total + offset[l] * kLanes;
+      float* dwp = dw->flat<float>().data();
+      for (int64_t r = 0; r < layer.K; ++r)
+        std::copy(src + r * layer.nc * kLanes, src + r * layer.nc * kLanes + G, dwp + r * G);
+      const float* bsrc = src + layer.K * layer.nc * kLanes;
+      std::copy(bsrc, bsrc + G, db->flat<float>().data());
+    }
+    Tensor *dow, *dob;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 4 * L, ctx->input(1 + 4 * L).shape(), &dow));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2 + 4 * L, ctx->input(2 + 4 * L).shape(), &dob));
+    const float* osrc = total + offset[L] * kLanes;
+    std::copy(osrc, osrc + htop, dow->flat<float>().data());
+    dob->flat<float>().data()[0] = osrc[Chunks(htop) * kLanes];
+  }
+};
+
+}  // namespace
+
+REGISTER_KERNEL_BUILDER(Name("L2lCwLstm").Device(::tensorflow::DEVICE_CPU), CwLstmOp);
+REGISTER_KERNEL_BUILDER(Name("L2lCwLstmGrad").Device(::tensorflow::DEVICE_CPU), CwLstmGradOp);
 
 }  // namespace l2l

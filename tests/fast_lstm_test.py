@@ -137,6 +137,72 @@ class FastLSTMTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(results[False][2], results[True][2]):
       _assert_close(self, a, b)
 
+  @parameterized.named_parameters(
+      ("paper", (20, 20), "LogAndSign", [[600]]),            # 2 threads' shards, 32-row blocks
+      ("several_tensors", (20, 20), "LogAndSign", [[7, 3], [5], [1], [300]]),
+      ("odd_sizes", (5, 7, 3), "LogAndSign", [[45]]),        # 4H not a multiple of 16
+      ("identity", (8,), None, [[37]]))
+  def test_fused_coordinatewise_step_matches_the_reference(self, layers, preprocess, shapes):
+    """The whole coordinatewise step as one op (`fused_coordinatewise_step`) against the
+    reference ops: updates, states, and gradients to the gradient input (the second-order
+    path), the state and every weight, over two steps so the recurrence is differentiated."""
+    net = nets.CoordinateWiseDeepLSTM(layers, preprocess, {"k": 5} if preprocess else None,
+                                      scale=0.1, initializer=0.5, seed=1)
+    for b in net.core.biases + [net.core.out_b]:
+      b.assign(tf.random.stateless_normal(b.shape, seed=[1, 7]) * 0.3)
+    rng = np.random.RandomState(0)
+    # Gradients over many magnitudes (both LogAndSign branches), and some exact zeros.
+    def draw_grads():
+      return [tf.constant((rng.randn(*s) * 10.0 ** rng.uniform(-5, 1, s)
+                           * (rng.rand(*s) > 0.05)).astype(np.float32)) for s in shapes]
+    grads, grads2 = draw_grads(), draw_grads()
+    state = tf.nest.map_structure(lambda t: tf.constant(rng.randn(*t.shape), tf.float32),
+                                  net.initial_state(grads))
+    weights = [tf.constant(rng.randn(*g.shape), tf.float32) for g in grads]
+    state_weights = tf.nest.map_structure(lambda t: tf.constant(rng.randn(*t.shape), tf.float32),
+                                          state)
+    results = {}
+    for fast in (False, True):
+      net.core.fast_path = fast
+
+      @tf.function(autograph=False)
+      def run(grads, state):
+        with tf.GradientTape() as tape:
+          tape.watch([grads, state])
+          updates, s = net(grads, state)
+          # The second step's gradients depend on the first step's updates.
+          updates, s = net([g + u for g, u in zip(grads2, updates)], s)
+          loss = tf.add_n([tf.reduce_sum(w * u) for w, u in zip(weights, updates)])
+          loss += tf.add_n([tf.reduce_sum(w * t) for w, t in
+                            zip(tf.nest.flatten(state_weights), tf.nest.flatten(s))])
+        return updates, s, tape.gradient(loss, [grads, state, net.trainable_variables])
+
+      results[fast] = tf.nest.map_structure(lambda t: t.numpy(), run(grads, state))
+      if fast:
+        op_types = {op.type for op in run.get_concrete_function(grads, state).graph
+                    .get_operations()}
+        self.assertIn("L2lCwLstm", op_types)
+        self.assertIn("L2lCwLstmGrad", op_types)
+    # Relative to the largest entry of each result: the LogAndSign features of small gradients
+    # amplify round-off (d log|g| / dg = 1 / |g|), so single entries differ by more than
+    # _assert_close allows.
+    for a, b in zip(tf.nest.flatten(results[False]), tf.nest.flatten(results[True])):
+      self.assertLessEqual(np.max(np.abs(a - b)), 1e-5 * max(np.max(np.abs(a)), 1e-30))
+
+  def test_fused_step_checks_its_inputs(self):
+    kernels = lstm.lstm_kernels()
+    if kernels is None:
+      self.skipTest("no kernels")
+    args = dict(g=tf.zeros([4]), h=[tf.zeros([4, 3])], c=[tf.zeros([4, 3])],
+                w=[tf.zeros([5, 12])], b=[tf.zeros([12])], out_w=tf.zeros([3, 1]),
+                out_b=tf.zeros([1]), log_and_sign=True, k=5.0, eps=1e-10, forget_bias=1.0,
+                scale=1.0)
+    kernels.l2l_cw_lstm(**args)  # well-formed
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"w 0 must be \[5, 12\]"):
+      kernels.l2l_cw_lstm(**{**args, "w": [tf.zeros([4, 12])]})
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "state 0 must be"):
+      kernels.l2l_cw_lstm(**{**args, "h": [tf.zeros([3, 3])]})
+
   def test_default_nets_use_the_fast_path(self):
     net = nets.CoordinateWiseDeepLSTM(layers=(3,), seed=0)
     self.assertTrue(net.core.fast_path)
