@@ -84,7 +84,8 @@ def lstm_kernels() -> Optional[Any]:
       source = f.read()
     compiler = os.environ.get("CXX", "g++")
     flags = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-mno-avx512fp16",
-             "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-w",
+             "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fno-tree-loop-distribute-patterns",
+             "-w",
              *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), platform.machine().encode(),
                                       _cpu_flags().encode(), " ".join(flags).encode()]))

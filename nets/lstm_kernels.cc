@@ -330,17 +330,29 @@ constexpr int64_t kMinRows = 256;  // Rows per thread at least.
 
 inline int64_t Chunks(int64_t n) { return (n + kLanes - 1) / kLanes; }
 
-// z[r * zs + j] = (bias ? bias[j] : 0) + sum_k x[r * xs + k] w[k * ws + j], for R rows, G chunks.
+// z[r * zs + j] = (bias ? bias[j] : 0) + sum_k x[r, k] w[k * ws + j], for R rows and G chunks,
+// where row r of x is x1[r * s1 + 0 .. K1) followed by x2[r * s2 + 0 .. K2) (the layer input
+// and the recurrent state, read in place).
 template <int R, int G>
-inline void MatTile(const float* __restrict x, int64_t xs, int64_t K, const v16* __restrict w,
-                    int64_t ws, const v16* __restrict bias, v16* __restrict z, int64_t zs) {
+inline void MatTile(const float* __restrict x1, int64_t s1, int64_t K1,
+                    const float* __restrict x2, int64_t s2, int64_t K2,
+                    const v16* __restrict w, int64_t ws, const v16* __restrict bias,
+                    v16* __restrict z, int64_t zs) {
   v16 acc[R][G];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < G; ++j) acc[r][j] = bias ? bias[j] : v16{};
-  for (int64_t k = 0; k < K; ++k) {
+  for (int64_t k = 0; k < K1; ++k) {
     const v16* wk = w + k * ws;
     for (int r = 0; r < R; ++r) {
-      const float a = x[r * xs + k];
+      const float a = x1[r * s1 + k];
+      for (int j = 0; j < G; ++j) acc[r][j] += a * wk[j];
+    }
+  }
+  w += K1 * ws;
+  for (int64_t k = 0; k < K2; ++k) {
+    const v16* wk = w + k * ws;
+    for (int r = 0; r < R; ++r) {
+      const float a = x2[r * s2 + k];
       for (int j = 0; j < G; ++j) acc[r][j] += a * wk[j];
     }
   }
@@ -349,29 +361,34 @@ inline void MatTile(const float* __restrict x, int64_t xs, int64_t K, const v16*
 }
 
 template <int R>
-inline void MatRows(const float* x, int64_t xs, int64_t K, const v16* w, int64_t nc,
-                    const v16* bias, v16* z, int64_t zs) {
+inline void MatRows(const float* x1, int64_t s1, int64_t K1, const float* x2, int64_t s2,
+                    int64_t K2, const v16* w, int64_t nc, const v16* bias, v16* z, int64_t zs) {
   for (int64_t c = 0; c < nc;) {
     const int64_t g = std::min<int64_t>(5, nc - c);
     const v16* b = bias ? bias + c : nullptr;
     switch (g) {
-      case 5: MatTile<R, 5>(x, xs, K, w + c, nc, b, z + c, zs); break;
-      case 4: MatTile<R, 4>(x, xs, K, w + c, nc, b, z + c, zs); break;
-      case 3: MatTile<R, 3>(x, xs, K, w + c, nc, b, z + c, zs); break;
-      case 2: MatTile<R, 2>(x, xs, K, w + c, nc, b, z + c, zs); break;
-      default: MatTile<R, 1>(x, xs, K, w + c, nc, b, z + c, zs); break;
+      case 5: MatTile<R, 5>(x1, s1, K1, x2, s2, K2, w + c, nc, b, z + c, zs); break;
+      case 4: MatTile<R, 4>(x1, s1, K1, x2, s2, K2, w + c, nc, b, z + c, zs); break;
+      case 3: MatTile<R, 3>(x1, s1, K1, x2, s2, K2, w + c, nc, b, z + c, zs); break;
+      case 2: MatTile<R, 2>(x1, s1, K1, x2, s2, K2, w + c, nc, b, z + c, zs); break;
+      default: MatTile<R, 1>(x1, s1, K1, x2, s2, K2, w + c, nc, b, z + c, zs); break;
     }
     c += g;
   }
 }
 
-// z = x w (+ bias) for `rows` rows: x [rows, K] (row stride xs floats), w [K, nc] chunks,
-// z [rows, nc] chunks (row stride zs chunks).
-inline void MatMul(const float* x, int64_t xs, int64_t rows, int64_t K, const v16* w, int64_t nc,
-                   const v16* bias, v16* z, int64_t zs) {
+// z = [x1, x2] w (+ bias) for `rows` rows: x1 [rows, K1] and x2 [rows, K2] (row strides s1, s2
+// floats), w [K1 + K2, nc] chunks, z [rows, nc] chunks (row stride zs chunks).
+inline void MatMul(const float* x1, int64_t s1, int64_t K1, const float* x2, int64_t s2,
+                   int64_t K2, int64_t rows, const v16* w, int64_t nc, const v16* bias, v16* z,
+                   int64_t zs) {
   int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) MatRows<4>(x + r * xs, xs, K, w, nc, bias, z + r * zs, zs);
-  for (; r < rows; ++r) MatRows<1>(x + r * xs, xs, K, w, nc, bias, z + r * zs, zs);
+  for (; r + 4 <= rows; r += 4) {
+    MatRows<4>(x1 + r * s1, s1, K1, x2 + r * s2, s2, K2, w, nc, bias, z + r * zs, zs);
+  }
+  for (; r < rows; ++r) {
+    MatRows<1>(x1 + r * s1, s1, K1, x2 + r * s2, s2, K2, w, nc, bias, z + r * zs, zs);
+  }
 }
 
 // acc[k * nc + j] += sum_r x[r * xs + k] dz[r * zs + j] over `rows` rows (weight gradients).
@@ -586,12 +603,12 @@ class CwLstmBase : public OpKernel {
 // q of row r, unit k at [q][r * H + k]), where the rows of a block are contiguous like the
 // [N, H] state, so that it vectorizes without per-row remainders (H = 20 is 16 + 4).
 struct Scratch {
-  int64_t bh;                        // floats per layer of a block's [rows * H] buffers
-  std::vector<v16> xh, z, dz, dxh;   // row-major matmul operands (aligned, padded rows)
-  std::vector<float> zp, acts, tanh_c, h, c_tmp, dzp, dh_above;  // planar / [rows * H]
+  int64_t bh;                  // floats per layer of a block's [rows * H] buffers
+  std::vector<v16> z, dz, dxh;  // row-major matmul outputs (aligned, rows padded to chunks)
+  std::vector<float> feat, zp, acts, tanh_c, h, c_tmp, dzp, dh_above;  // planar / [rows * H]
   Scratch(const Net& net, bool grad) : bh(kBlock * net.hmax) {
-    const size_t layers = grad ? net.L : 1;
-    xh.assign(layers * kBlock * net.kmax / kLanes, v16{});
+    const size_t layers = grad ? net.L : 0;
+    feat.assign(kBlock * net.F, 0.f);
     z.assign(kBlock * net.zmax / kLanes, v16{});
     zp.assign(4 * bh, 0.f);
     h.assign(layers * bh, 0.f);
@@ -604,9 +621,6 @@ struct Scratch {
       dxh.assign(kBlock * net.kmax / kLanes, v16{});
       dh_above.assign(bh, 0.f);
     }
-  }
-  float* XH(const Net& net, int l) {
-    return reinterpret_cast<float*>(xh.data()) + l * kBlock * net.kmax;
   }
   float* H(int l) { return h.data() + l * bh; }
   float* Acts(int l) { return acts.data() + l * 4 * bh; }
@@ -632,46 +646,38 @@ void FromPlanar(const float* zp, int64_t n, int64_t H, int64_t stride, float* z)
       Copy(zp + q * n * H + r * H, H, z + r * stride + q * H);
 }
 
-// The forward step of rows [r0, r0 + n): fills the block buffers (per layer when `grad`) and
-// writes (h', c') and the update when the output pointers are given.
+// The forward step of rows [r0, r0 + n). With `grad` it keeps every layer's outputs and gate
+// activations in the block buffers (for the gradient); else it writes (h', c') and the update.
 void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
                   const float* const* c_in, int64_t r0, int64_t n, Scratch* s, bool grad,
                   float* const* h_out, float* const* c_out, float* update) {
-  const int64_t xs = net.kmax;
+  Features(net, g, r0, n, s->feat.data(), net.F);
+  const float* below = s->feat.data();  // the layer's input, [n, in]
   for (int l = 0; l < net.L; ++l) {
     const Layer& layer = net.layers[l];
     const int64_t H = layer.H;
-    const int bl = grad ? l : 0;
-    float* xh = s->XH(net, bl);
-    if (l == 0) {
-      Features(net, g, r0, n, xh, xs);
-    } else {
-      const float* below = s->H(grad ? l - 1 : 0);
-      for (int64_t r = 0; r < n; ++r)
-        Copy(below + r * layer.in, layer.in, xh + r * xs);
-    }
-    for (int64_t r = 0; r < n; ++r)
-      Copy(h_in[l] + (r0 + r) * H, H, xh + r * xs + layer.in);
-    MatMul(xh, xs, n, layer.K, layer.w.data(), layer.nc, layer.b.data(), s->z.data(), layer.nc);
+    // The [r0, r0 + n) rows of an [N, H] state are the n * H floats from r0 * H on.
+    MatMul(below, layer.in, layer.in, h_in[l] + r0 * H, H, H, n, layer.w.data(), layer.nc,
+           layer.b.data(), s->z.data(), layer.nc);
     ToPlanar(reinterpret_cast<const float*>(s->z.data()), layer.nc * kLanes, n, H,
              s->zp.data());
-    // The [r0, r0 + n) rows of the [N, H] state are the n * H floats from r0 * H on.
-    float* hb = s->H(bl);
     const float* c_prev = c_in[l] + r0 * H;
-    float* cn = c_out ? c_out[l] + r0 * H : s->c_tmp.data();
     if (grad) {
-      GatesRowNoBias<true>(s->zp.data(), c_prev, net.fb, n * H, s->Acts(l), cn, s->TanhC(l), hb);
+      GatesRowNoBias<true>(s->zp.data(), c_prev, net.fb, n * H, s->Acts(l), s->c_tmp.data(),
+                           s->TanhC(l), s->H(l));
+      below = s->H(l);
     } else {
-      GatesRowNoBias<false>(s->zp.data(), c_prev, net.fb, n * H, nullptr, cn, nullptr, hb);
+      float* h = h_out[l] + r0 * H;
+      GatesRowNoBias<false>(s->zp.data(), c_prev, net.fb, n * H, nullptr, c_out[l] + r0 * H,
+                            nullptr, h);
+      below = h;
     }
-    if (h_out) std::copy(hb, hb + n * H, h_out[l] + r0 * H);
   }
   if (update != nullptr) {
-    const float* top = s->H(grad ? net.L - 1 : 0);
     const int64_t H = net.layers[net.L - 1].H;
     for (int64_t r = 0; r < n; ++r) {
       float o = 0.f;
-      for (int64_t j = 0; j < H; ++j) o += top[r * H + j] * net.out_w[j];
+      for (int64_t j = 0; j < H; ++j) o += below[r * H + j] * net.out_w[j];
       update[r0 + r] = net.scale * (o + net.out_b);
     }
   }
@@ -786,10 +792,13 @@ class CwLstmGradOp : public CwLstmBase {
           v16* db = dw + layer.K * layer.nc;
           for (int64_t r = 0; r < n; ++r)
             for (int64_t j = 0; j < layer.nc; ++j) db[j] += s.dz[r * zs + j];
-          Outer(s.XH(net, l), net.kmax, n, layer.K, s.dz.data(), zs, dw, layer.nc);
+          // dW += [input, h]^T dz, reading the layer's input and state in place.
+          const float* input = l == 0 ? s.feat.data() : s.H(l - 1);
+          Outer(input, layer.in, n, layer.in, s.dz.data(), zs, dw, layer.nc);
+          Outer(h_in[l] + e, H, n, H, s.dz.data(), zs, dw + layer.in * layer.nc, layer.nc);
           // dxh = dz w^T over the 4H real columns of dz.
-          MatMul(dz, zs * kLanes, n, 4 * H, layer.wt.data(), layer.kc, nullptr, s.dxh.data(),
-                 layer.kc);
+          MatMul(dz, zs * kLanes, 4 * H, nullptr, 0, 0, n, layer.wt.data(), layer.kc, nullptr,
+                 s.dxh.data(), layer.kc);
           const float* dxh = reinterpret_cast<const float*>(s.dxh.data());
           const int64_t xs = layer.kc * kLanes;
           for (int64_t r = 0; r < n; ++r) {
