@@ -195,9 +195,9 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
   with `features` the LogAndSign preprocessing with `k = log_and_sign` (`nets.preprocess`), or
   the identity when `log_and_sign` is None; `out_w` must be `[H_top, 1]`. Returns
   `(update [N], new_state)`, or None when the fused kernels are unavailable. Each step is one
-  op (`L2lCwLstm`), its gradient another (`L2lCwLstmGrad`, which recomputes the step's
-  activations in cache instead of storing them); both run the whole stack for a block of rows
-  at a time (see lstm_kernels.cc). Values and gradients (to `g`, the state and every weight)
+  op (`L2lCwLstm`), its gradient another (`L2lCwLstmGrad`, reading the gate activations the
+  forward op saved, 5 floats per unit and coordinate, written only when a gradient consumes
+  them); both run the whole stack for a block of rows at a time (see lstm_kernels.cc). Values and gradients (to `g`, the state and every weight)
   agree with the reference ops up to float32 round-off (tests/fast_lstm_test.py).
   """
   kernels = lstm_kernels()
@@ -217,7 +217,7 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
     ws = list(args[2 * num_layers:3 * num_layers])
     bs = list(args[3 * num_layers:4 * num_layers])
     out_w, out_b = args[4 * num_layers:]
-    update, new_h, new_c = kernels.l2l_cw_lstm(g, hs, cs, ws, bs, out_w, out_b, **attrs)
+    update, new_h, new_c, saved = kernels.l2l_cw_lstm(g, hs, cs, ws, bs, out_w, out_b, **attrs)
 
     def grad(d_update, *d_state):
       # Outputs without a gradient (e.g. the state after the last step) get zeros.
@@ -226,7 +226,7 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
                  for d, s in zip(d_state, [*new_h, *new_c])]
       d_g, d_h, d_c, d_w, d_b, d_out_w, d_out_b = kernels.l2l_cw_lstm_grad(
           g, hs, cs, ws, bs, out_w, out_b, d_update, d_state[:num_layers],
-          d_state[num_layers:], **attrs)
+          d_state[num_layers:], new_h, saved, **attrs)
       return (d_g, *d_h, *d_c, *d_w, *d_b, d_out_w, d_out_b)
 
     return (update, *new_h, *new_c), grad

@@ -281,11 +281,13 @@ REGISTER_OP("L2lCwLstm")
     .Output("update: float")
     .Output("h_new: num_layers * float")
     .Output("c_new: num_layers * float")
+    .Output("saved: float")
     .SetShapeFn([](InferenceContext* ctx) {
       int num_layers;
       TF_RETURN_IF_ERROR(ctx->GetAttr("num_layers", &num_layers));
       ctx->set_output(0, ctx->input(0));
       for (int i = 0; i < 2 * num_layers; ++i) ctx->set_output(1 + i, ctx->input(1 + i));
+      ctx->set_output(1 + 2 * num_layers, ctx->Vector(InferenceContext::kUnknownDim));
       return absl::OkStatus();
     });
 
@@ -300,6 +302,8 @@ REGISTER_OP("L2lCwLstmGrad")
     .Input("d_update: float")
     .Input("d_h_new: num_layers * float")
     .Input("d_c_new: num_layers * float")
+    .Input("h_new: num_layers * float")
+    .Input("saved: float")
     .Attr("num_layers: int >= 1")
     .Attr("log_and_sign: bool")
     .Attr("k: float")
@@ -459,8 +463,15 @@ inline void GatesRowNoBias(const float* __restrict z, const float* __restrict c,
 }
 
 // Runs fn(shard, begin, end) over `shards` contiguous ranges of `rows` rows, one per thread.
+// Ranges start at multiples of kBlock, so the blocks of kBlock rows (and the layout of the
+// saved activations) do not depend on the number of shards.
 template <typename Fn>
 void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards, Fn fn) {
+  const int64_t blocks = (rows + kBlock - 1) / kBlock;
+  auto range = [&](int64_t s) {
+    return std::make_pair(std::min(rows, blocks * s / shards * kBlock),
+                          std::min(rows, blocks * (s + 1) / shards * kBlock));
+  };
   if (shards <= 1) {
     fn(0, 0, rows);
     return;
@@ -469,11 +480,13 @@ void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards, Fn fn) {
   ::tensorflow::BlockingCounter counter(static_cast<int>(shards - 1));
   for (int64_t s = 1; s < shards; ++s) {
     threads->workers->Schedule([&, s] {
-      fn(s, rows * s / shards, rows * (s + 1) / shards);
+      const auto r = range(s);
+      fn(s, r.first, r.second);
       counter.DecrementCount();
     });
   }
-  fn(0, 0, rows / shards);
+  const auto r = range(0);
+  fn(0, r.first, r.second);
   counter.Wait();
 }
 
@@ -494,6 +507,7 @@ struct Net {
   const float* out_w = nullptr;
   float out_b = 0.f;
   int64_t kmax = 0, hmax = 0, zmax = 0;  // floats per row of the block buffers
+  int64_t saved = 0;  // floats per row of the saved activations: 5 H per layer
 };
 
 // Writes the input features of rows [r0, r0 + n) into xh (row stride xs).
@@ -576,6 +590,7 @@ class CwLstmBase : public OpKernel {
       net->kmax = std::max(net->kmax, layer.kc * kLanes);
       net->hmax = std::max(net->hmax, layer.H);
       net->zmax = std::max(net->zmax, layer.nc * kLanes);
+      net->saved += 5 * layer.H;
       in = layer.H;
     }
     const Tensor& out_w = ctx->input(1 + 4 * L_);
@@ -603,29 +618,26 @@ class CwLstmBase : public OpKernel {
 // q of row r, unit k at [q][r * H + k]), where the rows of a block are contiguous like the
 // [N, H] state, so that it vectorizes without per-row remainders (H = 20 is 16 + 4).
 struct Scratch {
-  int64_t bh;                  // floats per layer of a block's [rows * H] buffers
-  std::vector<v16> z, dz, dxh;  // row-major matmul outputs (aligned, rows padded to chunks)
-  std::vector<float> feat, zp, acts, tanh_c, h, c_tmp, dzp, dh_above;  // planar / [rows * H]
-  Scratch(const Net& net, bool grad) : bh(kBlock * net.hmax) {
-    const size_t layers = grad ? net.L : 0;
+  std::vector<v16> z, dxh;                 // row-major matmul outputs (rows padded to chunks)
+  std::vector<float> feat, zp, dh_above;   // features; planar z / dz; [rows * H]
+  Scratch(const Net& net, bool grad) {
     feat.assign(kBlock * net.F, 0.f);
     z.assign(kBlock * net.zmax / kLanes, v16{});
-    zp.assign(4 * bh, 0.f);
-    h.assign(layers * bh, 0.f);
-    c_tmp.assign(bh, 0.f);
+    zp.assign(4 * kBlock * net.hmax, 0.f);
     if (grad) {
-      acts.assign(layers * 4 * bh, 0.f);
-      tanh_c.assign(layers * bh, 0.f);
-      dz.assign(kBlock * net.zmax / kLanes, v16{});
-      dzp.assign(4 * bh, 0.f);
       dxh.assign(kBlock * net.kmax / kLanes, v16{});
-      dh_above.assign(bh, 0.f);
+      dh_above.assign(kBlock * net.hmax, 0.f);
     }
   }
-  float* H(int l) { return h.data() + l * bh; }
-  float* Acts(int l) { return acts.data() + l * 4 * bh; }
-  float* TanhC(int l) { return tanh_c.data() + l * bh; }
 };
+
+// The saved activations of a block of n rows starting at r0: per layer, the gate activations
+// (planar [4][n * H]) and then tanh(c') ([n * H]); the block's region starts at r0 * saved.
+inline float* SavedActs(const Net& net, float* saved, int64_t r0, int64_t n, int l) {
+  float* p = saved + r0 * net.saved;
+  for (int i = 0; i < l; ++i) p += 5 * n * net.layers[i].H;
+  return p;
+}
 
 // dst[0, n) = src[0, n); inline, for the short runs here (std::copy calls memmove).
 inline void Copy(const float* __restrict src, int64_t n, float* __restrict dst) {
@@ -646,11 +658,11 @@ void FromPlanar(const float* zp, int64_t n, int64_t H, int64_t stride, float* z)
       Copy(zp + q * n * H + r * H, H, z + r * stride + q * H);
 }
 
-// The forward step of rows [r0, r0 + n). With `grad` it keeps every layer's outputs and gate
-// activations in the block buffers (for the gradient); else it writes (h', c') and the update.
+// The forward step of rows [r0, r0 + n): writes (h', c'), the update and, when `saved` is not
+// null, the activations the gradient needs.
 void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
-                  const float* const* c_in, int64_t r0, int64_t n, Scratch* s, bool grad,
-                  float* const* h_out, float* const* c_out, float* update) {
+                  const float* const* c_in, int64_t r0, int64_t n, Scratch* s,
+                  float* const* h_out, float* const* c_out, float* update, float* saved) {
   Features(net, g, r0, n, s->feat.data(), net.F);
   const float* below = s->feat.data();  // the layer's input, [n, in]
   for (int l = 0; l < net.L; ++l) {
@@ -661,25 +673,22 @@ void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
            layer.b.data(), s->z.data(), layer.nc);
     ToPlanar(reinterpret_cast<const float*>(s->z.data()), layer.nc * kLanes, n, H,
              s->zp.data());
-    const float* c_prev = c_in[l] + r0 * H;
-    if (grad) {
-      GatesRowNoBias<true>(s->zp.data(), c_prev, net.fb, n * H, s->Acts(l), s->c_tmp.data(),
-                           s->TanhC(l), s->H(l));
-      below = s->H(l);
+    float* h = h_out[l] + r0 * H;
+    if (saved != nullptr) {
+      float* acts = SavedActs(net, saved, r0, n, l);
+      GatesRowNoBias<true>(s->zp.data(), c_in[l] + r0 * H, net.fb, n * H, acts,
+                           c_out[l] + r0 * H, acts + 4 * n * H, h);
     } else {
-      float* h = h_out[l] + r0 * H;
-      GatesRowNoBias<false>(s->zp.data(), c_prev, net.fb, n * H, nullptr, c_out[l] + r0 * H,
-                            nullptr, h);
-      below = h;
+      GatesRowNoBias<false>(s->zp.data(), c_in[l] + r0 * H, net.fb, n * H, nullptr,
+                            c_out[l] + r0 * H, nullptr, h);
     }
+    below = h;
   }
-  if (update != nullptr) {
-    const int64_t H = net.layers[net.L - 1].H;
-    for (int64_t r = 0; r < n; ++r) {
-      float o = 0.f;
-      for (int64_t j = 0; j < H; ++j) o += below[r * H + j] * net.out_w[j];
-      update[r0 + r] = net.scale * (o + net.out_b);
-    }
+  const int64_t H = net.layers[net.L - 1].H;
+  for (int64_t r = 0; r < n; ++r) {
+    float o = 0.f;
+    for (int64_t j = 0; j < H; ++j) o += below[r * H + j] * net.out_w[j];
+    update[r0 + r] = net.scale * (o + net.out_b);
   }
 }
 
@@ -703,13 +712,20 @@ class CwLstmOp : public CwLstmBase {
       h_out[l] = h->flat<float>().data();
       c_out[l] = c->flat<float>().data();
     }
+    // The activations for the gradient, only when something consumes them (a gradient op).
+    const int saved_index = 1 + 2 * L_;
+    const bool save = ctx->output_required(saved_index);
+    Tensor* saved;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(saved_index, TensorShape({save ? net.N * net.saved : 0}),
+                                             &saved));
+    float* sp = save ? saved->flat<float>().data() : nullptr;
     const float* g = ctx->input(0).flat<float>().data();
     float* up = update->flat<float>().data();
     ForShards(ctx, net.N, Shards(ctx, net.N), [&](int64_t, int64_t begin, int64_t end) {
       Scratch s(net, false);
       for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
-        ForwardBlock(net, g, h_in.data(), c_in.data(), r0, std::min(kBlock, end - r0), &s, false,
-                     h_out.data(), c_out.data(), up);
+        ForwardBlock(net, g, h_in.data(), c_in.data(), r0, std::min(kBlock, end - r0), &s,
+                     h_out.data(), c_out.data(), up, sp);
       }
     });
   }
@@ -727,7 +743,7 @@ class CwLstmGradOp : public CwLstmBase {
     const Tensor& d_update = ctx->input(3 + 4 * L);
     OP_REQUIRES(ctx, d_update.NumElements() == N,
                 InvalidArgument("d_update must have ", N, " elements"));
-    std::vector<const float*> h_in(L), c_in(L), dh_next(L), dc_next(L);
+    std::vector<const float*> h_in(L), c_in(L), dh_next(L), dc_next(L), h_new(L);
     std::vector<float*> dh(L), dc(L);
     Tensor* dg;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dg));
@@ -739,6 +755,10 @@ class CwLstmGradOp : public CwLstmBase {
                   InvalidArgument("d_h_new and d_c_new must be shaped like the state"));
       h_in[l] = h.flat<float>().data();
       c_in[l] = ctx->input(1 + L + l).flat<float>().data();
+      const Tensor& hn = ctx->input(4 + 6 * L + l);
+      OP_REQUIRES(ctx, hn.shape() == h.shape(),
+                  InvalidArgument("h_new must be shaped like the state"));
+      h_new[l] = hn.flat<float>().data();
       dh_next[l] = dhn.flat<float>().data();
       dc_next[l] = dcn.flat<float>().data();
       Tensor *a, *b;
@@ -747,6 +767,11 @@ class CwLstmGradOp : public CwLstmBase {
       dh[l] = a->flat<float>().data();
       dc[l] = b->flat<float>().data();
     }
+    const Tensor& saved_t = ctx->input(4 + 7 * L);
+    OP_REQUIRES(ctx, saved_t.NumElements() == N * net.saved,
+                InvalidArgument("saved must have ", N * net.saved, " elements (the forward op's "
+                                "`saved` output), got ", saved_t.NumElements()));
+    float* saved = const_cast<float*>(saved_t.flat<float>().data());
     // Per-shard accumulators: for each layer dW [K, nc] and db [nc] chunks; then d_out_w, d_out_b.
     std::vector<int64_t> offset(L + 1, 0);
     for (int l = 0; l < L; ++l) {
@@ -759,7 +784,6 @@ class CwLstmGradOp : public CwLstmBase {
     const float* g = ctx->input(0).flat<float>().data();
     const float* du = d_update.flat<float>().data();
     float* dgp = dg->flat<float>().data();
-    const int64_t hs = Chunks(net.hmax) * kLanes;
 
     ForShards(ctx, N, shards, [&](int64_t shard, int64_t begin, int64_t end) {
       Scratch s(net, true);
@@ -768,10 +792,9 @@ class CwLstmGradOp : public CwLstmBase {
       float* d_out_b = reinterpret_cast<float*>(my + offset[L] + Chunks(htop));
       for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
         const int64_t n = std::min(kBlock, end - r0);
-        ForwardBlock(net, g, h_in.data(), c_in.data(), r0, n, &s, true, nullptr, nullptr,
-                     nullptr);
+        Features(net, g, r0, n, s.feat.data(), net.F);
         // Output layer.
-        const float* top = s.H(L - 1);
+        const float* top = h_new[L - 1] + r0 * htop;
         for (int64_t r = 0; r < n; ++r) {
           const float d = net.scale * du[r0 + r];
           d_out_b[0] += d;
@@ -784,18 +807,19 @@ class CwLstmGradOp : public CwLstmBase {
           const Layer& layer = net.layers[l];
           const int64_t H = layer.H, zs = layer.nc;
           const int64_t e = r0 * H;  // the block's rows of the [N, H] state
-          GatesGradRow(dh_next[l] + e, s.dh_above.data(), dc_next[l] + e, s.Acts(l), s.TanhC(l),
-                       c_in[l] + e, n * H, s.dzp.data(), dc[l] + e);
-          float* dz = reinterpret_cast<float*>(s.dz.data());
-          FromPlanar(s.dzp.data(), n, H, zs * kLanes, dz);
+          const float* acts = SavedActs(net, saved, r0, n, l);
+          GatesGradRow(dh_next[l] + e, s.dh_above.data(), dc_next[l] + e, acts, acts + 4 * n * H,
+                       c_in[l] + e, n * H, s.zp.data(), dc[l] + e);
+          float* dz = reinterpret_cast<float*>(s.z.data());
+          FromPlanar(s.zp.data(), n, H, zs * kLanes, dz);
           v16* dw = my + offset[l];
           v16* db = dw + layer.K * layer.nc;
           for (int64_t r = 0; r < n; ++r)
-            for (int64_t j = 0; j < layer.nc; ++j) db[j] += s.dz[r * zs + j];
+            for (int64_t j = 0; j < layer.nc; ++j) db[j] += s.z[r * zs + j];
           // dW += [input, h]^T dz, reading the layer's input and state in place.
-          const float* input = l == 0 ? s.feat.data() : s.H(l - 1);
-          Outer(input, layer.in, n, layer.in, s.dz.data(), zs, dw, layer.nc);
-          Outer(h_in[l] + e, H, n, H, s.dz.data(), zs, dw + layer.in * layer.nc, layer.nc);
+          const float* input = l == 0 ? s.feat.data() : h_new[l - 1] + r0 * layer.in;
+          Outer(input, layer.in, n, layer.in, s.z.data(), zs, dw, layer.nc);
+          Outer(h_in[l] + e, H, n, H, s.z.data(), zs, dw + layer.in * layer.nc, layer.nc);
           // dxh = dz w^T over the 4H real columns of dz.
           MatMul(dz, zs * kLanes, 4 * H, nullptr, 0, 0, n, layer.wt.data(), layer.kc, nullptr,
                  s.dxh.data(), layer.kc);
