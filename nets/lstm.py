@@ -196,7 +196,7 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
   the identity when `log_and_sign` is None; `out_w` must be `[H_top, 1]`. Returns
   `(update [N], new_state)`, or None when the fused kernels are unavailable. Each step is one
   op (`L2lCwLstm`), its gradient another (`L2lCwLstmGrad`, reading the gate activations the
-  forward op saved, 5 floats per unit and coordinate, written only when a gradient consumes
+  forward op saved, 4 floats per unit and coordinate, written only when a gradient consumes
   them); both run the whole stack for a block of rows at a time (see lstm_kernels.cc). Values and gradients (to `g`, the state and every weight)
   agree with the reference ops up to float32 round-off (tests/fast_lstm_test.py).
   """
@@ -226,7 +226,7 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
                  for d, s in zip(d_state, [*new_h, *new_c])]
       d_g, d_h, d_c, d_w, d_b, d_out_w, d_out_b = kernels.l2l_cw_lstm_grad(
           g, hs, cs, ws, bs, out_w, out_b, d_update, d_state[:num_layers],
-          d_state[num_layers:], new_h, saved, **attrs)
+          d_state[num_layers:], new_h, new_c, saved, **attrs)
       return (d_g, *d_h, *d_c, *d_w, *d_b, d_out_w, d_out_b)
 
     return (update, *new_h, *new_c), grad

@@ -24,6 +24,7 @@
 #include "tensorflow/core/util/work_sharder.h"
 #include "tensorflow/core/platform/blocking_counter.h"
 
+
 namespace l2l {
 
 using ::tensorflow::OpKernel;
@@ -303,6 +304,7 @@ REGISTER_OP("L2lCwLstmGrad")
     .Input("d_h_new: num_layers * float")
     .Input("d_c_new: num_layers * float")
     .Input("h_new: num_layers * float")
+    .Input("c_new: num_layers * float")
     .Input("saved: float")
     .Attr("num_layers: int >= 1")
     .Attr("log_and_sign: bool")
@@ -387,6 +389,11 @@ inline void MatMul(const float* x1, int64_t s1, int64_t K1, const float* x2, int
                    int64_t K2, int64_t rows, const v16* w, int64_t nc, const v16* bias, v16* z,
                    int64_t zs) {
   int64_t r = 0;
+  if (nc <= 3) {  // Narrow outputs: 8 rows a tile, for enough independent accumulators.
+    for (; r + 8 <= rows; r += 8) {
+      MatRows<8>(x1 + r * s1, s1, K1, x2 + r * s2, s2, K2, w, nc, bias, z + r * zs, zs);
+    }
+  }
   for (; r + 4 <= rows; r += 4) {
     MatRows<4>(x1 + r * s1, s1, K1, x2 + r * s2, s2, K2, w, nc, bias, z + r * zs, zs);
   }
@@ -441,7 +448,7 @@ inline void Outer(const float* x, int64_t xs, int64_t rows, int64_t K, const v16
 template <bool kSave>
 inline void GatesRowNoBias(const float* __restrict z, const float* __restrict c, const float fb,
                            const int64_t H, float* __restrict acts, float* __restrict c_new,
-                           float* __restrict tanh_c, float* __restrict h) {
+                           float* __restrict h) {
 #pragma omp simd
   for (int64_t k = 0; k < H; ++k) {
     const float si = Logistic(z[k]);
@@ -449,16 +456,35 @@ inline void GatesRowNoBias(const float* __restrict z, const float* __restrict c,
     const float sf = Logistic(z[2 * H + k] + fb);
     const float so = Logistic(z[3 * H + k]);
     const float cn = sf * c[k] + si * tj;
-    const float tc = Tanh(cn);
     if (kSave) {
       acts[k] = si;
       acts[H + k] = tj;
       acts[2 * H + k] = sf;
       acts[3 * H + k] = so;
-      tanh_c[k] = tc;
     }
     c_new[k] = cn;
-    h[k] = so * tc;
+    h[k] = so * Tanh(cn);
+  }
+}
+
+// GatesGradRow with tanh(c') recomputed from c' (the step's new cell state), which the
+// gradient op has anyway, instead of saved.
+inline void GatesGradFromCell(const float* __restrict dh, const float* __restrict dh_above,
+                              const float* __restrict dc, const float* __restrict acts,
+                              const float* __restrict c_new, const float* __restrict c_prev,
+                              const int64_t H, float* __restrict dz,
+                              float* __restrict dc_prev) {
+#pragma omp simd
+  for (int64_t k = 0; k < H; ++k) {
+    const float si = acts[k], tj = acts[H + k], sf = acts[2 * H + k], so = acts[3 * H + k];
+    const float tc = Tanh(c_new[k]);
+    const float dhk = dh[k] + dh_above[k];
+    const float dck = dc[k] + dhk * so * (1.0f - tc * tc);
+    dz[k] = dck * tj * si * (1.0f - si);
+    dz[H + k] = dck * si * (1.0f - tj * tj);
+    dz[2 * H + k] = dck * c_prev[k] * sf * (1.0f - sf);
+    dz[3 * H + k] = dhk * tc * so * (1.0f - so);
+    dc_prev[k] = dck * sf;
   }
 }
 
@@ -507,7 +533,7 @@ struct Net {
   const float* out_w = nullptr;
   float out_b = 0.f;
   int64_t kmax = 0, hmax = 0, zmax = 0;  // floats per row of the block buffers
-  int64_t saved = 0;  // floats per row of the saved activations: 5 H per layer
+  int64_t saved = 0;  // floats per row of the saved activations: 4 H per layer
 };
 
 // Writes the input features of rows [r0, r0 + n) into xh (row stride xs).
@@ -590,7 +616,7 @@ class CwLstmBase : public OpKernel {
       net->kmax = std::max(net->kmax, layer.kc * kLanes);
       net->hmax = std::max(net->hmax, layer.H);
       net->zmax = std::max(net->zmax, layer.nc * kLanes);
-      net->saved += 5 * layer.H;
+      net->saved += 4 * layer.H;
       in = layer.H;
     }
     const Tensor& out_w = ctx->input(1 + 4 * L_);
@@ -635,7 +661,7 @@ struct Scratch {
 // (planar [4][n * H]) and then tanh(c') ([n * H]); the block's region starts at r0 * saved.
 inline float* SavedActs(const Net& net, float* saved, int64_t r0, int64_t n, int l) {
   float* p = saved + r0 * net.saved;
-  for (int i = 0; i < l; ++i) p += 5 * n * net.layers[i].H;
+  for (int i = 0; i < l; ++i) p += 4 * n * net.layers[i].H;
   return p;
 }
 
@@ -675,12 +701,11 @@ void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
              s->zp.data());
     float* h = h_out[l] + r0 * H;
     if (saved != nullptr) {
-      float* acts = SavedActs(net, saved, r0, n, l);
-      GatesRowNoBias<true>(s->zp.data(), c_in[l] + r0 * H, net.fb, n * H, acts,
-                           c_out[l] + r0 * H, acts + 4 * n * H, h);
+      GatesRowNoBias<true>(s->zp.data(), c_in[l] + r0 * H, net.fb, n * H,
+                           SavedActs(net, saved, r0, n, l), c_out[l] + r0 * H, h);
     } else {
       GatesRowNoBias<false>(s->zp.data(), c_in[l] + r0 * H, net.fb, n * H, nullptr,
-                            c_out[l] + r0 * H, nullptr, h);
+                            c_out[l] + r0 * H, h);
     }
     below = h;
   }
@@ -743,7 +768,7 @@ class CwLstmGradOp : public CwLstmBase {
     const Tensor& d_update = ctx->input(3 + 4 * L);
     OP_REQUIRES(ctx, d_update.NumElements() == N,
                 InvalidArgument("d_update must have ", N, " elements"));
-    std::vector<const float*> h_in(L), c_in(L), dh_next(L), dc_next(L), h_new(L);
+    std::vector<const float*> h_in(L), c_in(L), dh_next(L), dc_next(L), h_new(L), c_new(L);
     std::vector<float*> dh(L), dc(L);
     Tensor* dg;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dg));
@@ -756,9 +781,11 @@ class CwLstmGradOp : public CwLstmBase {
       h_in[l] = h.flat<float>().data();
       c_in[l] = ctx->input(1 + L + l).flat<float>().data();
       const Tensor& hn = ctx->input(4 + 6 * L + l);
-      OP_REQUIRES(ctx, hn.shape() == h.shape(),
-                  InvalidArgument("h_new must be shaped like the state"));
+      const Tensor& cn = ctx->input(4 + 7 * L + l);
+      OP_REQUIRES(ctx, hn.shape() == h.shape() && cn.shape() == h.shape(),
+                  InvalidArgument("h_new and c_new must be shaped like the state"));
       h_new[l] = hn.flat<float>().data();
+      c_new[l] = cn.flat<float>().data();
       dh_next[l] = dhn.flat<float>().data();
       dc_next[l] = dcn.flat<float>().data();
       Tensor *a, *b;
@@ -767,7 +794,7 @@ class CwLstmGradOp : public CwLstmBase {
       dh[l] = a->flat<float>().data();
       dc[l] = b->flat<float>().data();
     }
-    const Tensor& saved_t = ctx->input(4 + 7 * L);
+    const Tensor& saved_t = ctx->input(4 + 8 * L);
     OP_REQUIRES(ctx, saved_t.NumElements() == N * net.saved,
                 InvalidArgument("saved must have ", N * net.saved, " elements (the forward op's "
                                 "`saved` output), got ", saved_t.NumElements()));
@@ -808,8 +835,8 @@ class CwLstmGradOp : public CwLstmBase {
           const int64_t H = layer.H, zs = layer.nc;
           const int64_t e = r0 * H;  // the block's rows of the [N, H] state
           const float* acts = SavedActs(net, saved, r0, n, l);
-          GatesGradRow(dh_next[l] + e, s.dh_above.data(), dc_next[l] + e, acts, acts + 4 * n * H,
-                       c_in[l] + e, n * H, s.zp.data(), dc[l] + e);
+          GatesGradFromCell(dh_next[l] + e, s.dh_above.data(), dc_next[l] + e, acts, c_new[l] + e,
+                            c_in[l] + e, n * H, s.zp.data(), dc[l] + e);
           float* dz = reinterpret_cast<float*>(s.z.data());
           FromPlanar(s.zp.data(), n, H, zs * kLanes, dz);
           v16* dw = my + offset[l];
