@@ -222,6 +222,18 @@ class UnrollTest(tf.test.TestCase, parameterized.TestCase):
         lambda w: meta_loss_np(w, STEPS, SCALE, HIDDEN, frozen_grads=frozen)[0], weights)
     self.assert_gradients_close(grads, expected)
 
+  def test_loss_with_gradient_keeps_the_value_and_replaces_the_gradient(self):
+    x = tf.constant([1.0, -2.0, 3.0])
+    given = [tf.constant([0.5, 0.25, -1.0])]
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(x ** 3)
+      attached = unroll_lib.loss_with_gradient(loss, [x], given)
+      out = 2.0 * attached
+    self.assertAllEqual(attached, loss)
+    # d out / d x = 2 * given, not 2 * 3 x^2 (loss_fn is not differentiated again).
+    self.assertAllClose(tape.gradient(out, x), [1.0, 0.5, -2.0])
+
   def test_second_derivatives_change_the_meta_gradient(self):
     net, variables = self._lstm()
     _, first = self._meta_gradient(net, variables, STEPS, second_derivatives=False)
