@@ -6,6 +6,9 @@ so a single call updates all the parameters given to it:
     features = preprocess(g)               (per coordinate)
     out, state = DeepLSTM(features, state)
     update = scale * Linear(out)
+
+For float32 with LogAndSign or no preprocessing, a step is one fused op and its gradient another
+(`lstm.fused_coordinatewise_step`); `core.fast_path = False` runs the reference TF ops instead.
 """
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple

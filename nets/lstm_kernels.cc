@@ -331,7 +331,7 @@ namespace {
 
 typedef float v16 __attribute__((vector_size(64)));
 constexpr int64_t kLanes = 16;
-constexpr int64_t kBlock = 32;     // Rows processed together (multiple of 4).
+constexpr int64_t kBlock = 64;     // Rows processed together (multiple of 8).
 constexpr int64_t kMinRows = 256;  // Rows per thread at least.
 
 inline int64_t Chunks(int64_t n) { return (n + kLanes - 1) / kLanes; }

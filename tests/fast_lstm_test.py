@@ -138,7 +138,7 @@ class FastLSTMTest(tf.test.TestCase, parameterized.TestCase):
       _assert_close(self, a, b)
 
   @parameterized.named_parameters(
-      ("paper", (20, 20), "LogAndSign", [[600]]),            # 2 threads' shards, 32-row blocks
+      ("paper", (20, 20), "LogAndSign", [[600]]),            # 2 threads, 64-row blocks
       ("several_tensors", (20, 20), "LogAndSign", [[7, 3], [5], [1], [300]]),
       ("odd_sizes", (5, 7, 3), "LogAndSign", [[45]]),        # 4H not a multiple of 16
       ("identity", (8,), None, [[37]]))
