@@ -11,8 +11,8 @@ import json
 from absl import app
 from absl import flags
 
+from l2l import cli
 from l2l import configs
-from l2l import threads
 from l2l import evaluation
 
 flags.DEFINE_enum("optimizer", "L2L", list(evaluation.OPTIMIZERS) + ["all"],
@@ -41,10 +41,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.inter_op_threads < 0:
-    raise app.UsageError(f"--inter_op_threads must be >= 0 (0: TensorFlow's default), got "
-                         f"{FLAGS.inter_op_threads}")
-  threads.use_inter_op_threads(FLAGS.inter_op_threads)
+  cli.use_inter_op_threads(FLAGS.inter_op_threads)
   if FLAGS.optimizer == "all":
     optimizers = list(evaluation.OPTIMIZERS)
     if not FLAGS.path:
@@ -54,11 +51,7 @@ def main(argv):
     optimizers = [FLAGS.optimizer]
   problem_options = {"activation": FLAGS.activation}
   if FLAGS.hidden_sizes is not None:
-    try:
-      problem_options["hidden_sizes"] = tuple(int(n) for n in FLAGS.hidden_sizes)
-    except ValueError:
-      raise app.UsageError(f"--hidden_sizes must be a comma-separated list of integers, got "
-                           f"{','.join(FLAGS.hidden_sizes)}") from None
+    problem_options["hidden_sizes"] = cli.int_list("hidden_sizes", FLAGS.hidden_sizes)
   try:
     if FLAGS.plot:
       evaluation.check_plot_path(FLAGS.plot)  # Before the work, not after.

@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from l2l import cli
 from l2l import fewshot
 
 _PROBLEM = flags.DEFINE_enum("problem", "sinusoid", list(fewshot.PROBLEMS), "Task family.")
@@ -60,30 +61,24 @@ _WORKDIR = flags.DEFINE_string("workdir", "", "Checkpoints and results.json; non
 _LOG_EVERY = flags.DEFINE_integer("log_every", 1000, "Log the meta-loss every N iterations.")
 
 
-def _ints(name, values):
-  try:
-    return tuple(int(v) for v in values)
-  except ValueError:
-    raise app.UsageError(f"--{name} must be a comma-separated list of integers, got "
-                         f"{','.join(values)}") from None
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = fewshot.FewShotConfig(
-      problem=_PROBLEM.value, methods=tuple(_METHODS.value), shots=_ints("shots", _SHOTS.value),
+      problem=_PROBLEM.value, methods=tuple(_METHODS.value),
+      shots=cli.int_list("shots", _SHOTS.value),
       num_iterations=_ITERATIONS.value, meta_batch_size=_META_BATCH.value,
       meta_lr=_META_LR.value, inner_lr=_INNER_LR.value, inner_steps=_INNER_STEPS.value,
-      reptile_inner_steps=_REPTILE_STEPS.value, eval_steps=_ints("eval_steps", _EVAL_STEPS.value),
+      reptile_inner_steps=_REPTILE_STEPS.value,
+      eval_steps=cli.int_list("eval_steps", _EVAL_STEPS.value),
       num_eval_tasks=_EVAL_TASKS.value, k_query=_K_QUERY.value, n_way=_N_WAY.value,
-      hidden=_ints("hidden", _HIDDEN.value), seed=_SEED.value, split=_SPLIT.value,
+      hidden=cli.int_list("hidden", _HIDDEN.value), seed=_SEED.value, split=_SPLIT.value,
       augment=_AUGMENT.value, finetune_steps=_FINETUNE_STEPS.value,
       finetune_lr=_FINETUNE_LR.value, imaml_lam=_IMAML_LAM.value, imaml_inner_lr=_IMAML_LR.value,
       imaml_inner_steps=_IMAML_STEPS.value, imaml_cg_steps=_IMAML_CG.value,
       imaml_damping=_IMAML_DAMPING.value, workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
       checkpoint_every=_LOG_EVERY.value)
-  seeds = _ints("seeds", _SEEDS.value)
+  seeds = cli.int_list("seeds", _SEEDS.value)
   if seeds and len(set(seeds)) != len(seeds):
     raise app.UsageError(f"--seeds must be distinct, got {','.join(_SEEDS.value)}")
   try:

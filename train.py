@@ -11,8 +11,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from l2l import cli
 from l2l import configs
-from l2l import threads
 from l2l import training
 
 _DEFAULTS = training.TrainConfig()
@@ -67,23 +67,12 @@ flags.DEFINE_list("net_layers", [], "LSTM layer sizes of the problem's nets inst
 FLAGS = flags.FLAGS
 
 
-def _ints(name, values):
-  try:
-    return tuple(int(v) for v in values)
-  except ValueError:
-    raise app.UsageError(f"--{name} must be a comma-separated list of integers, got "
-                         f"{','.join(values)}") from None
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.inter_op_threads < 0:
-    raise app.UsageError(f"--inter_op_threads must be >= 0 (0: TensorFlow's default), got "
-                         f"{FLAGS.inter_op_threads}")
-  threads.use_inter_op_threads(FLAGS.inter_op_threads)
-  curriculum = _ints("curriculum", FLAGS.curriculum)
-  net_layers = _ints("net_layers", FLAGS.net_layers)
+  cli.use_inter_op_threads(FLAGS.inter_op_threads)
+  curriculum = cli.int_list("curriculum", FLAGS.curriculum)
+  net_layers = cli.int_list("net_layers", FLAGS.net_layers)
   config = training.TrainConfig(
       problem=FLAGS.problem, save_path=FLAGS.save_path, overwrite=FLAGS.overwrite,
       num_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length,

@@ -100,37 +100,50 @@ inline float Tanh(float x_in) {
   return p / q;
 }
 
-// One row: the forward gate maths of `H` units (see L2lLstmGates).
-void GatesRow(const float* __restrict z, const float* __restrict b, const float* __restrict c,
-              const float fb, const int64_t H, float* __restrict acts, float* __restrict c_new,
-              float* __restrict tanh_c, float* __restrict h) {
+// What the forward gate maths writes besides (c', h): nothing, the gate activations, or the
+// activations and tanh(c').
+enum Save { kNone, kActs, kActsAndTanh };
+
+// One row: the forward gate maths of `H` units (see L2lLstmGates). With kBias the bias b is
+// added to z (L2lLstmGates); without it z already holds it (L2lCwLstm).
+template <bool kBias, Save kSave>
+inline void GatesRow(const float* __restrict z, const float* __restrict b,
+                     const float* __restrict c, const float fb, const int64_t H,
+                     float* __restrict acts, float* __restrict c_new, float* __restrict tanh_c,
+                     float* __restrict h) {
 #pragma omp simd
   for (int64_t k = 0; k < H; ++k) {
-    const float si = Logistic(z[k] + b[k]);
-    const float tj = Tanh(z[H + k] + b[H + k]);
-    const float sf = Logistic((z[2 * H + k] + b[2 * H + k]) + fb);
-    const float so = Logistic(z[3 * H + k] + b[3 * H + k]);
+    auto gate = [&](int64_t i) { return kBias ? z[i] + b[i] : z[i]; };
+    const float si = Logistic(gate(k));
+    const float tj = Tanh(gate(H + k));
+    const float sf = Logistic(gate(2 * H + k) + fb);
+    const float so = Logistic(gate(3 * H + k));
     const float cn = sf * c[k] + si * tj;
     const float tc = Tanh(cn);
-    acts[k] = si;
-    acts[H + k] = tj;
-    acts[2 * H + k] = sf;
-    acts[3 * H + k] = so;
+    if (kSave != kNone) {
+      acts[k] = si;
+      acts[H + k] = tj;
+      acts[2 * H + k] = sf;
+      acts[3 * H + k] = so;
+    }
+    if (kSave == kActsAndTanh) tanh_c[k] = tc;
     c_new[k] = cn;
-    tanh_c[k] = tc;
     h[k] = so * tc;
   }
 }
 
-// One row: the backward gate maths of `H` units (see L2lLstmGatesGrad).
-void GatesGradRow(const float* __restrict dh, const float* __restrict dh_above,
-                  const float* __restrict dc, const float* __restrict acts,
-                  const float* __restrict tanh_c, const float* __restrict c_prev, const int64_t H,
-                  float* __restrict dz, float* __restrict dc_prev) {
+// One row: the backward gate maths of `H` units (see L2lLstmGatesGrad). `cell` is tanh(c'), or
+// with kFromCell c' itself, whose tanh is then recomputed (L2lCwLstmGrad: c' is the step's new
+// state, which the gradient op has anyway).
+template <bool kFromCell>
+inline void GatesGradRow(const float* __restrict dh, const float* __restrict dh_above,
+                         const float* __restrict dc, const float* __restrict acts,
+                         const float* __restrict cell, const float* __restrict c_prev,
+                         const int64_t H, float* __restrict dz, float* __restrict dc_prev) {
 #pragma omp simd
   for (int64_t k = 0; k < H; ++k) {
     const float si = acts[k], tj = acts[H + k], sf = acts[2 * H + k], so = acts[3 * H + k];
-    const float tc = tanh_c[k];
+    const float tc = kFromCell ? Tanh(cell[k]) : cell[k];
     const float dhk = dh[k] + dh_above[k];
     const float dck = dc[k] + dhk * so * (1.0f - tc * tc);
     dz[k] = dck * tj * si * (1.0f - si);
@@ -192,8 +205,8 @@ class LstmGatesOp : public OpKernel {
     const int64_t H = hidden;
     ForRows(ctx, rows, 4 * H, [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        GatesRow(zp + r * 4 * H, bp, cp + r * H, fb, H, ap + r * 4 * H, cnp + r * H, tp + r * H,
-                 hp + r * H);
+        GatesRow<true, kActsAndTanh>(zp + r * 4 * H, bp, cp + r * H, fb, H, ap + r * 4 * H,
+                                     cnp + r * H, tp + r * H, hp + r * H);
       }
     });
   }
@@ -235,8 +248,8 @@ class LstmGatesGradOp : public OpKernel {
     ForRows(ctx, rows, 4 * H, [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t e = r * H;
-        GatesGradRow(dhp + e, dap + e, dcp + e, ap + 4 * e, tp + e, cp + e, H, dzp + 4 * e,
-                     dcpp + e);
+        GatesGradRow<false>(dhp + e, dap + e, dcp + e, ap + 4 * e, tp + e, cp + e, H,
+                            dzp + 4 * e, dcpp + e);
       }
     });
   }
@@ -441,51 +454,6 @@ inline void Outer(const float* x, int64_t xs, int64_t rows, int64_t K, const v16
   int64_t k = 0;
   for (; k + 4 <= K; k += 4) OuterRows<4>(x + k, xs, rows, dz, zs, acc + k * nc, nc);
   for (; k < K; ++k) OuterRows<1>(x + k, xs, rows, dz, zs, acc + k * nc, nc);
-}
-
-// The forward gate maths of one row with the bias already in z (see GatesRow); kSave also
-// writes the activations the gradient needs.
-template <bool kSave>
-inline void GatesRowNoBias(const float* __restrict z, const float* __restrict c, const float fb,
-                           const int64_t H, float* __restrict acts, float* __restrict c_new,
-                           float* __restrict h) {
-#pragma omp simd
-  for (int64_t k = 0; k < H; ++k) {
-    const float si = Logistic(z[k]);
-    const float tj = Tanh(z[H + k]);
-    const float sf = Logistic(z[2 * H + k] + fb);
-    const float so = Logistic(z[3 * H + k]);
-    const float cn = sf * c[k] + si * tj;
-    if (kSave) {
-      acts[k] = si;
-      acts[H + k] = tj;
-      acts[2 * H + k] = sf;
-      acts[3 * H + k] = so;
-    }
-    c_new[k] = cn;
-    h[k] = so * Tanh(cn);
-  }
-}
-
-// GatesGradRow with tanh(c') recomputed from c' (the step's new cell state), which the
-// gradient op has anyway, instead of saved.
-inline void GatesGradFromCell(const float* __restrict dh, const float* __restrict dh_above,
-                              const float* __restrict dc, const float* __restrict acts,
-                              const float* __restrict c_new, const float* __restrict c_prev,
-                              const int64_t H, float* __restrict dz,
-                              float* __restrict dc_prev) {
-#pragma omp simd
-  for (int64_t k = 0; k < H; ++k) {
-    const float si = acts[k], tj = acts[H + k], sf = acts[2 * H + k], so = acts[3 * H + k];
-    const float tc = Tanh(c_new[k]);
-    const float dhk = dh[k] + dh_above[k];
-    const float dck = dc[k] + dhk * so * (1.0f - tc * tc);
-    dz[k] = dck * tj * si * (1.0f - si);
-    dz[H + k] = dck * si * (1.0f - tj * tj);
-    dz[2 * H + k] = dck * c_prev[k] * sf * (1.0f - sf);
-    dz[3 * H + k] = dhk * tc * so * (1.0f - so);
-    dc_prev[k] = dck * sf;
-  }
 }
 
 // Runs fn(shard, begin, end) over `shards` contiguous ranges of `rows` rows, one per thread.
@@ -701,11 +669,11 @@ void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
              s->zp.data());
     float* h = h_out[l] + r0 * H;
     if (saved != nullptr) {
-      GatesRowNoBias<true>(s->zp.data(), c_in[l] + r0 * H, net.fb, n * H,
-                           SavedActs(net, saved, r0, n, l), c_out[l] + r0 * H, h);
+      GatesRow<false, kActs>(s->zp.data(), nullptr, c_in[l] + r0 * H, net.fb, n * H,
+                             SavedActs(net, saved, r0, n, l), c_out[l] + r0 * H, nullptr, h);
     } else {
-      GatesRowNoBias<false>(s->zp.data(), c_in[l] + r0 * H, net.fb, n * H, nullptr,
-                            c_out[l] + r0 * H, h);
+      GatesRow<false, kNone>(s->zp.data(), nullptr, c_in[l] + r0 * H, net.fb, n * H, nullptr,
+                             c_out[l] + r0 * H, nullptr, h);
     }
     below = h;
   }
@@ -741,7 +709,8 @@ class CwLstmOp : public CwLstmBase {
     const int saved_index = 1 + 2 * L_;
     const bool save = ctx->output_required(saved_index);
     Tensor* saved;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(saved_index, TensorShape({save ? net.N * net.saved : 0}),
+    const int64_t saved_size = save ? net.N * net.saved : 0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(saved_index, TensorShape({saved_size}),
                                              &saved));
     float* sp = save ? saved->flat<float>().data() : nullptr;
     const float* g = ctx->input(0).flat<float>().data();
@@ -835,8 +804,8 @@ class CwLstmGradOp : public CwLstmBase {
           const int64_t H = layer.H, zs = layer.nc;
           const int64_t e = r0 * H;  // the block's rows of the [N, H] state
           const float* acts = SavedActs(net, saved, r0, n, l);
-          GatesGradFromCell(dh_next[l] + e, s.dh_above.data(), dc_next[l] + e, acts, c_new[l] + e,
-                            c_in[l] + e, n * H, s.zp.data(), dc[l] + e);
+          GatesGradRow<true>(dh_next[l] + e, s.dh_above.data(), dc_next[l] + e, acts,
+                             c_new[l] + e, c_in[l] + e, n * H, s.zp.data(), dc[l] + e);
           float* dz = reinterpret_cast<float*>(s.z.data());
           FromPlanar(s.zp.data(), n, H, zs * kLanes, dz);
           v16* dw = my + offset[l];
@@ -883,8 +852,10 @@ class CwLstmGradOp : public CwLstmBase {
       const Layer& layer = net.layers[l];
       const int64_t G = 4 * layer.H;
       Tensor *dw, *db;
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 2 * L + l, ctx->input(1 + 2 * L + l).shape(), &dw));
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 3 * L + l, ctx->input(1 + 3 * L + l).shape(), &db));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 2 * L + l, ctx->input(1 + 2 * L + l).shape(),
+                                               &dw));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 3 * L + l, ctx->input(1 + 3 * L + l).shape(),
+                                               &db));
       const float* src = total + offset[l] * kLanes;
       float* dwp = dw->flat<float>().data();
       for (int64_t r = 0; r < layer.K; ++r)
