@@ -18,6 +18,10 @@
 #include <cstdint>
 #include <vector>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -349,6 +353,60 @@ constexpr int64_t kMinRows = 256;  // Rows per thread at least.
 
 inline int64_t Chunks(int64_t n) { return (n + kLanes - 1) / kLanes; }
 
+// Logistic and Tanh above on whole vectors, dividing without the slow vector division (which
+// bounds the gate maths otherwise).
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));  // unaligned access
+
+// n / d: the reciprocal estimate, one Newton step, and one correction of the quotient, which
+// makes it as accurate as a division (an uncorrected n * (1 / d) is biased low by an ulp,
+// which shows in sums over many coordinates).
+inline v16 Div(v16 n, v16 d) {
+#ifdef __AVX512F__
+  v16 r = _mm512_rcp14_ps(d);
+  r = r * (2.0f - d * r);
+  const v16 q = n * r;
+  return q + r * (n - q * d);
+#else
+  return n / d;
+#endif
+}
+
+inline v16 LogisticV(v16 x_in) {
+  const v16 x = (x_in < 16.6355324f ? x_in : v16{} + 16.6355324f) * 0.5f;
+  v16 m = x * 1.44269504088896341f + 0.5f;
+#ifdef __AVX512F__
+  m = _mm512_roundscale_ps(m, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+#else
+  const v16 t = __builtin_convertvector(__builtin_convertvector(m, vi16), v16);
+  m = t > m ? t - 1.0f : t;
+#endif
+  v16 r = m * -0.693359375f + x;
+  r = m * 2.12194440e-4f + r;
+  const v16 r2 = r * r;
+  const v16 p_even = r2 * 4.1898667812347412109375e-2f + 0.49999141693115234375f;
+  const v16 p_odd = r2 * 8.33471305668354034423828125e-3f + 0.16666877269744873046875f;
+  v16 p = r * p_odd + p_even;
+  p = r2 * p + (r + 1.0f);
+  const vi16 bits = (__builtin_convertvector(m, vi16) + 127) << 23;
+  v16 e = p * reinterpret_cast<const v16&>(bits);
+  e = e * e;
+  return x_in < -104.0f ? v16{} : Div(e, 1.0f + e);
+}
+
+inline v16 TanhV(v16 x_in) {
+  const float c = 8.01773357391357422f;
+  const v16 x = x_in > c ? v16{} + c : (x_in < -c ? v16{} - c : x_in);
+  const v16 x2 = x * x;
+  const v16 x3 = x2 * x;
+  v16 p = ((1.394553628e-8f * x2 + 2.102733560e-5f) * x2 + 3.520756727e-3f) * x2 +
+          1.340216100e-1f;
+  const v16 q = (((8.015776984e-7f * x2 + 3.326951409e-4f) * x2 + 2.597254514e-2f) * x2 +
+                 4.673548340e-1f) * x2 + 1.0f;
+  p = x3 * p + x;
+  return Div(p, q);
+}
+
 // z[r * zs + j] = (bias ? bias[j] : 0) + sum_k x[r, k] w[k * ws + j], for R rows and G chunks,
 // where row r of x is x1[r * s1 + 0 .. K1) followed by x2[r * s2 + 0 .. K2) (the layer input
 // and the recurrent state, read in place).
@@ -484,12 +542,26 @@ void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards, Fn fn) {
   counter.Wait();
 }
 
-// Shapes and padded weights of one layer.
+// Shapes and padded weights of one layer. The 4H gate columns are stored in a grouped order
+// that keeps the gate maths in whole vectors with no copies: for each full group of 16 units,
+// one 16-float chunk per gate (i, j, f, o); then the R = H mod 16 remaining units packed as the
+// four gates' R-unit runs, each `rw` lanes wide (4, 8 or 16), in 4 rw / 16 chunks. For H = 20
+// that is [i 0-15 | j 0-15 | f 0-15 | o 0-15 | i 16-19, j 16-19, f 16-19, o 16-19], 5 chunks.
 struct Layer {
-  int64_t in = 0, H = 0, K = 0, nc = 0, kc = 0;  // K = in + H; nc = chunks of 4H; kc of K
+  int64_t in = 0, H = 0, K = 0, nc = 0, kc = 0;  // K = in + H; nc = chunks of the gates; kc of K
+  int64_t groups = 0, rem = 0, rw = 0;          // full 16-unit groups; remaining units; width
+  std::vector<int64_t> col;                      // [nc * 16]: the TF gate column, or -1
+  std::vector<v16> mul, add;                     // [nc]: act = Logistic(z mul + add) mul - (mul - 1)
   std::vector<v16> w;                            // [K, nc]
   std::vector<v16> b;                            // [nc]
-  std::vector<v16> wt;                           // [4H, kc] (gradient op only)
+  std::vector<v16> wt;                           // [nc * 16, kc] (gradient op only)
+
+  // The lane (in a row of nc chunks) of gate q of unit k.
+  int64_t Lane(int64_t q, int64_t k) const {
+    const int64_t g = k / kLanes;
+    return g < groups ? (4 * g + q) * kLanes + k % kLanes
+                      : 4 * groups * kLanes + q * rw + (k - groups * kLanes);
+  }
 };
 
 struct Net {
@@ -514,6 +586,55 @@ void Features(const Net& net, const float* g, int64_t r0, int64_t n, float* xh,
       xh[r * xs + 1] = std::min(std::max(v * net.exp_k, -1.0f), 1.0f);
     } else {
       xh[r * xs] = v;
+    }
+  }
+}
+
+// Fills the gate layout and the padded weights of `layer` (in and H set) from TensorFlow's
+// w [K, 4H] and b [4H] (gates i, j, f, o); `transposed` adds wt for the gradient.
+void BuildLayer(const float* w, const float* b, float fb, bool transposed, Layer* out) {
+  Layer& layer = *out;
+  const int64_t G = 4 * layer.H;
+  layer.K = layer.in + layer.H;
+  layer.groups = layer.H / kLanes;
+  layer.rem = layer.H % kLanes;
+  layer.rw = layer.rem == 0 ? 0 : (layer.rem <= 4 ? 4 : (layer.rem <= 8 ? 8 : kLanes));
+  layer.nc = 4 * layer.groups + 4 * layer.rw / kLanes;
+  layer.kc = Chunks(layer.K);
+  const int64_t lanes = layer.nc * kLanes;
+  layer.col.assign(lanes, -1);
+  layer.mul.assign(layer.nc, v16{} + 1.0f);
+  layer.add.assign(layer.nc, v16{});
+  float* mul = reinterpret_cast<float*>(layer.mul.data());
+  float* add = reinterpret_cast<float*>(layer.add.data());
+  for (int64_t q = 0; q < 4; ++q) {
+    for (int64_t k = 0; k < layer.H; ++k) {
+      const int64_t lane = layer.Lane(q, k);
+      layer.col[lane] = q * layer.H + k;
+      // j is tanh(z) = 2 s(2 z) - 1; f has the forget bias.
+      if (q == 1) mul[lane] = 2.f;
+      if (q == 2) add[lane] = fb;
+    }
+  }
+  layer.w.assign(layer.K * layer.nc, v16{});
+  layer.b.assign(layer.nc, v16{});
+  const float* wp = w;
+  const float* bp = b;
+  float* lw = reinterpret_cast<float*>(layer.w.data());
+  float* lb = reinterpret_cast<float*>(layer.b.data());
+  for (int64_t lane = 0; lane < lanes; ++lane) {
+    const int64_t c = layer.col[lane];
+    if (c < 0) continue;
+    lb[lane] = bp[c];
+    for (int64_t r = 0; r < layer.K; ++r) lw[r * lanes + lane] = wp[r * G + c];
+  }
+  if (transposed) {
+    layer.wt.assign(lanes * layer.kc, v16{});
+    float* lt = reinterpret_cast<float*>(layer.wt.data());
+    for (int64_t lane = 0; lane < lanes; ++lane) {
+      const int64_t c = layer.col[lane];
+      if (c < 0) continue;
+      for (int64_t r = 0; r < layer.K; ++r) lt[lane * layer.kc * kLanes + r] = wp[r * G + c];
     }
   }
 }
@@ -565,26 +686,11 @@ class CwLstmBase : public OpKernel {
                "w ", l, " must be [", layer.K, ", ", G, "]");
       CW_CHECK(b.dims() == 1 && b.dim_size(0) == G,
                "b ", l, " must be [", G, "]");
-      layer.nc = Chunks(G);
-      layer.kc = Chunks(layer.K);
-      layer.w.assign(layer.K * layer.nc, v16{});
-      layer.b.assign(layer.nc, v16{});
-      const float* wp = w.flat<float>().data();
-      float* lw = reinterpret_cast<float*>(layer.w.data());
-      for (int64_t r = 0; r < layer.K; ++r)
-        std::copy(wp + r * G, wp + (r + 1) * G, lw + r * layer.nc * kLanes);
-      std::copy(b.flat<float>().data(), b.flat<float>().data() + G,
-                reinterpret_cast<float*>(layer.b.data()));
-      if (transposed) {
-        layer.wt.assign(G * layer.kc, v16{});
-        float* lt = reinterpret_cast<float*>(layer.wt.data());
-        for (int64_t r = 0; r < layer.K; ++r)
-          for (int64_t j = 0; j < G; ++j) lt[j * layer.kc * kLanes + r] = wp[r * G + j];
-      }
+      BuildLayer(w.flat<float>().data(), b.flat<float>().data(), fb_, transposed, &layer);
       net->kmax = std::max(net->kmax, layer.kc * kLanes);
       net->hmax = std::max(net->hmax, layer.H);
       net->zmax = std::max(net->zmax, layer.nc * kLanes);
-      net->saved += 4 * layer.H;
+      net->saved += layer.nc * kLanes;
       in = layer.H;
     }
     const Tensor& out_w = ctx->input(1 + 4 * L_);
@@ -608,16 +714,13 @@ class CwLstmBase : public OpKernel {
   float k_, eps_, fb_, scale_;
 };
 
-// Block buffers of one thread. The gate maths runs over whole blocks in a planar layout (gate
-// q of row r, unit k at [q][r * H + k]), where the rows of a block are contiguous like the
-// [N, H] state, so that it vectorizes without per-row remainders (H = 20 is 16 + 4).
+// Block buffers of one thread.
 struct Scratch {
-  std::vector<v16> z, dxh;                 // row-major matmul outputs (rows padded to chunks)
-  std::vector<float> feat, zp, dh_above;   // features; planar z / dz; [rows * H]
+  std::vector<v16> z, dxh;         // row-major matmul outputs, gate activations / dz
+  std::vector<float> feat, dh_above;  // features; [rows * H]
   Scratch(const Net& net, bool grad) {
     feat.assign(kBlock * net.F, 0.f);
     z.assign(kBlock * net.zmax / kLanes, v16{});
-    zp.assign(4 * kBlock * net.hmax, 0.f);
     if (grad) {
       dxh.assign(kBlock * net.kmax / kLanes, v16{});
       dh_above.assign(kBlock * net.hmax, 0.f);
@@ -626,10 +729,11 @@ struct Scratch {
 };
 
 // The saved activations of a block of n rows starting at r0: per layer, the gate activations
-// (planar [4][n * H]) and then tanh(c') ([n * H]); the block's region starts at r0 * saved.
+// of each row in the layer's gate layout ([n, nc] chunks); the block's region starts at
+// r0 * saved.
 inline float* SavedActs(const Net& net, float* saved, int64_t r0, int64_t n, int l) {
   float* p = saved + r0 * net.saved;
-  for (int i = 0; i < l; ++i) p += 4 * n * net.layers[i].H;
+  for (int i = 0; i < l; ++i) p += n * net.layers[i].nc * kLanes;
   return p;
 }
 
@@ -639,17 +743,168 @@ inline void Copy(const float* __restrict src, int64_t n, float* __restrict dst) 
   for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
-// Row-major [n, stride] (4 gates of H units per row) <-> planar [4][n * H].
-void ToPlanar(const float* z, int64_t stride, int64_t n, int64_t H, float* zp) {
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t q = 0; q < 4; ++q)
-      Copy(z + r * stride + q * H, H, zp + q * n * H + r * H);
+// The gate maths of the R = H mod 16 remaining units, for rows whose gates are at
+// acts + r * lanes + offset (per gate a run of `rw` lanes) and whose state units at
+// state + r * H + offset2. AVX-512 with rw = 4 (H = 20, ...) does 4 rows at a time: a 4 x 4
+// transpose of 128-bit blocks turns the rows' [i j f o] chunks into one vector per gate.
+#ifdef __AVX512F__
+inline void Transpose4(__m512 r0, __m512 r1, __m512 r2, __m512 r3, __m512* q0, __m512* q1,
+                       __m512* q2, __m512* q3) {
+  const __m512 t0 = _mm512_shuffle_f32x4(r0, r1, 0x44), t1 = _mm512_shuffle_f32x4(r0, r1, 0xEE);
+  const __m512 t2 = _mm512_shuffle_f32x4(r2, r3, 0x44), t3 = _mm512_shuffle_f32x4(r2, r3, 0xEE);
+  *q0 = _mm512_shuffle_f32x4(t0, t2, 0x88);
+  *q1 = _mm512_shuffle_f32x4(t0, t2, 0xDD);
+  *q2 = _mm512_shuffle_f32x4(t1, t3, 0x88);
+  *q3 = _mm512_shuffle_f32x4(t1, t3, 0xDD);
 }
 
-void FromPlanar(const float* zp, int64_t n, int64_t H, int64_t stride, float* z) {
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t q = 0; q < 4; ++q)
-      Copy(zp + q * n * H + r * H, H, z + r * stride + q * H);
+// The 4 floats at p, p + stride, p + 2 stride, p + 3 stride as one vector, and back.
+inline __m512 Load4x4(const float* p, int64_t stride) {
+  __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(p));
+  v = _mm512_insertf32x4(v, _mm_loadu_ps(p + stride), 1);
+  v = _mm512_insertf32x4(v, _mm_loadu_ps(p + 2 * stride), 2);
+  return _mm512_insertf32x4(v, _mm_loadu_ps(p + 3 * stride), 3);
+}
+
+inline void Store4x4(__m512 v, int64_t stride, float* p) {
+  _mm_storeu_ps(p, _mm512_castps512_ps128(v));
+  _mm_storeu_ps(p + stride, _mm512_extractf32x4_ps(v, 1));
+  _mm_storeu_ps(p + 2 * stride, _mm512_extractf32x4_ps(v, 2));
+  _mm_storeu_ps(p + 3 * stride, _mm512_extractf32x4_ps(v, 3));
+}
+#endif
+
+// The forward gate maths of n rows of a layer (gate layout of `Layer`): z, the gate
+// pre-activations with bias ([n, nc] chunks) -> acts (may be z itself), c' and h from c
+// ([n, H] each).
+inline void CellBlock(const Layer& layer, int64_t n, const float* z, const float* c,
+                      float* acts, float* c_new, float* h) {
+  const int64_t lanes = layer.nc * kLanes, H = layer.H, rw = layer.rw;
+  auto cell = [](const float* __restrict a, int64_t w, const float* __restrict c,
+                 float* __restrict c_new, float* __restrict h, int64_t m) {
+#pragma omp simd
+    for (int64_t k = 0; k < m; ++k) {
+      const float cn = a[2 * w + k] * c[k] + a[k] * a[w + k];
+      c_new[k] = cn;
+      h[k] = a[3 * w + k] * Tanh(cn);
+    }
+  };
+  const int64_t ro = 4 * layer.groups * kLanes, so = layer.groups * kLanes;
+  const v16* vm = layer.mul.data();
+  const v16* va = layer.add.data();
+  for (int64_t r = 0; r < n; ++r) {
+    const v16u* zr = reinterpret_cast<const v16u*>(z + r * lanes);
+    v16u* ar = reinterpret_cast<v16u*>(acts + r * lanes);
+    for (int64_t j = 0; j < layer.nc; ++j) {
+      const v16 m = vm[j];
+      ar[j] = LogisticV(zr[j] * m + va[j]) * m - (m - 1.0f);
+    }
+    for (int64_t g = 0; g < layer.groups; ++g) {
+      const v16u* a = ar + 4 * g;
+      const int64_t o = r * H + g * kLanes;
+      const v16 cn = a[2] * *reinterpret_cast<const v16u*>(c + o) + a[0] * a[1];
+      *reinterpret_cast<v16u*>(c_new + o) = cn;
+      *reinterpret_cast<v16u*>(h + o) = a[3] * TanhV(cn);
+    }
+  }
+  if (layer.rem == 0) return;
+  int64_t r = 0;
+#ifdef __AVX512F__
+  if (rw == 4 && layer.rem == 4) {
+    for (; r + 4 <= n; r += 4) {
+      const float* a = acts + r * lanes + ro;
+      __m512 q[4];
+      Transpose4(_mm512_loadu_ps(a), _mm512_loadu_ps(a + lanes), _mm512_loadu_ps(a + 2 * lanes),
+                 _mm512_loadu_ps(a + 3 * lanes), &q[0], &q[1], &q[2], &q[3]);
+      const v16 cn = q[2] * Load4x4(c + r * H + so, H) + q[0] * q[1];
+      Store4x4(cn, H, c_new + r * H + so);
+      Store4x4(q[3] * TanhV(cn), H, h + r * H + so);
+    }
+  }
+#endif
+  for (; r < n; ++r) {
+    cell(acts + r * lanes + ro, rw, c + r * H + so, c_new + r * H + so, h + r * H + so,
+         layer.rem);
+  }
+}
+
+// The backward gate maths of n rows of a layer: from the activations, c', c, and the
+// gradients of h (dh + dh_above) and c' -> dz (the gradient of the pre-activations, in the gate
+// layout, zero on unused lanes) and dc.
+inline void CellGradBlock(const Layer& layer, int64_t n, const float* acts, const float* c_new,
+                          const float* c_prev, const float* dh, const float* dh_above,
+                          const float* dc_next, float* dz, float* dc) {
+  const int64_t lanes = layer.nc * kLanes, H = layer.H, rw = layer.rw;
+  // Gates a (gate q at a + q w) and state units at offset o of arrays with row stride sr.
+  auto cell = [](const float* __restrict a, float* __restrict d, int64_t w,
+                 const float* __restrict cn, const float* __restrict cp,
+                 const float* __restrict dh, const float* __restrict dha,
+                 const float* __restrict dcn, float* __restrict dc, int64_t m) {
+#pragma omp simd
+    for (int64_t k = 0; k < m; ++k) {
+      const float si = a[k], tj = a[w + k], sf = a[2 * w + k], so = a[3 * w + k];
+      const float tc = Tanh(cn[k]);
+      const float dhk = dh[k] + dha[k];
+      const float dck = dcn[k] + dhk * so * (1.0f - tc * tc);
+      d[k] = dck * tj * si * (1.0f - si);
+      d[w + k] = dck * si * (1.0f - tj * tj);
+      d[2 * w + k] = dck * cp[k] * sf * (1.0f - sf);
+      d[3 * w + k] = dhk * tc * so * (1.0f - so);
+      dc[k] = dck * sf;
+    }
+  };
+  // One vector of 16 units: gates si, tj, sf, so; c', c, dh + dh_above, dc_next -> dz, dc.
+  auto vcell = [](v16 si, v16 tj, v16 sf, v16 so, v16 cn, v16 cp, v16 dhk, v16 dcn, v16* d,
+                  v16* dcp) {
+    const v16 tc = TanhV(cn);
+    const v16 dck = dcn + dhk * so * (1.0f - tc * tc);
+    d[0] = dck * tj * si * (1.0f - si);
+    d[1] = dck * si * (1.0f - tj * tj);
+    d[2] = dck * cp * sf * (1.0f - sf);
+    d[3] = dhk * tc * so * (1.0f - so);
+    *dcp = dck * sf;
+  };
+  auto ld = [](const float* p) { return static_cast<v16>(*reinterpret_cast<const v16u*>(p)); };
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t g = 0; g < layer.groups; ++g) {
+      const int64_t o = r * H + g * kLanes, ao = r * lanes + 4 * g * kLanes;
+      const float* a = acts + ao;
+      v16 d[4], dcv;
+      vcell(ld(a), ld(a + kLanes), ld(a + 2 * kLanes), ld(a + 3 * kLanes), ld(c_new + o),
+            ld(c_prev + o), ld(dh + o) + ld(dh_above + o), ld(dc_next + o), d, &dcv);
+      v16u* dr = reinterpret_cast<v16u*>(dz + ao);
+      for (int j = 0; j < 4; ++j) dr[j] = d[j];
+      *reinterpret_cast<v16u*>(dc + o) = dcv;
+    }
+  }
+  if (layer.rem == 0) return;
+  const int64_t ro = 4 * layer.groups * kLanes, so = layer.groups * kLanes;
+  int64_t r = 0;
+#ifdef __AVX512F__
+  if (rw == 4 && layer.rem == 4) {
+    for (; r + 4 <= n; r += 4) {
+      const float* a = acts + r * lanes + ro;
+      __m512 q[4];
+      Transpose4(_mm512_loadu_ps(a), _mm512_loadu_ps(a + lanes), _mm512_loadu_ps(a + 2 * lanes),
+                 _mm512_loadu_ps(a + 3 * lanes), &q[0], &q[1], &q[2], &q[3]);
+      const int64_t o = r * H + so;
+      v16 d[4], dcv;
+      vcell(q[0], q[1], q[2], q[3], Load4x4(c_new + o, H), Load4x4(c_prev + o, H),
+            Load4x4(dh + o, H) + Load4x4(dh_above + o, H), Load4x4(dc_next + o, H), d, &dcv);
+      Transpose4(d[0], d[1], d[2], d[3], &q[0], &q[1], &q[2], &q[3]);
+      float* dr = dz + r * lanes + ro;
+      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(dr + j * lanes, q[j]);
+      Store4x4(dcv, H, dc + o);
+    }
+  }
+#endif
+  for (; r < n; ++r) {
+    float* d = dz + r * lanes + ro;
+    for (int64_t i = 0; i < 4 * rw; ++i) d[i] = 0.f;
+    const int64_t o = r * H + so;
+    cell(acts + r * lanes + ro, d, rw, c_new + o, c_prev + o, dh + o, dh_above + o,
+         dc_next + o, dc + o, layer.rem);
+  }
 }
 
 // The forward step of rows [r0, r0 + n): writes (h', c'), the update and, when `saved` is not
@@ -665,16 +920,11 @@ void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
     // The [r0, r0 + n) rows of an [N, H] state are the n * H floats from r0 * H on.
     MatMul(below, layer.in, layer.in, h_in[l] + r0 * H, H, H, n, layer.w.data(), layer.nc,
            layer.b.data(), s->z.data(), layer.nc);
-    ToPlanar(reinterpret_cast<const float*>(s->z.data()), layer.nc * kLanes, n, H,
-             s->zp.data());
     float* h = h_out[l] + r0 * H;
-    if (saved != nullptr) {
-      GatesRow<false, kActs>(s->zp.data(), nullptr, c_in[l] + r0 * H, net.fb, n * H,
-                             SavedActs(net, saved, r0, n, l), c_out[l] + r0 * H, nullptr, h);
-    } else {
-      GatesRow<false, kNone>(s->zp.data(), nullptr, c_in[l] + r0 * H, net.fb, n * H, nullptr,
-                             c_out[l] + r0 * H, nullptr, h);
-    }
+    const int64_t lanes = layer.nc * kLanes;
+    float* z = reinterpret_cast<float*>(s->z.data());
+    float* acts = saved != nullptr ? SavedActs(net, saved, r0, n, l) : z;
+    CellBlock(layer, n, z, c_in[l] + r0 * H, acts, c_out[l] + r0 * H, h);
     below = h;
   }
   const int64_t H = net.layers[net.L - 1].H;
@@ -682,6 +932,98 @@ void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
     float o = 0.f;
     for (int64_t j = 0; j < H; ++j) o += below[r * H + j] * net.out_w[j];
     update[r0 + r] = net.scale * (o + net.out_b);
+  }
+}
+
+// The inputs and outputs of the gradient op, per layer where indexed.
+struct Grads {
+  const float* const* h_in;
+  const float* const* c_in;
+  const float* const* dh_next;
+  const float* const* dc_next;
+  const float* const* h_new;
+  const float* const* c_new;
+  float* const* dh;
+  float* const* dc;
+  float* dg;
+  const float* du;
+  float* saved;
+};
+
+// The backward step of rows [r0, r0 + n): writes the gradients of g and the state, and adds
+// the weight gradients to `my` (per layer dW [K, nc] and db [nc] chunks from offset[l]; then
+// d_out_w and d_out_b from offset[L]).
+void BackwardBlock(const Net& net, const float* g, const Grads& a, int64_t r0, int64_t n,
+                   Scratch* sp, v16* my, const int64_t* offset) {
+  Scratch& s = *sp;
+  const int L = net.L;
+  const int64_t htop = net.layers[L - 1].H;
+  const float* const* h_in = a.h_in;
+  const float* const* c_in = a.c_in;
+  const float* const* dh_next = a.dh_next;
+  const float* const* dc_next = a.dc_next;
+  const float* const* h_new = a.h_new;
+  const float* const* c_new = a.c_new;
+  float* const* dh = a.dh;
+  float* const* dc = a.dc;
+  float* dgp = a.dg;
+  const float* du = a.du;
+  float* saved = a.saved;
+  float* d_out_w = reinterpret_cast<float*>(my + offset[L]);
+  float* d_out_b = reinterpret_cast<float*>(my + offset[L] + Chunks(htop));
+  Features(net, g, r0, n, s.feat.data(), net.F);
+  // Output layer.
+  const float* top = h_new[L - 1] + r0 * htop;
+  for (int64_t r = 0; r < n; ++r) {
+    const float d = net.scale * du[r0 + r];
+    d_out_b[0] += d;
+    for (int64_t j = 0; j < htop; ++j) {
+      d_out_w[j] += top[r * htop + j] * d;
+      s.dh_above[r * htop + j] = d * net.out_w[j];
+    }
+  }
+  for (int l = L - 1; l >= 0; --l) {
+    const Layer& layer = net.layers[l];
+    const int64_t H = layer.H, zs = layer.nc;
+    const int64_t e = r0 * H;  // the block's rows of the [N, H] state
+    const float* acts = SavedActs(net, saved, r0, n, l);
+    const int64_t lanes = zs * kLanes;
+    float* dz = reinterpret_cast<float*>(s.z.data());
+    CellGradBlock(layer, n, acts, c_new[l] + e, c_in[l] + e, dh_next[l] + e,
+                  s.dh_above.data(), dc_next[l] + e, dz, dc[l] + e);
+    v16* dw = my + offset[l];
+    v16* db = dw + layer.K * layer.nc;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < layer.nc; ++j) db[j] += s.z[r * zs + j];
+    // dW += [input, h]^T dz, reading the layer's input and state in place.
+    const float* input = l == 0 ? s.feat.data() : h_new[l - 1] + r0 * layer.in;
+    Outer(input, layer.in, n, layer.in, s.z.data(), zs, dw, layer.nc);
+    Outer(h_in[l] + e, H, n, H, s.z.data(), zs, dw + layer.in * layer.nc, layer.nc);
+    // dxh = dz w^T over the 4H real columns of dz.
+    MatMul(dz, lanes, lanes, nullptr, 0, 0, n, layer.wt.data(), layer.kc, nullptr,
+           s.dxh.data(), layer.kc);
+    const float* dxh = reinterpret_cast<const float*>(s.dxh.data());
+    const int64_t xs = layer.kc * kLanes;
+    for (int64_t r = 0; r < n; ++r) {
+      Copy(dxh + r * xs + layer.in, H, dh[l] + (r0 + r) * H);
+      if (l > 0) {
+        Copy(dxh + r * xs, layer.in, s.dh_above.data() + r * layer.in);
+      } else {
+        const float v = g[r0 + r];
+        float d;
+        if (net.log_and_sign) {
+          const float a = std::abs(v) + net.eps;
+          const float lg = std::log(a) / net.k;
+          const float sgn = v > 0.f ? 1.f : (v < 0.f ? -1.f : 0.f);
+          d = lg >= -1.f ? dxh[r * xs] / net.k / a * sgn : 0.f;
+          const float x = v * net.exp_k;
+          if (x >= -1.f && x <= 1.f) d += dxh[r * xs + 1] * net.exp_k;
+        } else {
+          d = dxh[r * xs];
+        }
+        dgp[r0 + r] = d;
+      }
+    }
   }
 }
 
@@ -781,67 +1123,13 @@ class CwLstmGradOp : public CwLstmBase {
     const float* du = d_update.flat<float>().data();
     float* dgp = dg->flat<float>().data();
 
+    const Grads grads{h_in.data(), c_in.data(), dh_next.data(), dc_next.data(), h_new.data(),
+                      c_new.data(), dh.data(), dc.data(), dgp, du, saved};
     ForShards(ctx, N, shards, [&](int64_t shard, int64_t begin, int64_t end) {
       Scratch s(net, true);
       v16* my = acc.data() + shard * per_shard;
-      float* d_out_w = reinterpret_cast<float*>(my + offset[L]);
-      float* d_out_b = reinterpret_cast<float*>(my + offset[L] + Chunks(htop));
       for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
-        const int64_t n = std::min(kBlock, end - r0);
-        Features(net, g, r0, n, s.feat.data(), net.F);
-        // Output layer.
-        const float* top = h_new[L - 1] + r0 * htop;
-        for (int64_t r = 0; r < n; ++r) {
-          const float d = net.scale * du[r0 + r];
-          d_out_b[0] += d;
-          for (int64_t j = 0; j < htop; ++j) {
-            d_out_w[j] += top[r * htop + j] * d;
-            s.dh_above[r * htop + j] = d * net.out_w[j];
-          }
-        }
-        for (int l = L - 1; l >= 0; --l) {
-          const Layer& layer = net.layers[l];
-          const int64_t H = layer.H, zs = layer.nc;
-          const int64_t e = r0 * H;  // the block's rows of the [N, H] state
-          const float* acts = SavedActs(net, saved, r0, n, l);
-          GatesGradRow<true>(dh_next[l] + e, s.dh_above.data(), dc_next[l] + e, acts,
-                             c_new[l] + e, c_in[l] + e, n * H, s.zp.data(), dc[l] + e);
-          float* dz = reinterpret_cast<float*>(s.z.data());
-          FromPlanar(s.zp.data(), n, H, zs * kLanes, dz);
-          v16* dw = my + offset[l];
-          v16* db = dw + layer.K * layer.nc;
-          for (int64_t r = 0; r < n; ++r)
-            for (int64_t j = 0; j < layer.nc; ++j) db[j] += s.z[r * zs + j];
-          // dW += [input, h]^T dz, reading the layer's input and state in place.
-          const float* input = l == 0 ? s.feat.data() : h_new[l - 1] + r0 * layer.in;
-          Outer(input, layer.in, n, layer.in, s.z.data(), zs, dw, layer.nc);
-          Outer(h_in[l] + e, H, n, H, s.z.data(), zs, dw + layer.in * layer.nc, layer.nc);
-          // dxh = dz w^T over the 4H real columns of dz.
-          MatMul(dz, zs * kLanes, 4 * H, nullptr, 0, 0, n, layer.wt.data(), layer.kc, nullptr,
-                 s.dxh.data(), layer.kc);
-          const float* dxh = reinterpret_cast<const float*>(s.dxh.data());
-          const int64_t xs = layer.kc * kLanes;
-          for (int64_t r = 0; r < n; ++r) {
-            Copy(dxh + r * xs + layer.in, H, dh[l] + (r0 + r) * H);
-            if (l > 0) {
-              Copy(dxh + r * xs, layer.in, s.dh_above.data() + r * layer.in);
-            } else {
-              const float v = g[r0 + r];
-              float d;
-              if (net.log_and_sign) {
-                const float a = std::abs(v) + net.eps;
-                const float lg = std::log(a) / net.k;
-                const float sgn = v > 0.f ? 1.f : (v < 0.f ? -1.f : 0.f);
-                d = lg >= -1.f ? dxh[r * xs] / net.k / a * sgn : 0.f;
-                const float x = v * net.exp_k;
-                if (x >= -1.f && x <= 1.f) d += dxh[r * xs + 1] * net.exp_k;
-              } else {
-                d = dxh[r * xs];
-              }
-              dgp[r0 + r] = d;
-            }
-          }
-        }
+        BackwardBlock(net, g, grads, r0, std::min(kBlock, end - r0), &s, my, offset.data());
       }
     });
     // Sum the shards' accumulators into the weight gradients.
@@ -857,11 +1145,16 @@ class CwLstmGradOp : public CwLstmBase {
       OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 3 * L + l, ctx->input(1 + 3 * L + l).shape(),
                                                &db));
       const float* src = total + offset[l] * kLanes;
-      float* dwp = dw->flat<float>().data();
-      for (int64_t r = 0; r < layer.K; ++r)
-        std::copy(src + r * layer.nc * kLanes, src + r * layer.nc * kLanes + G, dwp + r * G);
       const float* bsrc = src + layer.K * layer.nc * kLanes;
-      std::copy(bsrc, bsrc + G, db->flat<float>().data());
+      float* dwp = dw->flat<float>().data();
+      float* dbp = db->flat<float>().data();
+      const int64_t lanes = layer.nc * kLanes;
+      for (int64_t lane = 0; lane < lanes; ++lane) {
+        const int64_t c = layer.col[lane];
+        if (c < 0) continue;
+        dbp[c] = bsrc[lane];
+        for (int64_t r = 0; r < layer.K; ++r) dwp[r * G + c] = src[r * lanes + lane];
+      }
     }
     Tensor *dow, *dob;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1 + 4 * L, ctx->input(1 + 4 * L).shape(), &dow));
