@@ -792,6 +792,8 @@ inline void CellBlock(const Layer& layer, int64_t n, const float* z, const float
   const int64_t ro = 4 * layer.groups * kLanes, so = layer.groups * kLanes;
   const v16* vm = layer.mul.data();
   const v16* va = layer.add.data();
+  // First all activations (independent, so their long dependency chains overlap), then the
+  // cells.
   for (int64_t r = 0; r < n; ++r) {
     const v16u* zr = reinterpret_cast<const v16u*>(z + r * lanes);
     v16u* ar = reinterpret_cast<v16u*>(acts + r * lanes);
@@ -799,6 +801,9 @@ inline void CellBlock(const Layer& layer, int64_t n, const float* z, const float
       const v16 m = vm[j];
       ar[j] = LogisticV(zr[j] * m + va[j]) * m - (m - 1.0f);
     }
+  }
+  for (int64_t r = 0; r < n; ++r) {
+    const v16u* ar = reinterpret_cast<const v16u*>(acts + r * lanes);
     for (int64_t g = 0; g < layer.groups; ++g) {
       const v16u* a = ar + 4 * g;
       const int64_t o = r * H + g * kLanes;
