@@ -213,7 +213,10 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
   num_layers = len(weights)
   attrs = dict(log_and_sign=log_and_sign is not None,
                k=float(log_and_sign if log_and_sign is not None else 1.0), eps=float(eps),
-               forget_bias=float(forget_bias), scale=float(scale))
+               forget_bias=float(forget_bias), scale=float(scale),
+               # The ops' helper threads come from TensorFlow's inter-op pool when it has
+               # threads besides the one running the op (see ForParts in lstm_kernels.cc).
+               inter_op_helpers=tf.config.threading.get_inter_op_parallelism_threads() != 1)
   hs = [tf.convert_to_tensor(h) for h, _ in state]
   cs = [tf.convert_to_tensor(c) for _, c in state]
   tensors = [tf.convert_to_tensor(t) for t in [*weights, *biases, out_w, out_b]]

@@ -15,7 +15,13 @@
 
 #include <cmath>
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
 #include <vector>
 
 #ifdef __AVX512F__
@@ -296,6 +302,7 @@ REGISTER_OP("L2lCwLstm")
     .Attr("eps: float")
     .Attr("forget_bias: float")
     .Attr("scale: float")
+    .Attr("inter_op_helpers: bool = true")
     .Output("update: float")
     .Output("h_new: num_layers * float")
     .Output("c_new: num_layers * float")
@@ -329,6 +336,7 @@ REGISTER_OP("L2lCwLstmGrad")
     .Attr("eps: float")
     .Attr("forget_bias: float")
     .Attr("scale: float")
+    .Attr("inter_op_helpers: bool = true")
     .Output("d_g: float")
     .Output("d_h: num_layers * float")
     .Output("d_c: num_layers * float")
@@ -350,6 +358,7 @@ typedef float v16 __attribute__((vector_size(64)));
 constexpr int64_t kLanes = 16;
 constexpr int64_t kBlock = 64;     // Rows processed together (multiple of 8).
 constexpr int64_t kMinRows = 256;  // Rows per thread at least.
+constexpr int64_t kMaxParts = 8;   // Parts the rows are split into for the threads.
 
 inline int64_t Chunks(int64_t n) { return (n + kLanes - 1) / kLanes; }
 
@@ -514,32 +523,78 @@ inline void Outer(const float* x, int64_t xs, int64_t rows, int64_t K, const v16
   for (; k < K; ++k) OuterRows<1>(x + k, xs, rows, dz, zs, acc + k * nc, nc);
 }
 
-// Runs fn(shard, begin, end) over `shards` contiguous ranges of `rows` rows, one per thread.
-// Ranges start at multiples of kBlock, so the blocks of kBlock rows (and the layout of the
-// saved activations) do not depend on the number of shards.
+// Runs fn(worker, part, begin, end) over `parts` contiguous ranges of `rows` rows starting at
+// multiples of kBlock, on up to `workers` threads (worker 0 is the calling thread). Threads
+// claim parts as they come, so a helper thread that starts late (descheduled, or busy with
+// other work) delays the op by at most one part instead of a fixed half. The parts depend only
+// on `rows` and `parts`, so per-part results (the gradient op's weight-gradient sums) can be
+// combined in a fixed order: deterministic whatever the threads do.
 template <typename Fn>
-void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards, Fn fn) {
+void ForParts(OpKernelContext* ctx, int64_t rows, int64_t parts, int64_t workers,
+              bool inter_op, Fn fn) {
   const int64_t blocks = (rows + kBlock - 1) / kBlock;
-  auto range = [&](int64_t s) {
-    return std::make_pair(std::min(rows, blocks * s / shards * kBlock),
-                          std::min(rows, blocks * (s + 1) / shards * kBlock));
+  auto range = [=](int64_t p) {
+    return std::make_pair(std::min(rows, blocks * p / parts * kBlock),
+                          std::min(rows, blocks * (p + 1) / parts * kBlock));
   };
-  if (shards <= 1) {
-    fn(0, 0, rows);
+  if (workers <= 1 || parts <= 1) {
+    for (int64_t p = 0; p < parts; ++p) {
+      const auto r = range(p);
+      fn(0, p, r.first, r.second);
+    }
     return;
   }
+  // Shared with the helper tasks, which may start after this op has returned: they then find
+  // no part left and touch nothing else.
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> active{0};
+    std::atomic<int64_t> worker{1};
+    std::atomic<bool> started{false};
+    std::function<void(int64_t, int64_t)> run;  // (worker, part); only called for claimed parts
+  };
+  auto state = std::make_shared<State>();
+  state->run = [&](int64_t worker, int64_t p) {
+    const auto r = range(p);
+    fn(worker, p, r.first, r.second);
+  };
+  auto helper = [state, parts] {
+    state->active.fetch_add(1);
+    state->started.store(true);
+    int64_t worker = -1;
+    for (int64_t p; (p = state->next.fetch_add(1)) < parts;) {
+      if (worker < 0) worker = state->worker.fetch_add(1);
+      state->run(worker, p);
+    }
+    state->active.fetch_sub(1);
+  };
+  // With `inter_op`, the helpers go to the executor's inter-op pool first: in a chain of
+  // dependent ops its idle threads are awake, looking for work, and start at once, sooner than
+  // the intra-op pool's. When none has started after the caller's first part (the inter-op
+  // threads busy), they go to the intra-op pool as well. Without it (one inter-op thread: the
+  // caller) they go to the intra-op pool only.
   auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
-  ::tensorflow::BlockingCounter counter(static_cast<int>(shards - 1));
-  for (int64_t s = 1; s < shards; ++s) {
-    threads->workers->Schedule([&, s] {
-      const auto r = range(s);
-      fn(s, r.first, r.second);
-      counter.DecrementCount();
-    });
+  bool intra = !inter_op;
+  for (int64_t i = 1; i < workers; ++i) {
+    if (intra) {
+      threads->workers->Schedule(helper);
+    } else {
+      (*ctx->runner())(helper);
+    }
   }
-  const auto r = range(0);
-  fn(0, r.first, r.second);
-  counter.Wait();
+  for (int64_t p; (p = state->next.fetch_add(1)) < parts;) {
+    state->run(0, p);
+    if (!intra && !state->started.load()) {
+      intra = true;
+      for (int64_t i = 1; i < workers; ++i) threads->workers->Schedule(helper);
+    }
+  }
+  for (int i = 0; state->active.load() > 0; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if ((i & 63) == 63) std::this_thread::yield();
+  }
 }
 
 // Shapes and padded weights of one layer. The 4H gate columns are stored in a grouped order
@@ -648,6 +703,7 @@ class CwLstmBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("eps", &eps_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &fb_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("inter_op_helpers", &inter_op_helpers_));
   }
 
  protected:
@@ -704,7 +760,13 @@ class CwLstmBase : public OpKernel {
 #undef CW_CHECK
   }
 
-  static int64_t Shards(OpKernelContext* ctx, int64_t rows) {
+  // The parts of `rows` rows (a function of rows only), and the threads to run them on.
+  static int64_t Parts(int64_t rows) {
+    const int64_t blocks = (rows + kBlock - 1) / kBlock;
+    return std::max<int64_t>(1, std::min<int64_t>(kMaxParts, blocks / 2));
+  }
+
+  static int64_t Workers(OpKernelContext* ctx, int64_t rows) {
     const int64_t threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
     return std::max<int64_t>(1, std::min<int64_t>(threads, rows / kMinRows));
   }
@@ -712,6 +774,7 @@ class CwLstmBase : public OpKernel {
   int L_;
   bool log_and_sign_;
   float k_, eps_, fb_, scale_;
+  bool inter_op_helpers_;
 };
 
 // Block buffers of one thread.
@@ -1062,11 +1125,14 @@ class CwLstmOp : public CwLstmBase {
     float* sp = save ? saved->flat<float>().data() : nullptr;
     const float* g = ctx->input(0).flat<float>().data();
     float* up = update->flat<float>().data();
-    ForShards(ctx, net.N, Shards(ctx, net.N), [&](int64_t, int64_t begin, int64_t end) {
-      Scratch s(net, false);
+    const int64_t workers = Workers(ctx, net.N);
+    std::vector<std::unique_ptr<Scratch>> scratch(2 * workers);
+    ForParts(ctx, net.N, Parts(net.N), workers, inter_op_helpers_,
+             [&](int64_t w, int64_t, int64_t begin, int64_t end) {
+      if (!scratch[w]) scratch[w].reset(new Scratch(net, false));
       for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
-        ForwardBlock(net, g, h_in.data(), c_in.data(), r0, std::min(kBlock, end - r0), &s,
-                     h_out.data(), c_out.data(), up, sp);
+        ForwardBlock(net, g, h_in.data(), c_in.data(), r0, std::min(kBlock, end - r0),
+                     scratch[w].get(), h_out.data(), c_out.data(), up, sp);
       }
     });
   }
@@ -1121,25 +1187,28 @@ class CwLstmGradOp : public CwLstmBase {
       offset[l + 1] = offset[l] + (net.layers[l].K + 1) * net.layers[l].nc;
     }
     const int64_t htop = net.layers[L - 1].H;
-    const int64_t per_shard = offset[L] + Chunks(htop) + 1;
-    const int64_t shards = Shards(ctx, N);
-    std::vector<v16> acc(shards * per_shard, v16{});
+    const int64_t per_part = offset[L] + Chunks(htop) + 1;
+    const int64_t parts = Parts(N), workers = Workers(ctx, N);
+    std::vector<v16> acc(parts * per_part, v16{});
     const float* g = ctx->input(0).flat<float>().data();
     const float* du = d_update.flat<float>().data();
     float* dgp = dg->flat<float>().data();
 
     const Grads grads{h_in.data(), c_in.data(), dh_next.data(), dc_next.data(), h_new.data(),
                       c_new.data(), dh.data(), dc.data(), dgp, du, saved};
-    ForShards(ctx, N, shards, [&](int64_t shard, int64_t begin, int64_t end) {
-      Scratch s(net, true);
-      v16* my = acc.data() + shard * per_shard;
+    std::vector<std::unique_ptr<Scratch>> scratch(2 * workers);
+    ForParts(ctx, N, parts, workers, inter_op_helpers_,
+             [&](int64_t w, int64_t part, int64_t begin, int64_t end) {
+      if (!scratch[w]) scratch[w].reset(new Scratch(net, true));
+      v16* my = acc.data() + part * per_part;
       for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
-        BackwardBlock(net, g, grads, r0, std::min(kBlock, end - r0), &s, my, offset.data());
+        BackwardBlock(net, g, grads, r0, std::min(kBlock, end - r0), scratch[w].get(), my,
+                      offset.data());
       }
     });
-    // Sum the shards' accumulators into the weight gradients.
-    for (int64_t s = 1; s < shards; ++s)
-      for (int64_t i = 0; i < per_shard; ++i) acc[i] += acc[s * per_shard + i];
+    // Sum the parts' accumulators into the weight gradients, in a fixed order.
+    for (int64_t p = 1; p < parts; ++p)
+      for (int64_t i = 0; i < per_part; ++i) acc[i] += acc[p * per_part + i];
     const float* total = reinterpret_cast<const float*>(acc.data());
     for (int l = 0; l < L; ++l) {
       const Layer& layer = net.layers[l];
