@@ -21,7 +21,8 @@ Coordinatewise nets (`nets.CoordinateWiseDeepLSTM`, the 2016 optimizer) go furth
 gates and the output layer, as one op, and its gradient as another (`L2lCwLstm` /
 `L2lCwLstmGrad` in `lstm_kernels.cc`). Coordinates never interact, so the ops work through
 blocks of 64 coordinates with each block's intermediates in the core's cache, matmuls
-register-tiled over GCC vector types, split over the intra-op threads.
+register-tiled over GCC vector types, the gate maths on whole vectors (a 16-unit chunk per
+gate), and the rows split into parts that TensorFlow's threads claim as they come.
 """
 
 import hashlib

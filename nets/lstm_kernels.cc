@@ -110,50 +110,38 @@ inline float Tanh(float x_in) {
   return p / q;
 }
 
-// What the forward gate maths writes besides (c', h): nothing, the gate activations, or the
-// activations and tanh(c').
-enum Save { kNone, kActs, kActsAndTanh };
-
-// One row: the forward gate maths of `H` units (see L2lLstmGates). With kBias the bias b is
-// added to z (L2lLstmGates); without it z already holds it (L2lCwLstm).
-template <bool kBias, Save kSave>
+// One row: the forward gate maths of `H` units (see L2lLstmGates).
 inline void GatesRow(const float* __restrict z, const float* __restrict b,
                      const float* __restrict c, const float fb, const int64_t H,
                      float* __restrict acts, float* __restrict c_new, float* __restrict tanh_c,
                      float* __restrict h) {
 #pragma omp simd
   for (int64_t k = 0; k < H; ++k) {
-    auto gate = [&](int64_t i) { return kBias ? z[i] + b[i] : z[i]; };
-    const float si = Logistic(gate(k));
-    const float tj = Tanh(gate(H + k));
-    const float sf = Logistic(gate(2 * H + k) + fb);
-    const float so = Logistic(gate(3 * H + k));
+    const float si = Logistic(z[k] + b[k]);
+    const float tj = Tanh(z[H + k] + b[H + k]);
+    const float sf = Logistic(z[2 * H + k] + b[2 * H + k] + fb);
+    const float so = Logistic(z[3 * H + k] + b[3 * H + k]);
     const float cn = sf * c[k] + si * tj;
     const float tc = Tanh(cn);
-    if (kSave != kNone) {
-      acts[k] = si;
-      acts[H + k] = tj;
-      acts[2 * H + k] = sf;
-      acts[3 * H + k] = so;
-    }
-    if (kSave == kActsAndTanh) tanh_c[k] = tc;
+    acts[k] = si;
+    acts[H + k] = tj;
+    acts[2 * H + k] = sf;
+    acts[3 * H + k] = so;
+    tanh_c[k] = tc;
     c_new[k] = cn;
     h[k] = so * tc;
   }
 }
 
-// One row: the backward gate maths of `H` units (see L2lLstmGatesGrad). `cell` is tanh(c'), or
-// with kFromCell c' itself, whose tanh is then recomputed (L2lCwLstmGrad: c' is the step's new
-// state, which the gradient op has anyway).
-template <bool kFromCell>
+// One row: the backward gate maths of `H` units (see L2lLstmGatesGrad).
 inline void GatesGradRow(const float* __restrict dh, const float* __restrict dh_above,
                          const float* __restrict dc, const float* __restrict acts,
-                         const float* __restrict cell, const float* __restrict c_prev,
+                         const float* __restrict tanh_c, const float* __restrict c_prev,
                          const int64_t H, float* __restrict dz, float* __restrict dc_prev) {
 #pragma omp simd
   for (int64_t k = 0; k < H; ++k) {
     const float si = acts[k], tj = acts[H + k], sf = acts[2 * H + k], so = acts[3 * H + k];
-    const float tc = kFromCell ? Tanh(cell[k]) : cell[k];
+    const float tc = tanh_c[k];
     const float dhk = dh[k] + dh_above[k];
     const float dck = dc[k] + dhk * so * (1.0f - tc * tc);
     dz[k] = dck * tj * si * (1.0f - si);
@@ -215,7 +203,7 @@ class LstmGatesOp : public OpKernel {
     const int64_t H = hidden;
     ForRows(ctx, rows, 4 * H, [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        GatesRow<true, kActsAndTanh>(zp + r * 4 * H, bp, cp + r * H, fb, H, ap + r * 4 * H,
+        GatesRow(zp + r * 4 * H, bp, cp + r * H, fb, H, ap + r * 4 * H,
                                      cnp + r * H, tp + r * H, hp + r * H);
       }
     });
@@ -258,7 +246,7 @@ class LstmGatesGradOp : public OpKernel {
     ForRows(ctx, rows, 4 * H, [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t e = r * H;
-        GatesGradRow<false>(dhp + e, dap + e, dcp + e, ap + 4 * e, tp + e, cp + e, H,
+        GatesGradRow(dhp + e, dap + e, dcp + e, ap + 4 * e, tp + e, cp + e, H,
                             dzp + 4 * e, dcpp + e);
       }
     });
@@ -282,11 +270,11 @@ REGISTER_KERNEL_BUILDER(Name("L2lLstmGatesGrad").Device(::tensorflow::DEVICE_CPU
 //   L2lCwLstmGrad:  the same inputs and the gradients of update and (h', c') ->
 //                   gradients of g, (h, c) and every weight (summed over rows)
 //
-// The gradient op recomputes the forward step of its block of rows instead of reading saved
-// activations: the recomputation stays in cache, while saving them would write and read back
-// ~300 floats per coordinate and step. Matmuls are register-tiled over GCC vector types, with
-// each weight matrix padded to whole 16-float vectors; rows are split over the intra-op threads,
-// each with its own weight-gradient accumulators, summed at the end.
+// The forward op saves the gate activations (only when a gradient op consumes them), which the
+// gradient op reads; it recomputes tanh(c') from c'. Matmuls are register-tiled over GCC vector
+// types, with each weight matrix's gate columns in a grouped order (see `Layer`) padded to
+// whole 16-float vectors. The rows are split into fixed parts that the threads claim as they
+// come (see ForParts), each part with its own weight-gradient sums, added in a fixed order.
 
 REGISTER_OP("L2lCwLstm")
     .Input("g: float")
@@ -1181,7 +1169,7 @@ class CwLstmGradOp : public CwLstmBase {
                 InvalidArgument("saved must have ", N * net.saved, " elements (the forward op's "
                                 "`saved` output), got ", saved_t.NumElements()));
     float* saved = const_cast<float*>(saved_t.flat<float>().data());
-    // Per-shard accumulators: for each layer dW [K, nc] and db [nc] chunks; then d_out_w, d_out_b.
+    // Per-part accumulators: for each layer dW [K, nc] and db [nc] chunks; then d_out_w, d_out_b.
     std::vector<int64_t> offset(L + 1, 0);
     for (int l = 0; l < L; ++l) {
       offset[l + 1] = offset[l] + (net.layers[l].K + 1) * net.layers[l].nc;
