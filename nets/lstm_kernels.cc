@@ -616,7 +616,7 @@ struct Net {
   const float* out_w = nullptr;
   float out_b = 0.f;
   int64_t kmax = 0, hmax = 0, zmax = 0;  // floats per row of the block buffers
-  int64_t saved = 0;  // floats per row of the saved activations: 4 H per layer
+  int64_t saved = 0;  // floats per row of the saved activations (see SavedActs)
 };
 
 // Writes the input features of rows [r0, r0 + n) into xh (row stride xs).
@@ -737,6 +737,7 @@ class CwLstmBase : public OpKernel {
       net->saved += layer.nc * kLanes;
       in = layer.H;
     }
+    net->saved += net->F;  // the input features, after the layers' activations
     const Tensor& out_w = ctx->input(1 + 4 * L_);
     const Tensor& out_b = ctx->input(2 + 4 * L_);
     CW_CHECK(out_w.dims() == 2 && out_w.dim_size(0) == in && out_w.dim_size(1) == 1,
@@ -780,12 +781,16 @@ struct Scratch {
 };
 
 // The saved activations of a block of n rows starting at r0: per layer, the gate activations
-// of each row in the layer's gate layout ([n, nc] chunks); the block's region starts at
-// r0 * saved.
+// of each row in the layer's gate layout ([n, nc] chunks); then the rows' input features
+// ([n, F]). The block's region starts at r0 * saved.
 inline float* SavedActs(const Net& net, float* saved, int64_t r0, int64_t n, int l) {
   float* p = saved + r0 * net.saved;
   for (int i = 0; i < l; ++i) p += n * net.layers[i].nc * kLanes;
   return p;
+}
+
+inline float* SavedFeatures(const Net& net, float* saved, int64_t r0, int64_t n) {
+  return saved + r0 * net.saved + n * (net.saved - net.F);
 }
 
 // dst[0, n) = src[0, n); inline, for the short runs here (std::copy calls memmove).
@@ -969,6 +974,7 @@ void ForwardBlock(const Net& net, const float* g, const float* const* h_in,
                   const float* const* c_in, int64_t r0, int64_t n, Scratch* s,
                   float* const* h_out, float* const* c_out, float* update, float* saved) {
   Features(net, g, r0, n, s->feat.data(), net.F);
+  if (saved != nullptr) Copy(s->feat.data(), n * net.F, SavedFeatures(net, saved, r0, n));
   const float* below = s->feat.data();  // the layer's input, [n, in]
   for (int l = 0; l < net.L; ++l) {
     const Layer& layer = net.layers[l];
@@ -1027,7 +1033,7 @@ void BackwardBlock(const Net& net, const float* g, const Grads& a, int64_t r0, i
   float* saved = a.saved;
   float* d_out_w = reinterpret_cast<float*>(my + offset[L]);
   float* d_out_b = reinterpret_cast<float*>(my + offset[L] + Chunks(htop));
-  Features(net, g, r0, n, s.feat.data(), net.F);
+  const float* features = SavedFeatures(net, saved, r0, n);
   // Output layer.
   const float* top = h_new[L - 1] + r0 * htop;
   for (int64_t r = 0; r < n; ++r) {
@@ -1052,7 +1058,7 @@ void BackwardBlock(const Net& net, const float* g, const Grads& a, int64_t r0, i
     for (int64_t r = 0; r < n; ++r)
       for (int64_t j = 0; j < layer.nc; ++j) db[j] += s.z[r * zs + j];
     // dW += [input, h]^T dz, reading the layer's input and state in place.
-    const float* input = l == 0 ? s.feat.data() : h_new[l - 1] + r0 * layer.in;
+    const float* input = l == 0 ? features : h_new[l - 1] + r0 * layer.in;
     Outer(input, layer.in, n, layer.in, s.z.data(), zs, dw, layer.nc);
     Outer(h_in[l] + e, H, n, H, s.z.data(), zs, dw + layer.in * layer.nc, layer.nc);
     // dxh = dz w^T over the 4H real columns of dz.
@@ -1064,7 +1070,7 @@ void BackwardBlock(const Net& net, const float* g, const Grads& a, int64_t r0, i
       Copy(dxh + r * xs + layer.in, H, dh[l] + (r0 + r) * H);
       if (l > 0) {
         Copy(dxh + r * xs, layer.in, s.dh_above.data() + r * layer.in);
-      } else {
+      } else if (dgp != nullptr) {
         const float v = g[r0 + r];
         float d;
         if (net.log_and_sign) {
@@ -1180,7 +1186,12 @@ class CwLstmGradOp : public CwLstmBase {
     std::vector<v16> acc(parts * per_part, v16{});
     const float* g = ctx->input(0).flat<float>().data();
     const float* du = d_update.flat<float>().data();
+    // The gradient of g only when something consumes it: first-order unrolls stop it.
     float* dgp = dg->flat<float>().data();
+    if (!ctx->output_required(0)) {
+      std::fill(dgp, dgp + N, 0.f);
+      dgp = nullptr;
+    }
 
     const Grads grads{h_in.data(), c_in.data(), dh_next.data(), dc_next.data(), h_new.data(),
                       c_new.data(), dh.data(), dc.data(), dgp, du, saved};

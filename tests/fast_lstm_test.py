@@ -141,6 +141,9 @@ class FastLSTMTest(tf.test.TestCase, parameterized.TestCase):
       ("paper", (20, 20), "LogAndSign", [[600]]),            # 2 threads, 64-row blocks
       ("several_tensors", (20, 20), "LogAndSign", [[7, 3], [5], [1], [300]]),
       ("odd_sizes", (5, 7, 3), "LogAndSign", [[45]]),        # 4H not a multiple of 16
+      # Every gate layout of lstm_kernels.cc (16-unit groups and a rest of 4, none, 12 or 4
+      # units alone), over 601 rows: several parts, and a last block of 25 rows.
+      ("gate_layouts", (36, 16, 12, 4), "LogAndSign", [[601]]),
       ("identity", (8,), None, [[37]]))
   def test_fused_coordinatewise_step_matches_the_reference(self, layers, preprocess, shapes):
     """The whole coordinatewise step as one op (`fused_coordinatewise_step`) against the
@@ -190,8 +193,8 @@ class FastLSTMTest(tf.test.TestCase, parameterized.TestCase):
       self.assertLessEqual(np.max(np.abs(a - b)), 1e-5 * max(np.max(np.abs(a)), 1e-30))
 
   def test_fused_gradient_is_deterministic(self):
-    """Rows are split over threads in fixed blocks and the weight gradients summed in a fixed
-    order, so a seeded run repeats bit for bit."""
+    """Rows are split into fixed parts (whichever thread claims them) with the weight gradients
+    summed per part and the parts added in a fixed order, so a seeded run repeats bit for bit."""
     net = nets.CoordinateWiseDeepLSTM((20, 20), "LogAndSign", {"k": 5}, scale=0.1, seed=2)
     rng = np.random.RandomState(1)
     grads = [tf.constant(rng.randn(3000).astype(np.float32))]
