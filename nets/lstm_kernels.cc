@@ -1183,7 +1183,8 @@ class CwLstmGradOp : public CwLstmBase {
     const int64_t htop = net.layers[L - 1].H;
     const int64_t per_part = offset[L] + Chunks(htop) + 1;
     const int64_t parts = Parts(N), workers = Workers(ctx, N);
-    std::vector<v16> acc(parts * per_part, v16{});
+    // Zeroed by the thread that claims the part.
+    std::unique_ptr<v16[]> acc(new v16[parts * per_part]);
     const float* g = ctx->input(0).flat<float>().data();
     const float* du = d_update.flat<float>().data();
     // The gradient of g only when something consumes it: first-order unrolls stop it.
@@ -1199,7 +1200,8 @@ class CwLstmGradOp : public CwLstmBase {
     ForParts(ctx, N, parts, workers, inter_op_helpers_,
              [&](int64_t w, int64_t part, int64_t begin, int64_t end) {
       if (!scratch[w]) scratch[w].reset(new Scratch(net, true));
-      v16* my = acc.data() + part * per_part;
+      v16* my = acc.get() + part * per_part;
+      std::fill(my, my + per_part, v16{});
       for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
         BackwardBlock(net, g, grads, r0, std::min(kBlock, end - r0), scratch[w].get(), my,
                       offset.data());
@@ -1208,7 +1210,7 @@ class CwLstmGradOp : public CwLstmBase {
     // Sum the parts' accumulators into the weight gradients, in a fixed order.
     for (int64_t p = 1; p < parts; ++p)
       for (int64_t i = 0; i < per_part; ++i) acc[i] += acc[p * per_part + i];
-    const float* total = reinterpret_cast<const float*>(acc.data());
+    const float* total = reinterpret_cast<const float*>(acc.get());
     for (int l = 0; l < L; ++l) {
       const Layer& layer = net.layers[l];
       const int64_t G = 4 * layer.H;
