@@ -682,10 +682,12 @@ void BuildLayer(const float* w, const float* b, float fb, bool transposed, Layer
   float* lw = reinterpret_cast<float*>(layer.w.data());
   float* lb = reinterpret_cast<float*>(layer.b.data());
   for (int64_t lane = 0; lane < lanes; ++lane) {
-    const int64_t c = layer.col[lane];
-    if (c < 0) continue;
-    lb[lane] = bp[c];
-    for (int64_t r = 0; r < layer.K; ++r) lw[r * lanes + lane] = wp[r * G + c];
+    if (layer.col[lane] >= 0) lb[lane] = bp[layer.col[lane]];
+  }
+  for (int64_t r = 0; r < layer.K; ++r) {
+    for (int64_t lane = 0; lane < lanes; ++lane) {
+      if (layer.col[lane] >= 0) lw[r * lanes + lane] = wp[r * G + layer.col[lane]];
+    }
   }
   if (transposed) {
     layer.wt.assign(lanes * layer.kc, v16{});
