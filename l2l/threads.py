@@ -8,12 +8,11 @@ def use_inter_op_threads(num_threads: int) -> None:
   """Sets TensorFlow's inter-op thread count for this process; 0 keeps TensorFlow's default.
 
   A meta-step is a chain of dependent ops (each optimizer step needs the previous one), so
-  inter-op threads beyond one have little to run; on the 2-core development machine they slowed
-  the fused optimizer ops, which split their rows over the intra-op threads, in a chain of
-  optimizer steps (median 152 instead of 284 us per 1,280-row step). In whole meta-steps
-  (interleaved runs of `python -m bench.speed --cases l2l,l2l+inter_op1,...`) one inter-op
-  thread gave 13.1 instead of 16.1 ms (quadratic) and 113.6 instead of 127.5 (mlp) in one run,
-  and no difference in another (12.7 / 12.8, 118.9 / 120.0). train.py and
+  inter-op threads beyond one have little to run. In whole meta-steps (interleaved runs of
+  `python -m bench --cases l2l,l2l+inter_op1,...`, session 5) one inter-op thread was faster on
+  the quadratic config in three of four runs (11.7-14.0 against 11.8-17.8 ms) and on the MLP
+  config in all four (by 0.3-11%); the fused optimizer ops then take their helper threads from
+  the intra-op pool instead of the inter-op one (lstm_kernels.cc, ForParts). train.py and
   evaluate.py call this with their `--inter_op_threads` (default 1). It takes effect only before
   TensorFlow runs its first op; later it logs a warning and changes nothing.
 
