@@ -133,21 +133,25 @@ inline void GatesRow(const float* __restrict z, const float* __restrict b,
   }
 }
 
-// One row: the backward gate maths of `H` units (see L2lLstmGatesGrad).
+// One row: the backward gate maths of `n` units (see L2lLstmGatesGrad), gate q of the
+// activations and of dz at q * w (w = n in the per-layer kernels). `cell` is tanh(c'), or with
+// kFromCell c' itself, whose tanh is then recomputed (the fused gradient op).
+template <bool kFromCell>
 inline void GatesGradRow(const float* __restrict dh, const float* __restrict dh_above,
                          const float* __restrict dc, const float* __restrict acts,
-                         const float* __restrict tanh_c, const float* __restrict c_prev,
-                         const int64_t H, float* __restrict dz, float* __restrict dc_prev) {
+                         const float* __restrict cell, const float* __restrict c_prev,
+                         const int64_t n, const int64_t w, float* __restrict dz,
+                         float* __restrict dc_prev) {
 #pragma omp simd
-  for (int64_t k = 0; k < H; ++k) {
-    const float si = acts[k], tj = acts[H + k], sf = acts[2 * H + k], so = acts[3 * H + k];
-    const float tc = tanh_c[k];
+  for (int64_t k = 0; k < n; ++k) {
+    const float si = acts[k], tj = acts[w + k], sf = acts[2 * w + k], so = acts[3 * w + k];
+    const float tc = kFromCell ? Tanh(cell[k]) : cell[k];
     const float dhk = dh[k] + dh_above[k];
     const float dck = dc[k] + dhk * so * (1.0f - tc * tc);
     dz[k] = dck * tj * si * (1.0f - si);
-    dz[H + k] = dck * si * (1.0f - tj * tj);
-    dz[2 * H + k] = dck * c_prev[k] * sf * (1.0f - sf);
-    dz[3 * H + k] = dhk * tc * so * (1.0f - so);
+    dz[w + k] = dck * si * (1.0f - tj * tj);
+    dz[2 * w + k] = dck * c_prev[k] * sf * (1.0f - sf);
+    dz[3 * w + k] = dhk * tc * so * (1.0f - so);
     dc_prev[k] = dck * sf;
   }
 }
@@ -246,7 +250,7 @@ class LstmGatesGradOp : public OpKernel {
     ForRows(ctx, rows, 4 * H, [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t e = r * H;
-        GatesGradRow(dhp + e, dap + e, dcp + e, ap + 4 * e, tp + e, cp + e, H,
+        GatesGradRow<false>(dhp + e, dap + e, dcp + e, ap + 4 * e, tp + e, cp + e, H, H,
                             dzp + 4 * e, dcpp + e);
       }
     });
@@ -832,6 +836,13 @@ inline void Transpose4(__m512 r0, __m512 r1, __m512 r2, __m512 r3, __m512* q0, _
   *q3 = _mm512_shuffle_f32x4(t1, t3, 0xDD);
 }
 
+// The gates of the packed rest (rw = 4) of 4 rows whose chunks are at a, a + lanes, ...: one
+// vector per gate (i, j, f, o), rows in 128-bit lanes.
+inline void Gates4(const float* a, int64_t lanes, __m512* q) {
+  Transpose4(_mm512_loadu_ps(a), _mm512_loadu_ps(a + lanes), _mm512_loadu_ps(a + 2 * lanes),
+             _mm512_loadu_ps(a + 3 * lanes), &q[0], &q[1], &q[2], &q[3]);
+}
+
 // The 4 floats at p, p + stride, p + 2 stride, p + 3 stride as one vector, and back.
 inline __m512 Load4x4(const float* p, int64_t stride) {
   __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(p));
@@ -847,6 +858,21 @@ inline void Store4x4(__m512 v, int64_t stride, float* p) {
   _mm_storeu_ps(p + 3 * stride, _mm512_extractf32x4_ps(v, 3));
 }
 #endif
+
+// Runs the gate maths of the rest (the H mod 16 units after the full groups) of n rows:
+// fn4(r) for rows r .. r + 3 together where the AVX-512 path applies (a rest of 4 units), fn1(r)
+// for single rows otherwise.
+template <typename Fn4, typename Fn1>
+inline void ForRest(const Layer& layer, int64_t n, Fn4 fn4, Fn1 fn1) {
+  if (layer.rem == 0) return;
+  int64_t r = 0;
+#ifdef __AVX512F__
+  if (layer.rw == 4 && layer.rem == 4) {
+    for (; r + 4 <= n; r += 4) fn4(r);
+  }
+#endif
+  for (; r < n; ++r) fn1(r);
+}
 
 // The forward gate maths of n rows of a layer (gate layout of `Layer`): z, the gate
 // pre-activations with bias ([n, nc] chunks) -> acts (may be z itself), c' and h from c
@@ -886,25 +912,18 @@ inline void CellBlock(const Layer& layer, int64_t n, const float* z, const float
       *reinterpret_cast<v16u*>(h + o) = a[3] * TanhV(cn);
     }
   }
-  if (layer.rem == 0) return;
-  int64_t r = 0;
+  ForRest(layer, n, [&](int64_t r) {
 #ifdef __AVX512F__
-  if (rw == 4 && layer.rem == 4) {
-    for (; r + 4 <= n; r += 4) {
-      const float* a = acts + r * lanes + ro;
-      __m512 q[4];
-      Transpose4(_mm512_loadu_ps(a), _mm512_loadu_ps(a + lanes), _mm512_loadu_ps(a + 2 * lanes),
-                 _mm512_loadu_ps(a + 3 * lanes), &q[0], &q[1], &q[2], &q[3]);
-      const v16 cn = q[2] * Load4x4(c + r * H + so, H) + q[0] * q[1];
-      Store4x4(cn, H, c_new + r * H + so);
-      Store4x4(q[3] * TanhV(cn), H, h + r * H + so);
-    }
-  }
+    __m512 q[4];
+    Gates4(acts + r * lanes + ro, lanes, q);
+    const v16 cn = q[2] * Load4x4(c + r * H + so, H) + q[0] * q[1];
+    Store4x4(cn, H, c_new + r * H + so);
+    Store4x4(q[3] * TanhV(cn), H, h + r * H + so);
 #endif
-  for (; r < n; ++r) {
+  }, [&](int64_t r) {
     cell(acts + r * lanes + ro, rw, c + r * H + so, c_new + r * H + so, h + r * H + so,
          layer.rem);
-  }
+  });
 }
 
 // The backward gate maths of n rows of a layer: from the activations, c', c, and the
@@ -914,24 +933,6 @@ inline void CellGradBlock(const Layer& layer, int64_t n, const float* acts, cons
                           const float* c_prev, const float* dh, const float* dh_above,
                           const float* dc_next, float* dz, float* dc) {
   const int64_t lanes = layer.nc * kLanes, H = layer.H, rw = layer.rw;
-  // Gates a (gate q at a + q w) and state units at offset o of arrays with row stride sr.
-  auto cell = [](const float* __restrict a, float* __restrict d, int64_t w,
-                 const float* __restrict cn, const float* __restrict cp,
-                 const float* __restrict dh, const float* __restrict dha,
-                 const float* __restrict dcn, float* __restrict dc, int64_t m) {
-#pragma omp simd
-    for (int64_t k = 0; k < m; ++k) {
-      const float si = a[k], tj = a[w + k], sf = a[2 * w + k], so = a[3 * w + k];
-      const float tc = Tanh(cn[k]);
-      const float dhk = dh[k] + dha[k];
-      const float dck = dcn[k] + dhk * so * (1.0f - tc * tc);
-      d[k] = dck * tj * si * (1.0f - si);
-      d[w + k] = dck * si * (1.0f - tj * tj);
-      d[2 * w + k] = dck * cp[k] * sf * (1.0f - sf);
-      d[3 * w + k] = dhk * tc * so * (1.0f - so);
-      dc[k] = dck * sf;
-    }
-  };
   // One vector of 16 units: gates si, tj, sf, so; c', c, dh + dh_above, dc_next -> dz, dc.
   auto vcell = [](v16 si, v16 tj, v16 sf, v16 so, v16 cn, v16 cp, v16 dhk, v16 dcn, v16* d,
                   v16* dcp) {
@@ -956,34 +957,27 @@ inline void CellGradBlock(const Layer& layer, int64_t n, const float* acts, cons
       *reinterpret_cast<v16u*>(dc + o) = dcv;
     }
   }
-  if (layer.rem == 0) return;
   const int64_t ro = 4 * layer.groups * kLanes, so = layer.groups * kLanes;
-  int64_t r = 0;
+  ForRest(layer, n, [&](int64_t r) {
 #ifdef __AVX512F__
-  if (rw == 4 && layer.rem == 4) {
-    for (; r + 4 <= n; r += 4) {
-      const float* a = acts + r * lanes + ro;
-      __m512 q[4];
-      Transpose4(_mm512_loadu_ps(a), _mm512_loadu_ps(a + lanes), _mm512_loadu_ps(a + 2 * lanes),
-                 _mm512_loadu_ps(a + 3 * lanes), &q[0], &q[1], &q[2], &q[3]);
-      const int64_t o = r * H + so;
-      v16 d[4], dcv;
-      vcell(q[0], q[1], q[2], q[3], Load4x4(c_new + o, H), Load4x4(c_prev + o, H),
-            Load4x4(dh + o, H) + Load4x4(dh_above + o, H), Load4x4(dc_next + o, H), d, &dcv);
-      Transpose4(d[0], d[1], d[2], d[3], &q[0], &q[1], &q[2], &q[3]);
-      float* dr = dz + r * lanes + ro;
-      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(dr + j * lanes, q[j]);
-      Store4x4(dcv, H, dc + o);
-    }
-  }
+    __m512 q[4];
+    Gates4(acts + r * lanes + ro, lanes, q);
+    const int64_t o = r * H + so;
+    v16 d[4], dcv;
+    vcell(q[0], q[1], q[2], q[3], Load4x4(c_new + o, H), Load4x4(c_prev + o, H),
+          Load4x4(dh + o, H) + Load4x4(dh_above + o, H), Load4x4(dc_next + o, H), d, &dcv);
+    Transpose4(d[0], d[1], d[2], d[3], &q[0], &q[1], &q[2], &q[3]);
+    float* dr = dz + r * lanes + ro;
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(dr + j * lanes, q[j]);
+    Store4x4(dcv, H, dc + o);
 #endif
-  for (; r < n; ++r) {
+  }, [&](int64_t r) {
     float* d = dz + r * lanes + ro;
     for (int64_t i = 0; i < 4 * rw; ++i) d[i] = 0.f;
     const int64_t o = r * H + so;
-    cell(acts + r * lanes + ro, d, rw, c_new + o, c_prev + o, dh + o, dh_above + o,
-         dc_next + o, dc + o, layer.rem);
-  }
+    GatesGradRow<true>(dh + o, dh_above + o, dc_next + o, acts + r * lanes + ro, c_new + o,
+                       c_prev + o, layer.rem, rw, d, dc + o);
+  });
 }
 
 // The forward step of rows [r0, r0 + n): writes (h', c'), the update and, when `saved` is not
