@@ -10,8 +10,8 @@ def use_inter_op_threads(num_threads: int) -> None:
   A meta-step is a chain of dependent ops (each optimizer step needs the previous one), so
   inter-op threads beyond one have little to run. In whole meta-steps (interleaved runs of
   `python -m bench --cases l2l,l2l+inter_op1,...`, session 5) one inter-op thread was faster on
-  the quadratic config in three of four runs (11.7-14.0 against 11.8-17.8 ms) and on the MLP
-  config in all four (by 0.3-11%); the fused optimizer ops then take their helper threads from
+  the quadratic config in five of six runs (10.6-15.6 against 11.4-17.8 ms) and on the MLP
+  config in five of six (by 0.3-11%); the fused optimizer ops then take their helper threads from
   the intra-op pool instead of the inter-op one (lstm_kernels.cc, ForParts). train.py and
   evaluate.py call this with their `--inter_op_threads` (default 1). It takes effect only before
   TensorFlow runs its first op; later it logs a warning and changes nothing.
