@@ -92,8 +92,8 @@ def lstm_kernels() -> Optional[Any]:
       source = f.read()
     compiler = os.environ.get("CXX", "g++")
     flags = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-mno-avx512fp16",
-             "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fno-tree-loop-distribute-patterns",
-             "-w",
+             "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+             "-fno-tree-loop-distribute-patterns", "-w",
              *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), platform.machine().encode(),
                                       _cpu_flags().encode(), " ".join(flags).encode()]))
@@ -203,10 +203,11 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
   with `features` the LogAndSign preprocessing with `k = log_and_sign` (`nets.preprocess`), or
   the identity when `log_and_sign` is None; `out_w` must be `[H_top, 1]`. Returns
   `(update [N], new_state)`, or None when the fused kernels are unavailable. Each step is one
-  op (`L2lCwLstm`), its gradient another (`L2lCwLstmGrad`, reading the gate activations the
-  forward op saved, 4 floats per unit and coordinate, written only when a gradient consumes
-  them); both run the whole stack for a block of rows at a time (see lstm_kernels.cc). Values and gradients (to `g`, the state and every weight)
-  agree with the reference ops up to float32 round-off (tests/fast_lstm_test.py).
+  op (`L2lCwLstm`), its gradient another (`L2lCwLstmGrad`, reading the gate activations and
+  input features the forward op saved, written only when a gradient consumes them); both run
+  the whole stack for a block of rows at a time (see lstm_kernels.cc). Values and gradients (to
+  `g`, the state and every weight) agree with the reference ops up to float32 round-off
+  (tests/fast_lstm_test.py).
   """
   kernels = lstm_kernels()
   if kernels is None:

@@ -17,10 +17,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <functional>
 #include <memory>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -32,7 +30,6 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/util/work_sharder.h"
-#include "tensorflow/core/platform/blocking_counter.h"
 
 
 namespace l2l {
@@ -614,7 +611,7 @@ struct Layer {
   int64_t in = 0, H = 0, K = 0, nc = 0, kc = 0;  // K = in + H; nc = chunks of the gates; kc of K
   int64_t groups = 0, rem = 0, rw = 0;          // full 16-unit groups; remaining units; width
   std::vector<int64_t> col;                      // [nc * 16]: the TF gate column, or -1
-  std::vector<v16> mul, add;                     // [nc]: act = Logistic(z mul + add) mul - (mul - 1)
+  std::vector<v16> mul, add;                     // [nc]: act = s(z mul + add) mul - (mul - 1)
   std::vector<v16> w;                            // [K, nc]
   std::vector<v16> b;                            // [nc]
   std::vector<v16> wt;                           // [nc * 16, kc] (gradient op only)

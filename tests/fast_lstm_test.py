@@ -212,6 +212,32 @@ class FastLSTMTest(tf.test.TestCase, parameterized.TestCase):
       for a, b in zip(first, run()):
         self.assertAllEqual(a, b)
 
+  def test_fused_ops_give_the_same_results_with_either_helper_pool(self):
+    """The ops' helper threads come from the inter-op pool (then the intra-op one) or from the
+    intra-op pool alone (`inter_op_helpers`); the rows' parts and their sums do not change."""
+    kernels = lstm.lstm_kernels()
+    if kernels is None:
+      self.skipTest("no kernels")
+    rng = np.random.RandomState(3)
+    rows, hidden = 3000, (20, 20)
+    normal = lambda *shape: tf.constant(rng.randn(*shape).astype(np.float32))
+    inputs = dict(g=normal(rows), h=[normal(rows, n) for n in hidden],
+                  c=[normal(rows, n) for n in hidden],
+                  w=[normal(k + n, 4 * n) * 0.3 for k, n in zip((2, 20), hidden)],
+                  b=[normal(4 * n) for n in hidden], out_w=normal(20, 1), out_b=normal(1))
+    attrs = dict(log_and_sign=True, k=5.0, eps=1e-10, forget_bias=1.0, scale=0.1)
+    grads = dict(d_update=normal(rows), d_h_new=[normal(rows, n) for n in hidden],
+                 d_c_new=[normal(rows, n) for n in hidden])
+    results = []
+    for inter_op_helpers in (True, False):
+      update, h_new, c_new, saved = kernels.l2l_cw_lstm(
+          **inputs, **attrs, inter_op_helpers=inter_op_helpers)
+      grad = kernels.l2l_cw_lstm_grad(**inputs, **grads, h_new=h_new, c_new=c_new, saved=saved,
+                                      **attrs, inter_op_helpers=inter_op_helpers)
+      results.append(tf.nest.map_structure(lambda t: t.numpy(), [update, h_new, c_new, grad]))
+    for a, b in zip(tf.nest.flatten(results[0]), tf.nest.flatten(results[1])):
+      self.assertAllEqual(a, b)
+
   def test_fused_step_checks_its_inputs(self):
     kernels = lstm.lstm_kernels()
     if kernels is None:
