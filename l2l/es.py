@@ -82,6 +82,8 @@ class PESMinimize(tf.Module):
       from the unperturbed trajectory's state, which is advanced with theta.
     seed: seed of the perturbations.
     use_while_loop: as `unroll.unroll` (default: a while loop when K > 50).
+    num_steps: the horizon (steps per problem instance), for rules that read the training
+      progress.
   """
 
   def __init__(self, meta_optimizer: meta_optimizer_lib.MetaOptimizer,
@@ -90,7 +92,7 @@ class PESMinimize(tf.Module):
                net_assignments: Optional[meta_optimizer_lib.NetAssignments] = None,
                objective: str = "sum", max_grad_norm: Optional[float] = None,
                persistent: bool = True, seed: int = 0,
-               use_while_loop: Optional[bool] = None):
+               use_while_loop: Optional[bool] = None, num_steps: Optional[int] = None):
     super().__init__(name="pes_minimize")
     checks.positive_int("len_unroll", len_unroll)
     checks.positive_int("num_particles", num_particles)
@@ -118,8 +120,11 @@ class PESMinimize(tf.Module):
     self._sizes = [int(v.shape.num_elements()) for v in self._theta]
     self.num_weights = sum(self._sizes)
 
+    if num_steps is not None:
+      checks.positive_int("num_steps", num_steps)
+    self.num_steps = num_steps
     params, constants = self.problem.initial_values()
-    state = unroll_lib.initial_state(self._groups, params)
+    state = unroll_lib.initial_state(self._groups, params, num_steps)
     self._constants = [tf.Variable(c, trainable=False) for c in constants]
     particles = 1 if not self.persistent else 2 * num_particles
     # Particle states stacked on a leading axis; truncated ES keeps one (the unperturbed one).
@@ -220,7 +225,7 @@ class PESMinimize(tf.Module):
     params, constants = self.problem.initial_values()
     for var, value in zip(self._constants, constants):
       var.assign(value)
-    state = unroll_lib.initial_state(self._groups, params)
+    state = unroll_lib.initial_state(self._groups, params, self.num_steps)
     tf.nest.map_structure(
         lambda var, value: var.assign(tf.broadcast_to(value[None], var.shape)), self._states,
         state)

@@ -93,11 +93,14 @@ class DifferentiableOptimizer:
     first_order: keep the trajectory differentiable but stop the gradients fed to the rule
       (first-order MAML with this rule).
     allow_unused: parameters the loss does not use get zero gradients instead of an error.
+    num_steps: the planned number of steps, for rules that read the training progress
+      (`nets.UpdateRule.uses_context`); None gives them their default horizon.
   """
 
   def __init__(self, fmodel: FunctionalModel, rule: nets.UpdateRule,
                adapt_names: Optional[Sequence[str]] = None, track_higher_grads: bool = True,
-               first_order: bool = False, allow_unused: bool = False):
+               first_order: bool = False, allow_unused: bool = False,
+               num_steps: Optional[int] = None):
     if not isinstance(rule, nets.UpdateRule):
       raise TypeError(f"rule must be a nets.UpdateRule, got {type(rule).__name__}")
     self.fmodel = fmodel
@@ -106,7 +109,8 @@ class DifferentiableOptimizer:
     self.track_higher_grads = bool(track_higher_grads)
     self.first_order = bool(first_order)
     self.allow_unused = bool(allow_unused)
-    self.state = rule.initial_state([tf.convert_to_tensor(fmodel.params[n]) for n in self.names])
+    self.state = nets.initial_state_of(
+        rule, [tf.convert_to_tensor(fmodel.params[n]) for n in self.names], num_steps)
 
   def step(self, loss_fn: Callable[[Forward], tf.Tensor]) -> tf.Tensor:
     """One update on `loss_fn(forward)`; returns the loss before the update."""
@@ -116,7 +120,9 @@ class DifferentiableOptimizer:
     grads = [grads[n] for n in self.names]
     if self.first_order or not self.track_higher_grads:
       grads = [tf.stop_gradient(g) for g in grads]
-    updates, self.state = self.rule(grads, self.state)
+    updates, self.state = nets.call_rule(self.rule, grads, self.state,
+                                         params=[self.fmodel.params[n] for n in self.names],
+                                         loss=tf.stop_gradient(loss))
     params = dict(self.fmodel.params)
     for name, update in zip(self.names, updates):
       params[name] = params[name] + update
@@ -131,7 +137,8 @@ class DifferentiableOptimizer:
 @contextlib.contextmanager
 def innerloop_ctx(module: tf.Module, rule: Union[nets.UpdateRule, str, Any],
                   adapt_names: Optional[Sequence[str]] = None, track_higher_grads: bool = True,
-                  first_order: bool = False, allow_unused: bool = False
+                  first_order: bool = False, allow_unused: bool = False,
+                  num_steps: Optional[int] = None
                   ) -> Iterator[Tuple[FunctionalModel, DifferentiableOptimizer]]:
   """`(fmodel, diffopt)` starting at the module's variables (see the module docstring).
 
@@ -139,4 +146,4 @@ def innerloop_ctx(module: tf.Module, rule: Union[nets.UpdateRule, str, Any],
   """
   fmodel = FunctionalModel(module)
   yield fmodel, DifferentiableOptimizer(fmodel, rule_from(rule), adapt_names, track_higher_grads,
-                                        first_order, allow_unused)
+                                        first_order, allow_unused, num_steps)

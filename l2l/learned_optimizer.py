@@ -19,6 +19,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from nets import base as nets_base
+from l2l import checks
 from l2l import meta_optimizer as meta_optimizer_lib
 
 Rule = Union[str, nets_base.UpdateRule, meta_optimizer_lib.MetaOptimizer,
@@ -57,6 +58,8 @@ class LearnedOptimizer(snt.Module):
       every variable given to `apply`, or a function variable -> netid (e.g. by rank, to send
       conv kernels to a `KernelDeepLSTM`). Names are `tf.Variable.name` without `:0` (a Keras
       3 variable's `path`).
+    num_steps: the planned number of `apply` calls, for rules that read the training progress
+      (the pretrained per-parameter rules); None gives them the horizon they were trained for.
 
   Raises:
     TypeError: `rule` is none of the above.
@@ -64,8 +67,11 @@ class LearnedOptimizer(snt.Module):
   """
 
   def __init__(self, rule: Rule, net_assignments: Optional[Assignments] = None,
-               name: str = "learned_optimizer"):
+               name: str = "learned_optimizer", num_steps: Optional[int] = None):
     super().__init__(name=name)
+    if num_steps is not None:
+      checks.positive_int("num_steps", num_steps)
+    self.num_steps = num_steps
     self.nets = _nets_from(rule)
     self._net_assignments = net_assignments
     self._groups: Optional[List[Tuple[str, Tuple[int, ...]]]] = None
@@ -97,7 +103,8 @@ class LearnedOptimizer(snt.Module):
       # (a model built on its first call) cannot be read here. Rules' states depend on shapes.
       values = [tf.zeros(v.shape, tf.as_dtype(v.dtype)) for v in variables]
       for netid, indices in self._groups:
-        state = self.nets[netid].initial_state([values[i] for i in indices])
+        state = nets_base.initial_state_of(self.nets[netid], [values[i] for i in indices],
+                                           self.num_steps)
         self.states.append(tf.nest.map_structure(
             lambda t: tf.Variable(t, trainable=False, name="state"), state))
 
@@ -109,7 +116,7 @@ class LearnedOptimizer(snt.Module):
                        "optimizer per set of variables")
 
   def apply(self, updates: Sequence[Optional[tf.Tensor]],
-            parameters: Sequence[tf.Variable]) -> None:
+            parameters: Sequence[tf.Variable], loss: Optional[tf.Tensor] = None) -> None:
     """Takes one step: `parameters[i] += rule(updates)[i]`.
 
     As in `snt.optimizers`, `updates` are the gradients of the loss. A `None` gradient leaves its
@@ -118,6 +125,7 @@ class LearnedOptimizer(snt.Module):
     Args:
       updates: one gradient (or None) per parameter.
       parameters: the variables, the same ones in the same order at every call.
+      loss: the loss the gradients were taken of, for rules that read it (optional).
 
     Raises:
       ValueError: different lengths, variables that differ from the first call's, or
@@ -139,7 +147,9 @@ class LearnedOptimizer(snt.Module):
         grads.append(tf.convert_to_tensor(g))  # IndexedSlices become dense.
     for (netid, indices), state_vars in zip(self._groups, self.states):
       state = tf.nest.map_structure(tf.convert_to_tensor, state_vars)
-      steps, state = self.nets[netid]([grads[i] for i in indices], state)
+      steps, state = nets_base.call_rule(
+          self.nets[netid], [grads[i] for i in indices], state,
+          params=[tf.convert_to_tensor(parameters[i]) for i in indices], loss=loss)
       for i, step in zip(indices, steps):
         if updates[i] is not None:
           parameters[i].assign_add(tf.cast(step, tf.as_dtype(parameters[i].dtype)))

@@ -232,8 +232,8 @@ class Learner:
     self.buffers: Optional[Dict[str, tf.Tensor]] = functional.initial_buffers(maml.module)
     self._rule_state = None
     if maml.inner_optimizer is not None:
-      self._rule_state = maml.inner_optimizer.initial_state(
-          [tf.convert_to_tensor(self.params[n]) for n in maml.adapt_names])
+      self._rule_state = nets_base.initial_state_of(maml.inner_optimizer,
+          [tf.convert_to_tensor(self.params[n]) for n in maml.adapt_names], maml.inner_steps)
 
   def _forward(self, params: Params) -> Forward:
     """The module's forward at `params`, reading and updating `self.buffers`."""
@@ -272,11 +272,13 @@ class Learner:
   def _rule_step(self, loss: Callable[[Params], tf.Tensor]) -> None:
     maml = self.maml
     names = maml.adapt_names
-    _, grads = gradients(self.params, loss, names, maml.allow_unused)
+    value, grads = gradients(self.params, loss, names, maml.allow_unused)
     grads = [grads[n] for n in names]
     if maml.first_order:
       grads = [tf.stop_gradient(g) for g in grads]
-    updates, self._rule_state = maml.inner_optimizer(grads, self._rule_state)
+    updates, self._rule_state = nets_base.call_rule(
+        maml.inner_optimizer, grads, self._rule_state, params=[self.params[n] for n in names],
+        loss=tf.stop_gradient(value))
     self.params = dict(self.params)
     for n, u in zip(names, updates):
       self.params[n] = self.params[n] + u

@@ -166,7 +166,8 @@ class MetaLoss(tf.Module):
   state and returns the meta-loss, differentiable in the nets' variables. `run()` is the same
   compiled with `tf.function`, without gradients. With `segment_length`, the unroll is
   checkpointed (`unroll.unroll`): the same meta-gradient, with memory growing with the segment
-  length instead of `len_unroll`.
+  length instead of `len_unroll`. `num_steps` is the planned number of steps per problem
+  instance (all unrolls until `reset()`), for rules that read the training progress.
 
   Attributes:
     problem: the captured `make_loss` (`capture.Problem`).
@@ -177,8 +178,11 @@ class MetaLoss(tf.Module):
                second_derivatives: bool = False,
                loss_weights: Optional[Sequence[float]] = None,
                use_while_loop: Optional[bool] = None, objective: str = "sum",
-               segment_length: Optional[int] = None):
+               segment_length: Optional[int] = None, num_steps: Optional[int] = None):
     super().__init__(name="meta_loss")
+    if num_steps is not None:
+      checks.positive_int("num_steps", num_steps)
+    self.num_steps = num_steps
     if segment_length is not None:
       checks.positive_int("segment_length", segment_length)
     self.segment_length = segment_length
@@ -200,7 +204,7 @@ class MetaLoss(tf.Module):
                     for netid, idx in resolved]
 
     params, constants = self.problem.initial_values()
-    state = unroll_lib.initial_state(self._groups, params)
+    state = unroll_lib.initial_state(self._groups, params, num_steps)
     self._params = [tf.Variable(p, trainable=False, name=s.name.replace("/", "__"))
                     for p, s in zip(params, self.problem.param_specs)]
     self._constants = [tf.Variable(c, trainable=False) for c in constants]
@@ -244,7 +248,7 @@ class MetaLoss(tf.Module):
     params, constants = self.problem.initial_values()
     for var, value in zip(self._constants, constants):
       var.assign(value)
-    self._store(unroll_lib.initial_state(self._groups, params))
+    self._store(unroll_lib.initial_state(self._groups, params, self.num_steps))
     self._num_unrolls.assign(0)
 
   def reset(self) -> None:

@@ -52,11 +52,17 @@ def check_groups(groups: Sequence[Group], state: UnrollState) -> None:
                      f"once, got indices {indices}")
 
 
-def initial_state(groups: Sequence[Group], params: Sequence[tf.Tensor]) -> UnrollState:
-  """The state at step 0: the given parameters and each rule's initial state."""
+def initial_state(groups: Sequence[Group], params: Sequence[tf.Tensor],
+                  num_steps: Optional[int] = None) -> UnrollState:
+  """The state at step 0: the given parameters and each rule's initial state.
+
+  `num_steps`, the planned number of steps, reaches the rules that read the training progress
+  (`nets.UpdateRule.uses_context`); None gives them their default horizon.
+  """
   params = tuple(params)
-  return UnrollState(params, tuple(g.rule.initial_state([params[i] for i in g.indices])
-                                   for g in groups))
+  return UnrollState(params, tuple(
+      nets_base.initial_state_of(g.rule, [params[i] for i in g.indices], num_steps)
+      for g in groups))
 
 
 def value_and_grads(loss_fn: LossFn, params: Sequence[tf.Tensor]
@@ -69,13 +75,15 @@ def value_and_grads(loss_fn: LossFn, params: Sequence[tf.Tensor]
   return loss, grads
 
 
-def apply_rules(groups: Sequence[Group], state: UnrollState, grads: Sequence[tf.Tensor]
-               ) -> UnrollState:
-  """x + rule(g) for every group."""
+def apply_rules(groups: Sequence[Group], state: UnrollState, grads: Sequence[tf.Tensor],
+                loss: Optional[tf.Tensor] = None) -> UnrollState:
+  """x + rule(g) for every group (rules that use context also see x and the loss f(x))."""
   params = list(state.params)
   rule_states = []
   for group, rule_state in zip(groups, state.rule_states):
-    updates, rule_state = group.rule([grads[i] for i in group.indices], rule_state)
+    updates, rule_state = nets_base.call_rule(
+        group.rule, [grads[i] for i in group.indices], rule_state,
+        params=[state.params[i] for i in group.indices], loss=loss)
     for i, update in zip(group.indices, updates):
       params[i] = params[i] + update
     rule_states.append(rule_state)
@@ -114,7 +122,8 @@ def step(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState,
   if not second_derivatives:
     grads = [tf.stop_gradient(g) for g in grads]
     loss = loss_with_gradient(loss, state.params, grads)
-  return loss, apply_rules(groups, state, grads)
+  # Rules read the loss as a feature, not as a path for the meta-gradient.
+  return loss, apply_rules(groups, state, grads, tf.stop_gradient(loss))
 
 
 def run_steps(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, num_steps: int,

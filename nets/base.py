@@ -11,11 +11,20 @@ it can be carried through `tf.function`, `tf.while_loop` and `tf.train.Checkpoin
 differentiable: gradients flow from the updates to the rule's own variables (meta-learning the
 rule), to the incoming gradients (second-order meta-gradients) and to the initial parameters
 (MAML-style meta-learning).
+
+Rules that need more than the gradient (the versatile per-parameter rules of VeLO / Celo read
+the parameters and the training progress) set `uses_context = True` and then take
+
+    state = rule.initial_state(params, num_steps=T)     # T: the planned number of steps
+    updates, state = rule(grads, state, params=params, loss=loss)
+
+Every caller goes through `initial_state_of` and `call_rule`, which pass the context only to
+rules that ask for it, so the gradient-only rules keep their two-argument interface unchanged.
 """
 
 import abc
 import json
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import sonnet as snt
 import tensorflow as tf
@@ -24,7 +33,16 @@ State = Any  # A tf.nest structure of tensors.
 
 
 class UpdateRule(snt.Module, metaclass=abc.ABCMeta):
-  """Base class of optimizer nets: `initial_state(params)` and `__call__(grads, state)`."""
+  """Base class of optimizer nets: `initial_state(params)` and `__call__(grads, state)`.
+
+  Attributes:
+    uses_context: False for rules of the gradient alone. True for rules whose
+      `initial_state` also takes `num_steps` (the horizon, None for the rule's default) and
+      whose `__call__` also takes `params` (the parameters the gradients were taken at) and
+      `loss` (the loss there, a scalar, or None when the caller does not have it).
+  """
+
+  uses_context: bool = False
 
   @abc.abstractmethod
   def initial_state(self, params: Sequence[tf.Tensor]) -> State:
@@ -65,3 +83,27 @@ def as_list(tensors: Sequence[tf.Tensor], argument: str = "grads") -> List[tf.Te
   if isinstance(tensors, (tf.Tensor, tf.Variable)) or not isinstance(tensors, (list, tuple)):
     raise TypeError(f"`{argument}` must be a list or tuple of tensors, got {type(tensors).__name__}")
   return list(tensors)
+
+
+def initial_state_of(rule: UpdateRule, params: Sequence[tf.Tensor],
+                     num_steps: Optional[int] = None) -> State:
+  """`rule.initial_state(params)`, with the horizon `num_steps` for rules that use context."""
+  if rule.uses_context:
+    return rule.initial_state(params, num_steps=num_steps)
+  return rule.initial_state(params)
+
+
+def call_rule(rule: UpdateRule, grads: Sequence[tf.Tensor], state: State,
+              params: Optional[Sequence[tf.Tensor]] = None,
+              loss: Optional[tf.Tensor] = None) -> Tuple[List[tf.Tensor], State]:
+  """`rule(grads, state)`, with the parameters and the loss for rules that use context.
+
+  Raises:
+    ValueError: a rule that uses context is called without `params`.
+  """
+  if rule.uses_context:
+    if params is None:
+      raise ValueError(f"{type(rule).__name__} reads the parameters: pass params= with the "
+                       "gradients")
+    return rule(grads, state, params=params, loss=loss)
+  return rule(grads, state)

@@ -9,12 +9,14 @@ from nets import base
 from nets import coordinatewise
 from nets import hand_designed
 from nets import kernel
+from nets import mlp_rule
 from nets import standard
 
 NETS: Dict[str, Callable[..., base.UpdateRule]] = {
     "CoordinateWiseDeepLSTM": coordinatewise.CoordinateWiseDeepLSTM,
     "KernelDeepLSTM": kernel.KernelDeepLSTM,
     "StandardDeepLSTM": standard.StandardDeepLSTM,
+    "PerParameterMLP": mlp_rule.PerParameterMLP,
     "Sgd": hand_designed.Sgd,
     "Momentum": hand_designed.Momentum,
     "NAG": hand_designed.NAG,

@@ -52,6 +52,9 @@ CASES = [
           dict(output_size=11, layers=(3, 3), seed=0, **LOG_AND_SIGN),
           mismatched={"net": "StandardDeepLSTM", "net_options": dict(output_size=11, layers=(3,),
                                                                      **LOG_AND_SIGN)}),
+    _case("PerParameterMLP", "PerParameterMLP", dict(hidden_sizes=(4, 4), seed=0),
+          shapes=SHAPES + ((2, 3, 4), ()),
+          mismatched={"net": "PerParameterMLP", "net_options": dict(hidden_sizes=(4,))}),
 ]
 
 # Hyperparameters under which each hand-designed rule converges on the quadratic below.
@@ -61,8 +64,10 @@ CONVERGENCE = {
     "NAG": {"learning_rate": 0.1, "momentum": 0.5},
     "RMSProp": {"learning_rate": 0.02},
     "Adam": {"learning_rate": 0.05},
+    # Untrained, the per-parameter MLP is Adam at its learning_rate.
+    "PerParameterMLP": {"learning_rate": 0.05},
 }
-LEARNED = {"CoordinateWiseDeepLSTM", "KernelDeepLSTM", "StandardDeepLSTM"}
+LEARNED = {"CoordinateWiseDeepLSTM", "KernelDeepLSTM", "StandardDeepLSTM", "PerParameterMLP"}
 
 
 def _random(shapes, seed):
@@ -72,10 +77,10 @@ def _random(shapes, seed):
 
 def _run(net, params, grads_seq):
   """Updates for a sequence of gradient lists from the initial state."""
-  state = net.initial_state(params)
+  state = nets.initial_state_of(net, params, num_steps=10)
   outputs = []
   for grads in grads_seq:
-    updates, state = net(grads, state)
+    updates, state = nets.call_rule(net, grads, state, params=params)
     outputs.append(updates)
   return outputs, state
 
@@ -117,9 +122,9 @@ class NetContractTest(tf.test.TestCase, parameterized.TestCase):
     @tf.function
     def step(grads, state):
       traces.append(1)  # Runs once per trace only.
-      return net(grads, state)
+      return nets.call_rule(net, grads, state, params=params)
 
-    state0 = net.initial_state(params)
+    state0 = nets.initial_state_of(net, params, num_steps=10)
     grads1, grads2 = _random(shapes, 1), _random(shapes, 2)
     updates1, state1 = step(grads1, state0)
     updates2, state2 = step(grads2, state1)
@@ -216,14 +221,14 @@ class NetContractTest(tf.test.TestCase, parameterized.TestCase):
 
     net = nets.factory({"net": name, "net_options": options})
     params = [tf.zeros([4]), tf.zeros([2, 3])]
-    state = net.initial_state(params)
+    state = nets.initial_state_of(net, params, num_steps=100)
 
     @tf.function
     def step(params, state):
       with tf.GradientTape() as tape:
         tape.watch(params)
         loss = loss_fn(params)
-      updates, state = net(tape.gradient(loss, params), state)
+      updates, state = nets.call_rule(net, tape.gradient(loss, params), state, params=params)
       return [p + u for p, u in zip(params, updates)], state
 
     initial = float(loss_fn(params))

@@ -1,0 +1,244 @@
+"""A versatile per-parameter learned optimizer: a small MLP over scale-free features.
+
+The rule of small_fc_lopt / AdafacMLPLOpt (Metz et al. 2022, google/learned_optimization),
+VeLO (Metz et al. 2022) and Celo (Moudgil et al. 2025), written for l2l's update-rule interface.
+One MLP is shared by every coordinate of every tensor; it reads, per coordinate,
+
+    f1 = g / (sqrt(v) + eps)                 the gradient in Adam's units
+    f2..f4 = m_b / (sqrt(v) + eps)           momenta at b = 0.5, 0.9, 0.99 (bias-corrected)
+    f5 = g / (sqrt(v_fac) + eps)             the gradient over Adafactor's factored second
+    f6 = m_0.9 / (sqrt(v_fac) + eps)         moment (row x column statistics of a matrix;
+                                             v itself for vectors and scalars)
+    f7 = p / rms(p)                          the parameter, normalised over its tensor
+    f8 = g / rms(g)                          the gradient, normalised over its tensor
+
+(v: the second moment at decay 0.999, bias-corrected; every feature clipped to [-10, 10]) and
+the training progress `s = min(t / T, 1)` of step t of a horizon of T steps, as
+`[s, s^2, tanh(10 s), tanh(10 (1 - s))]`. All inputs are invariant to the scale of the loss
+and, except f7, of the parameters. The MLP outputs a direction correction d and a log-magnitude
+m per coordinate; a second small MLP of the progress alone gives a learned schedule. The update
+starts from Adam's:
+
+    u = -lr * exp(schedule(s)) * (m_0.9 / (sqrt(v) + eps) + c_d d) * exp(c_m m)
+
+with lr = exp(log_lr) learned too. The last layers of both MLPs start at zero, so an untrained
+rule *is* Adam (beta1 0.9, beta2 0.999) at `learning_rate`: meta-training starts at parity with
+a sound hand-designed rule and learns a schedule, a step size and per-coordinate corrections.
+
+The maths are module-level functions of tensors (`tensor_features`, `progress_features`,
+`mlp_update`); the module holds the weights and maps them over the parameters. All parameters
+share one MLP call: their features are concatenated into one [num_coordinates, 8] matrix.
+"""
+
+import math
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import sonnet as snt
+import tensorflow as tf
+
+from nets import base
+
+MOMENTUM_DECAYS = (0.5, 0.9, 0.99)
+ADAM_MOMENTUM = 1  # Index of 0.9 in MOMENTUM_DECAYS: the base direction's momentum.
+RMS_DECAY = 0.999
+EPSILON = 1e-8
+FEATURE_CLIP = 10.
+NUM_FEATURES = 8
+NUM_PROGRESS_FEATURES = 4
+Tensors = Tuple[tf.Tensor, ...]
+
+
+class MLPRuleState(NamedTuple):
+  step: tf.Tensor       # Float32 scalar: steps taken so far.
+  num_steps: tf.Tensor  # Float32 scalar: the horizon T.
+  m: Tensors            # Per parameter: [*shape, len(MOMENTUM_DECAYS)] momenta.
+  v: Tensors            # Per parameter: second moments.
+  row: Tensors          # Per parameter: shape[:-1] row statistics of g^2 (rank >= 2), else [1].
+  col: Tensors          # Per parameter: shape[:-2] + shape[-1:] column statistics, else [1].
+
+
+def factored(shape: Sequence[int]) -> bool:
+  """Whether a parameter of this shape keeps Adafactor's row and column statistics."""
+  return len(shape) >= 2
+
+
+def progress_features(step: tf.Tensor, num_steps: tf.Tensor) -> tf.Tensor:
+  """`[s, s^2, tanh(10 s), tanh(10 (1 - s))]` of the progress s = min(step / num_steps, 1)."""
+  s = tf.minimum(step / num_steps, 1.)
+  return tf.stack([s, s * s, tf.tanh(10. * s), tf.tanh(10. * (1. - s))])
+
+
+def _rms(x: tf.Tensor, floor: float) -> tf.Tensor:
+  return tf.sqrt(tf.reduce_mean(tf.square(x)) + floor)
+
+
+def tensor_features(g: tf.Tensor, p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, row: tf.Tensor,
+                    col: tf.Tensor, step: tf.Tensor
+                    ) -> Tuple[tf.Tensor, tf.Tensor, Tuple[tf.Tensor, ...]]:
+  """One parameter tensor's features, its Adam direction and its new statistics.
+
+  Args:
+    g, p: the gradient and the parameter (float32, the same shape).
+    m, v, row, col: the statistics of `MLPRuleState` for this parameter.
+    step: the step being taken, t >= 1 (float32 scalar).
+
+  Returns:
+    `(features [n, NUM_FEATURES], adam_direction [n], (m', v', row', col'))`, n = g.size.
+  """
+  decays = tf.constant(MOMENTUM_DECAYS, g.dtype)
+  m = decays * m + (1. - decays) * g[..., None]
+  g2 = tf.square(g)
+  v = RMS_DECAY * v + (1. - RMS_DECAY) * g2
+  m_hat = m / (1. - tf.pow(decays, step))
+  v_hat = v / (1. - tf.pow(RMS_DECAY, step))
+  inv_rms = 1. / (tf.sqrt(v_hat) + EPSILON)
+  if factored(g.shape):
+    row = RMS_DECAY * row + (1. - RMS_DECAY) * tf.reduce_mean(g2, axis=-1)
+    col = RMS_DECAY * col + (1. - RMS_DECAY) * tf.reduce_mean(g2, axis=-2)
+    # Adafactor: v_fac[i, j] = row[i] col[j] / mean(row); the bias corrections cancel but one.
+    row_mean = tf.reduce_mean(row, axis=-1, keepdims=True)
+    v_fac = (row[..., :, None] * col[..., None, :] / (row_mean[..., None] + 1e-30)
+             / (1. - tf.pow(RMS_DECAY, step)))
+    inv_fac = 1. / (tf.sqrt(v_fac) + EPSILON)
+  else:
+    inv_fac = inv_rms
+  adam_direction = m_hat[..., ADAM_MOMENTUM] * inv_rms
+  columns = [g * inv_rms] + [m_hat[..., i] * inv_rms for i in range(len(MOMENTUM_DECAYS))] + [
+      g * inv_fac, m_hat[..., ADAM_MOMENTUM] * inv_fac, p / _rms(p, 1e-12), g / _rms(g, 1e-30)]
+  features = tf.clip_by_value(tf.stack([tf.reshape(c, [-1]) for c in columns], axis=1),
+                              -FEATURE_CLIP, FEATURE_CLIP)
+  return features, tf.reshape(adam_direction, [-1]), (m, v, row, col)
+
+
+def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tensor,
+               layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
+               schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
+               direction_scale: float, magnitude_scale: float) -> tf.Tensor:
+  """The updates [n] of n coordinates from their features [n, F] and the progress [P].
+
+  `layers` are the (w, b) of the per-coordinate MLP (ReLU between layers, 2 outputs: d, m);
+  `schedule_layers` those of the schedule MLP of the progress (1 output).
+  """
+  n = tf.shape(features)[0]
+  h = tf.concat([features, tf.tile(progress[None], [n, 1])], axis=1)
+  for i, (w, b) in enumerate(layers):
+    h = tf.matmul(h, w) + b
+    if i + 1 < len(layers):
+      h = tf.nn.relu(h)
+  s = progress[None]
+  for i, (w, b) in enumerate(schedule_layers):
+    s = tf.matmul(s, w) + b
+    if i + 1 < len(schedule_layers):
+      s = tf.nn.relu(s)
+  step_size = tf.exp(log_lr + s[0, 0])
+  direction = adam_direction + direction_scale * h[:, 0]
+  return -step_size * direction * tf.exp(magnitude_scale * h[:, 1])
+
+
+class PerParameterMLP(base.UpdateRule):
+  """The versatile learned rule (see the module docstring).
+
+  Args:
+    hidden_sizes: widths of the per-coordinate MLP's hidden layers.
+    schedule_hidden_size: width of the schedule MLP's hidden layer.
+    learning_rate: the initial lr = exp(log_lr): the untrained rule is Adam at this rate.
+    direction_scale: c_d, the scale of the MLP's direction output.
+    magnitude_scale: c_m, the scale of the MLP's log-magnitude output.
+    default_num_steps: the horizon T when the caller gives none.
+    seed: seed of the hidden layers' initial weights (N(0, 1 / fan_in)).
+  """
+
+  uses_context = True
+
+  def __init__(self, hidden_sizes: Sequence[int] = (8, 8), schedule_hidden_size: int = 8,
+               learning_rate: float = 1e-3, direction_scale: float = 0.1,
+               magnitude_scale: float = 1.0, default_num_steps: int = 1000, seed: int = 0,
+               name: str = "per_parameter_mlp"):
+    super().__init__(name=name)
+    hidden_sizes = [int(h) for h in hidden_sizes]
+    if not hidden_sizes or min(hidden_sizes) < 1 or int(schedule_hidden_size) < 1:
+      raise ValueError(f"PerParameterMLP: hidden sizes must be positive integers, got "
+                       f"{hidden_sizes} and {schedule_hidden_size!r}")
+    for arg, value in (("learning_rate", learning_rate), ("direction_scale", direction_scale),
+                       ("magnitude_scale", magnitude_scale)):
+      if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+        raise ValueError(f"PerParameterMLP: `{arg}` must be a positive number, got {value!r}")
+    if not isinstance(default_num_steps, int) or default_num_steps < 1:
+      raise ValueError(f"PerParameterMLP: `default_num_steps` must be a positive integer, got "
+                       f"{default_num_steps!r}")
+    self._remember_options(hidden_sizes=hidden_sizes,
+                           schedule_hidden_size=int(schedule_hidden_size),
+                           learning_rate=float(learning_rate),
+                           direction_scale=float(direction_scale),
+                           magnitude_scale=float(magnitude_scale),
+                           default_num_steps=default_num_steps, seed=int(seed))
+    self.direction_scale = float(direction_scale)
+    self.magnitude_scale = float(magnitude_scale)
+    self.default_num_steps = default_num_steps
+    rng = np.random.default_rng(seed)
+
+    def layer_stack(sizes: List[int], prefix: str) -> List[Tuple[tf.Variable, tf.Variable]]:
+      out = []
+      for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i + 2 == len(sizes)
+        w = (np.zeros([fan_in, fan_out]) if last else
+             rng.normal(size=[fan_in, fan_out]) / math.sqrt(fan_in))
+        out.append((tf.Variable(w.astype(np.float32), name=f"{prefix}{i}_w"),
+                    tf.Variable(tf.zeros([fan_out]), name=f"{prefix}{i}_b")))
+      return out
+
+    with self.name_scope:
+      self.layers = layer_stack([NUM_FEATURES + NUM_PROGRESS_FEATURES] + hidden_sizes + [2],
+                                "mlp")
+      self.schedule_layers = layer_stack(
+          [NUM_PROGRESS_FEATURES, int(schedule_hidden_size), 1], "schedule")
+      self.log_lr = tf.Variable(math.log(learning_rate), dtype=tf.float32, name="log_lr")
+
+  def initial_state(self, params: Sequence[tf.Tensor],
+                    num_steps: Optional[int] = None) -> MLPRuleState:
+    params = base.as_list(params, "params")
+    horizon = self.default_num_steps if num_steps is None else num_steps
+    if isinstance(horizon, (int, float)) and not horizon >= 1:
+      raise ValueError(f"PerParameterMLP: num_steps must be >= 1, got {num_steps!r}")
+
+    def stats(p):
+      shape = p.shape.as_list()
+      if factored(shape):
+        return tf.zeros(shape[:-1]), tf.zeros(shape[:-2] + shape[-1:])
+      return tf.zeros([1]), tf.zeros([1])
+
+    rows, cols = zip(*[stats(p) for p in params]) if params else ((), ())
+    return MLPRuleState(
+        tf.zeros([], tf.float32), tf.cast(horizon, tf.float32),
+        tuple(tf.zeros(p.shape.as_list() + [len(MOMENTUM_DECAYS)]) for p in params),
+        tuple(tf.zeros(p.shape) for p in params), tuple(rows), tuple(cols))
+
+  def __call__(self, grads: Sequence[tf.Tensor], state: MLPRuleState,
+               params: Optional[Sequence[tf.Tensor]] = None,
+               loss: Optional[tf.Tensor] = None) -> Tuple[List[tf.Tensor], MLPRuleState]:
+    del loss  # Not a feature of this rule.
+    grads = base.as_list(grads)
+    if params is None:
+      raise ValueError("PerParameterMLP reads the parameters: call it with params=")
+    params = base.as_list(params, "params")
+    if not len(grads) == len(params) == len(state.v):
+      raise ValueError(f"PerParameterMLP: {len(grads)} gradients, {len(params)} params and "
+                       f"{len(state.v)} states")
+    step = state.step + 1.
+    features, directions, new_stats = [], [], []
+    for g, p, m, v, row, col in zip(grads, params, state.m, state.v, state.row, state.col):
+      f, d, s = tensor_features(tf.cast(g, tf.float32), tf.cast(p, tf.float32), m, v, row, col,
+                                step)
+      features.append(f)
+      directions.append(d)
+      new_stats.append(s)
+    sizes = [int(g.shape.num_elements()) for g in grads]
+    flat = mlp_update(tf.concat(features, 0), tf.concat(directions, 0),
+                      progress_features(step, state.num_steps), self.layers,
+                      self.schedule_layers, self.log_lr, self.direction_scale,
+                      self.magnitude_scale)
+    updates = [tf.cast(tf.reshape(u, g.shape), g.dtype)
+               for u, g in zip(tf.split(flat, sizes), grads)]
+    m, v, row, col = (tuple(s) for s in zip(*new_stats)) if new_stats else ((),) * 4
+    return updates, MLPRuleState(step, state.num_steps, m, v, row, col)
