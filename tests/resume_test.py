@@ -4,12 +4,11 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -39,36 +38,103 @@ def summary_tags(directory):
   return tags
 
 
-class ResumeInProcessTest(absltest.TestCase):
+class Crash(Exception):
+  """A crash of the training process, raised where the test chooses."""
 
-  def test_resumed_run_matches_uninterrupted_run_exactly(self):
-    tmp = tempfile.mkdtemp()
-    full = os.path.join(tmp, "full")
-    summary = training.meta_train(training.TrainConfig(save_path=full, **TINY))
-    self.assertEqual(summary["meta_steps"], 6 * 2)
-    self.assertEqual(summary["resumed_from_epoch"], 0)
-    # A crash after epoch 4: the state directory as it was then (ckpt-4 is the latest).
-    crashed = os.path.join(tmp, "crashed")
-    shutil.copytree(full, crashed)
-    state = os.path.join(crashed, training.TRAIN_STATE)
-    for path in glob.glob(os.path.join(state, "ckpt-6.*")):
-      os.remove(path)
-    with open(os.path.join(state, "checkpoint"), "w") as f:
-      f.write('model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n')
-    resumed = training.meta_train(training.TrainConfig(save_path=crashed, **TINY))
-    self.assertEqual(resumed["resumed_from_epoch"], 4)
-    self.assertEqual(resumed["meta_steps"], summary["meta_steps"])
-    self.assertEqual(resumed["best_epoch"], summary["best_epoch"])
-    self.assertAlmostEqual(resumed["best_validation_log10_loss"],
-                           summary["best_validation_log10_loss"], places=6)
+
+def crash_before_checkpoint(number):
+  """Patches `CheckpointManager.save` to raise `Crash` when asked to write checkpoint `number`:
+  a run that dies after training epochs it never checkpointed (no timing involved)."""
+  save = tf.train.CheckpointManager.save
+
+  def save_or_crash(self, checkpoint_number=None, **kwargs):
+    if checkpoint_number == number:
+      raise Crash(f"killed before ckpt-{number}")
+    return save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+  return mock.patch.object(tf.train.CheckpointManager, "save", save_or_crash)
+
+
+def summary_values(directory):
+  """{tag: {step: value}} of the TensorBoard events, the last value written for a step winning
+  (as TensorBoard shows a step that a resumed run wrote again)."""
+  values = {}
+  for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
+def saved_optimizer(path):
+  """The weights of the best optimizer saved in `path` (MetaOptimizer.save's checkpoint)."""
+  return checkpoint_tensors(os.path.join(path, "nets"))
+
+
+# A run whose validation score improves at every validation (2, 4, 6, 8), so that the best
+# optimizer is written after the crash below and a resume that never re-saved it would leave
+# the killed run's epoch-6 optimizer in place.
+IMPROVING = dict(TINY, num_epochs=8, evaluation_period=2, learning_rate=1e-2)
+CRASH_AT = 6  # Epochs 5 and 6 are trained (and validated) but never checkpointed.
+
+
+class ResumeTestCase(absltest.TestCase):
+
+  def assert_same_run(self, path, reference_path, num_epochs):
+    """The resumed run in `path` ends as the uninterrupted one in `reference_path`."""
     # Nets, Adam's moments, counters and the instance generator all end the same.
-    expected = checkpoint_tensors(os.path.join(full, training.TRAIN_STATE, "ckpt-6"))
-    actual = checkpoint_tensors(os.path.join(state, "ckpt-6"))
+    last = f"ckpt-{num_epochs}"
+    expected = checkpoint_tensors(os.path.join(reference_path, training.TRAIN_STATE, last))
+    actual = checkpoint_tensors(os.path.join(path, training.TRAIN_STATE, last))
     self.assertEqual(set(actual), set(expected))
     self.assertTrue(any("optimizer/m" in name for name in expected), sorted(expected))
     self.assertTrue(any("generators" in name for name in expected), sorted(expected))
     for name, value in expected.items():
       np.testing.assert_allclose(actual[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+    # The best optimizer, saved after the crash.
+    expected, actual = saved_optimizer(reference_path), saved_optimizer(path)
+    self.assertEqual(set(actual), set(expected))
+    for name, value in expected.items():
+      np.testing.assert_allclose(actual[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+    # TensorBoard: every tag at every epoch, the same values (the learning rate's schedule
+    # included, which is also checked against its formula).
+    expected = summary_values(os.path.join(reference_path, "tensorboard"))
+    actual = summary_values(os.path.join(path, "tensorboard"))
+    self.assertEqual(sorted(actual), sorted(expected))
+    for tag in expected:
+      self.assertEqual(sorted(actual[tag]), sorted(expected[tag]), tag)
+      for step, value in expected[tag].items():
+        self.assertAlmostEqual(actual[tag][step], value, delta=1e-5 * max(1., abs(value)),
+                               msg=f"{tag} at epoch {step}")
+    self.assertEqual(sorted(actual["learning_rate"]), list(range(1, num_epochs + 1)))
+    for epoch, value in actual["learning_rate"].items():
+      self.assertAlmostEqual(value, training.scheduled_learning_rate(
+          IMPROVING["learning_rate"], "cosine", (epoch - 1) / num_epochs), delta=1e-9)
+
+
+class ResumeInProcessTest(ResumeTestCase):
+
+  def test_run_crashed_mid_way_resumes_to_the_uninterrupted_run(self):
+    tmp = tempfile.mkdtemp()
+    full = os.path.join(tmp, "full")
+    summary = training.meta_train(training.TrainConfig(save_path=full, **IMPROVING))
+    self.assertEqual(summary["meta_steps"], 8 * 2)
+    self.assertEqual(summary["resumed_from_epoch"], 0)
+    # The premise: the best optimizer of the uninterrupted run comes after the crash.
+    self.assertGreater(summary["best_epoch"], CRASH_AT)
+    crashed = os.path.join(tmp, "crashed")
+    with crash_before_checkpoint(CRASH_AT), self.assertRaises(Crash):
+      training.meta_train(training.TrainConfig(save_path=crashed, **IMPROVING))
+    state = os.path.join(crashed, training.TRAIN_STATE)
+    self.assertEqual(os.path.basename(tf.train.latest_checkpoint(state)), "ckpt-4")
+    resumed = training.meta_train(training.TrainConfig(save_path=crashed, **IMPROVING))
+    self.assertEqual(resumed["resumed_from_epoch"], 4)
+    self.assertEqual(resumed["meta_steps"], summary["meta_steps"])
+    self.assertEqual(resumed["best_epoch"], summary["best_epoch"])
+    self.assertAlmostEqual(resumed["best_validation_log10_loss"],
+                           summary["best_validation_log10_loss"], places=6)
+    self.assert_same_run(crashed, full, 8)
 
   def test_tensorboard_summaries(self):
     path = os.path.join(tempfile.mkdtemp(), "opt")
@@ -115,46 +181,55 @@ class ResumeInProcessTest(absltest.TestCase):
       training.TrainConfig(**{**TINY, "checkpoint_period": 0}).validate()
 
 
-class KillAndResumeTest(absltest.TestCase):
-  """train.py killed with SIGKILL mid-run; the same command resumes and finishes the run."""
+# train.py, killed with SIGKILL by its own process when it is about to write a checkpoint.
+KILL_DRIVER = """
+import os, runpy, signal, sys
+import tensorflow as tf
+kill_at = int(sys.argv[1])
+save = tf.train.CheckpointManager.save
+def save_or_die(self, checkpoint_number=None, **kwargs):
+  if checkpoint_number == kill_at:
+    os.kill(os.getpid(), signal.SIGKILL)
+  return save(self, checkpoint_number=checkpoint_number, **kwargs)
+tf.train.CheckpointManager.save = save_or_die
+sys.argv = ["train.py"] + sys.argv[2:]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+class KillAndResumeTest(ResumeTestCase):
+  """train.py killed with SIGKILL mid-run (after epoch 6, whose checkpoint it never wrote); the
+  same command resumes from epoch 4 and ends as an uninterrupted train.py run."""
 
   def test_sigkill_then_same_command_resumes(self):
-    path = os.path.join(tempfile.mkdtemp(), "opt")
-    epochs, unrolls = 40, 2
-    command = [sys.executable, "train.py", "--problem=quadratic", f"--num_epochs={epochs}",
-               "--num_steps=10", "--unroll_length=5", "--checkpoint_period=2",
-               "--evaluation_period=5", "--evaluation_epochs=2", "--log_period=1",
-               f"--save_path={path}"]
+    tmp = tempfile.mkdtemp()
+    flags = ["--problem=quadratic"] + [f"--{k}={v}" for k, v in IMPROVING.items()
+                                       if k != "problem"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def train(path, *prefix):
+      return subprocess.run([sys.executable, *prefix, *flags, f"--save_path={path}"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=300)
+
+    full = os.path.join(tmp, "full")
+    done = train(full, "train.py")
+    self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+    path = os.path.join(tmp, "killed")
+    killed = train(path, "-c", KILL_DRIVER, str(CRASH_AT))
+    self.assertEqual(killed.returncode, -signal.SIGKILL, killed.stderr[-2000:])
+    self.assertRegex(killed.stderr, rf"epoch {CRASH_AT}/8  meta-loss")  # It got that far.
     state = os.path.join(path, training.TRAIN_STATE)
-    with open(os.path.join(tempfile.mkdtemp(), "first.log"), "w") as log:
-      first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
-      try:
-        deadline = time.time() + 120
-        while time.time() < deadline and first.poll() is None:
-          if (tf.train.latest_checkpoint(state) or "").endswith(("ckpt-6", "ckpt-8")):
-            break
-          time.sleep(0.05)
-        self.assertIsNone(first.poll(), "train.py ended before it could be killed")
-        os.kill(first.pid, signal.SIGKILL)
-      finally:
-        first.kill()
-        first.wait()
-    self.assertEqual(first.returncode, -signal.SIGKILL)
-    saved_epoch = int(re.search(r"ckpt-(\d+)$", tf.train.latest_checkpoint(state)).group(1))
-    self.assertGreater(saved_epoch, 0)
-    self.assertLess(saved_epoch, epochs)
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    self.assertEqual(os.path.basename(tf.train.latest_checkpoint(state)), "ckpt-4")
+    second = train(path, "train.py")
     self.assertEqual(second.returncode, 0, second.stderr[-2000:])
-    match = re.search(r"resuming from checkpoint \S+ at epoch (\d+)/40 \((\d+) meta-steps done\)",
+    match = re.search(r"resuming from checkpoint \S+ at epoch (\d+)/8 \((\d+) meta-steps done\)",
                       second.stderr)
     self.assertIsNotNone(match, second.stderr[-2000:])
-    self.assertEqual(int(match.group(1)), saved_epoch)
-    self.assertEqual(int(match.group(2)), saved_epoch * unrolls)
-    self.assertNotRegex(second.stderr, rf"epoch {saved_epoch}/40  meta-loss")  # Not repeated.
-    self.assertRegex(second.stderr, rf"epoch {saved_epoch + 1}/40  meta-loss")
-    self.assertRegex(second.stderr, rf"done in \d+s: {epochs * unrolls} meta-steps")
+    self.assertEqual((int(match.group(1)), int(match.group(2))), (4, 8))
+    self.assertNotRegex(second.stderr, r"epoch 4/8  meta-loss")  # Not repeated.
+    self.assertRegex(second.stderr, r"epoch 5/8  meta-loss")
+    self.assertRegex(second.stderr, r"done in \d+s: 16 meta-steps")
+    self.assert_same_run(path, full, 8)
 
 
 if __name__ == "__main__":
