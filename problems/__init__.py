@@ -9,6 +9,7 @@ from problems.quadratic import quadratic
 from problems.registry import PROBLEMS, get
 from problems.rescaled import rescaled
 from problems.simple import simple, simple_multi_optimizer
+from problems.suite import SUITES, SuiteTask, suite
 from problems.tasks import (NWayKShotSampler, SinusoidTaskSampler, Task, TaskSampler,
                             digits_samplers, load_digits)
 
@@ -19,4 +20,6 @@ __all__ = [
     "digits_samplers",
     # Minibatch classification problems and their datasets.
     "mnist", "cifar10", "cifar10_structure", "digits", "Dataset", "load_mnist", "load_cifar10",
+    # The task suite for versatile learned optimizers.
+    "suite", "SuiteTask", "SUITES",
 ]

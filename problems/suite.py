@@ -1,0 +1,224 @@
+"""A task suite for meta-training and evaluating versatile learned optimizers.
+
+    for task in problems.suite("train"):
+      make_loss = task.make_problem(seed)     # An instance stream: l2l.Problem(make_loss)
+      ...
+
+Three suites of small, offline problems (issue 15; the shape of learned_optimization's and
+Celo's suites, scaled to a 2-core CPU):
+
+* "train", the meta-training distribution: 12 tasks over 5 data sets (Gaussian clusters in 8 and
+  32 dimensions, two random-teacher regressions, scikit-learn's 8x8 digits) that vary width
+  (16-64), depth (0-3 hidden layers), activation (sigmoid, tanh, ReLU, GELU), batch size
+  (16-128), initialisation (N(0, s^2) with s from 0.01 to 1, Glorot, He) and loss (softmax
+  cross-entropy, mean squared error). Every training task is randomly rescaled per coordinate
+  (`problems.rescaled`, Lv et al. 2017) with `TRAIN_MAX_LOG_SCALE`, so that a learned optimizer
+  cannot memorise gradient scales.
+* "held_out", the evaluation suite: 10 tasks whose (data, architecture) pair no training task has:
+  the two generalization runs of the 2016 paper on the digits (1x20 ReLU and 2x20 sigmoid, exactly
+  `problems.digits`; no training task puts a ReLU or sigmoid MLP on the digits), a conv net, a
+  5-layer ReLU net and an autoencoder on the digits, MLPs on four other scikit-learn data sets
+  (wine, breast cancer with a binary loss, iris, diabetes regression) and a GRU on the adding
+  problem. No rescaling.
+* "smoke": three tiny tasks for unit tests.
+
+A task's `make_problem(seed)` returns a `make_loss` whose initial weights and batch order come from
+`seed` (None: non-deterministic); each `l2l.Problem(make_loss).initial_values()` draws the next
+instance of that stream. Data sets are fixed (`problems.suite_data`). `make_loss` returns the mean
+training loss on a new random minibatch at every call.
+
+Cost per optimizer step (forward and backward of one minibatch and a plain SGD update, 200 steps
+in one `tf.function` loop, 2 shared CPU cores, TF 2.21) is in `STEP_COST_MS` and each
+description: training tasks 0.1-0.5 ms, held-out tasks up to ~1.5 ms (the GRU).
+"""
+
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from l2l.capture import MakeLoss
+from problems import suite_models
+from problems.digits import digits
+from problems.rescaled import rescaled
+
+# Lv et al.'s per-coordinate scales exp(U[-1, 1]): gradients vary e^2 ~ 7x across coordinates.
+TRAIN_MAX_LOG_SCALE = 1.0
+# A fixed offset that keeps the rescaling stream of seed s apart from the weights of seed s.
+_RESCALE_SEED_SALT = 0x5CA1E
+
+
+class SuiteTask(NamedTuple):
+  """A task of a suite.
+
+  Attributes:
+    name: e.g. "digits_mlp_tanh_32".
+    make_problem: seed -> `make_loss`; the same parameter shapes for every seed.
+    description: one line: data, architecture, loss, batch size, initialisation, step cost.
+    data: the data set (`problems.suite_data.LOADERS`, or "digits").
+    architecture: the model, e.g. "mlp 32 tanh", "conv 8-16", "gru 16"; a held-out task's
+      `(data, architecture)` pair is never a training task's.
+    max_log_scale: the random rescaling of its parameters (0: none).
+  """
+  name: str
+  make_problem: Callable[[Optional[int]], MakeLoss]
+  description: str
+  data: str = ""
+  architecture: str = ""
+  max_log_scale: float = 0.
+
+
+def _rescale_seed(seed: Optional[int]) -> Optional[int]:
+  if seed is None:
+    return None
+  return int(np.random.SeedSequence([int(seed), _RESCALE_SEED_SALT]).generate_state(1)[0])
+
+
+def _task(name: str, builder: Callable[..., MakeLoss], options: dict, description: str,
+          data: str, architecture: str, max_log_scale: float = 0.) -> SuiteTask:
+  def make_problem(seed: Optional[int] = 0) -> MakeLoss:
+    make_loss = builder(seed, **options)
+    if max_log_scale:
+      make_loss = rescaled(make_loss, max_log_scale, seed=_rescale_seed(seed))
+    return make_loss
+  make_problem.__name__ = name
+  cost = STEP_COST_MS.get(name)
+  if cost is not None:
+    description = f"{description}; ~{cost:g} ms/step"
+  return SuiteTask(name, make_problem, description, data, architecture, max_log_scale)
+
+
+def _init_text(init: suite_models.Init) -> str:
+  return {"glorot": "Glorot", "he": "He"}.get(init, f"N(0, {init}^2)")
+
+
+def _mlp(data: str, hidden: Tuple[int, ...], activation: str, init: suite_models.Init,
+         batch_size: int, about: str, max_log_scale: float = 0., name: Optional[str] = None
+         ) -> SuiteTask:
+  """An MLP task; `about` says what the data and the loss are."""
+  widths = "x".join(str(h) for h in hidden)
+  architecture = f"mlp {widths} {activation}" if hidden else "linear"
+  name = name or (f"{data}_mlp_{activation}_{widths}" if hidden else f"{data}_linear")
+  layers = (f"{len(hidden)}x{hidden[0]}" if len(set(hidden)) == 1 else widths) if hidden else ""
+  model = f"{layers} {activation} MLP" if hidden else "linear model"
+  scaled = f", rescaled exp(U[-{max_log_scale:g}, {max_log_scale:g}])" if max_log_scale else ""
+  description = (f"{about}; {model}, init {_init_text(init)}, batch {batch_size}{scaled}")
+  return _task(name, suite_models.mlp,
+               dict(data=data, hidden_sizes=hidden, activation=activation, init=init,
+                    batch_size=batch_size),
+               description, data, architecture, max_log_scale)
+
+
+_BLOBS8 = "Gaussian clusters (8-d, 3 classes, 2048 examples), softmax cross-entropy"
+_BLOBS32 = "Gaussian clusters (32-d, 8 classes, 2048 examples), softmax cross-entropy"
+_TEACHER16 = "random tanh teacher (16-d -> 4, 2048 examples), MSE"
+_TEACHER8 = "random ReLU teacher (8-d -> 1, 2048 examples), MSE"
+_DIGITS = "sklearn 8x8 digits (1438 train images, 10 classes), softmax cross-entropy"
+
+
+def _train() -> Tuple[SuiteTask, ...]:
+  s = TRAIN_MAX_LOG_SCALE
+  return (
+      _mlp("blobs8", (32,), "sigmoid", 0.5, 32, _BLOBS8, s),
+      _mlp("blobs8", (16, 16, 16), "relu", "he", 16, _BLOBS8, s),
+      _mlp("blobs32", (), "linear", 0.01, 128, _BLOBS32, s),
+      _mlp("blobs32", (64,), "gelu", "glorot", 64, _BLOBS32, s),
+      _mlp("blobs32", (32, 32), "tanh", 0.1, 128, _BLOBS32, s),
+      _mlp("teacher16", (32,), "tanh", "glorot", 64, _TEACHER16, s),
+      _mlp("teacher16", (64, 64), "relu", "he", 32, _TEACHER16, s),
+      _mlp("teacher8", (16, 16), "sigmoid", 1.0, 16, _TEACHER8, s),
+      _mlp("teacher8", (32,), "gelu", 0.3, 128, _TEACHER8, s),
+      _mlp("digits", (32,), "tanh", "glorot", 64, _DIGITS, s),
+      _mlp("digits", (16, 16), "gelu", "he", 128, _DIGITS, s),
+      _mlp("digits", (), "linear", 0.01, 32, _DIGITS, s),
+  )
+
+
+def _digits_2016(hidden: Tuple[int, ...], activation: str) -> SuiteTask:
+  """The 2016 paper's generalization runs on the digits: `problems.digits` unchanged."""
+  widths = "x".join(str(h) for h in hidden)
+  name = f"digits_mlp_{activation}_{widths}"
+  model = f"{len(hidden)}x{hidden[0]} {activation} MLP"
+
+  def builder(seed, **options):
+    return digits(seed=seed, **options)
+  return _task(name, builder, dict(hidden_sizes=hidden, activation=activation),
+               f"{_DIGITS}; {model} (problems.digits), init N(0, 0.01^2), batch 128",
+               "digits", f"mlp {widths} {activation}")
+
+
+def _held_out() -> Tuple[SuiteTask, ...]:
+  return (
+      _digits_2016((20,), "relu"),
+      _digits_2016((20, 20), "sigmoid"),
+      _task("digits_conv_8x16", suite_models.conv,
+            dict(data="digits", side=8, channels=(8, 16), init="he", batch_size=64),
+            f"{_DIGITS}; conv net 3x3x8 stride 1, 3x3x16 stride 2, ReLU, linear head, init He, "
+            "batch 64", "digits", "conv 8-16"),
+      _mlp("digits", (32,) * 5, "relu", "he", 64, _DIGITS, name="digits_mlp_relu_5x32"),
+      _mlp("digits_pixels", (32, 8, 32), "tanh", "glorot", 64,
+           "sklearn 8x8 digits reconstructed (1438 images, 64 pixels), MSE",
+           name="digits_autoencoder_32x8x32"),
+      _mlp("wine", (32,), "relu", "he", 32,
+           "sklearn wine (178 examples, 13 standardised features, 3 classes), softmax "
+           "cross-entropy"),
+      _mlp("breast_cancer", (16,), "tanh", "glorot", 32,
+           "sklearn breast cancer (569 examples, 30 standardised features), binary sigmoid "
+           "cross-entropy"),
+      _mlp("iris", (16,), "sigmoid", "glorot", 16,
+           "sklearn iris (150 examples, 4 standardised features, 3 classes), softmax "
+           "cross-entropy"),
+      _mlp("diabetes", (32,), "gelu", "he", 32,
+           "sklearn diabetes (442 examples, 10 standardised features, standardised target), "
+           "MSE"),
+      _task("adding10_gru_16", suite_models.gru,
+            dict(data="adding10", hidden_size=16, init="glorot", batch_size=32),
+            "adding problem (4096 sequences of length 10, sum of the 2 marked values), MSE; "
+            "GRU 16 statically unrolled, linear head, init Glorot, batch 32",
+            "adding10", "gru 16"),
+  )
+
+
+def _smoke() -> Tuple[SuiteTask, ...]:
+  blobs = "Gaussian clusters (4-d, 3 classes, 256 examples), softmax cross-entropy"
+  teacher = "random tanh teacher (4-d -> 1, 256 examples), MSE"
+  return (
+      _mlp("tiny_blobs", (), "linear", 0.01, 16, blobs),
+      _mlp("tiny_teacher", (8,), "tanh", "glorot", 16, teacher),
+      _mlp("tiny_blobs", (8,), "relu", "he", 32, blobs, TRAIN_MAX_LOG_SCALE),
+  )
+
+
+# Milliseconds per optimizer step, measured as the module docstring says.
+STEP_COST_MS: Dict[str, float] = {
+    # train
+    "blobs8_mlp_sigmoid_32": 0.08, "blobs8_mlp_relu_16x16x16": 0.19, "blobs32_linear": 0.17,
+    "blobs32_mlp_gelu_64": 0.25, "blobs32_mlp_tanh_32x32": 0.22, "teacher16_mlp_tanh_32": 0.1,
+    "teacher16_mlp_relu_64x64": 0.15, "teacher8_mlp_sigmoid_16x16": 0.17,
+    "teacher8_mlp_gelu_32": 0.21, "digits_mlp_tanh_32": 0.11, "digits_mlp_gelu_16x16": 0.18,
+    "digits_linear": 0.07,
+    # held_out
+    "digits_mlp_relu_20": 0.18, "digits_mlp_sigmoid_20x20": 0.14, "digits_conv_8x16": 1.6,
+    "digits_mlp_relu_5x32": 0.38, "digits_autoencoder_32x8x32": 0.19, "wine_mlp_relu_32": 0.05,
+    "breast_cancer_mlp_tanh_16": 0.07, "iris_mlp_sigmoid_16": 0.06,
+    "diabetes_mlp_gelu_32": 0.07, "adding10_gru_16": 0.7,
+}
+
+_SUITES: Dict[str, Callable[[], Tuple[SuiteTask, ...]]] = {
+    "train": _train,
+    "held_out": _held_out,
+    "smoke": _smoke,
+}
+SUITE_NAMES = tuple(_SUITES)
+# Building a suite makes closures only: data load when a task's make_problem is first called.
+SUITES: Dict[str, Tuple[SuiteTask, ...]] = {name: build() for name, build in _SUITES.items()}
+
+
+def suite(name: str) -> Tuple[SuiteTask, ...]:
+  """The tasks of the suite `name`: "train", "held_out" or "smoke".
+
+  Raises:
+    ValueError: an unknown name (the message lists the suites).
+  """
+  if name not in _SUITES:
+    raise ValueError(f"unknown suite {name!r}; expected one of {list(SUITE_NAMES)}")
+  return SUITES[name]
