@@ -4,7 +4,7 @@
       make_loss = task.make_problem(seed)     # An instance stream: l2l.Problem(make_loss)
       ...
 
-Three suites of small, offline problems (issue 15; the shape of learned_optimization's and
+Four suites of small, offline problems (issue 15; the shape of learned_optimization's and
 Celo's suites, scaled to a 2-core CPU):
 
 * "train", the meta-training distribution: 12 tasks over 5 data sets (Gaussian clusters in 8 and
@@ -20,6 +20,8 @@ Celo's suites, scaled to a 2-core CPU):
   5-layer ReLU net and an autoencoder on the digits, MLPs on four other scikit-learn data sets
   (wine, breast cancer with a binary loss, iris, diabetes regression) and a GRU on the adding
   problem. No rescaling.
+* "train_plain": the training tasks without the rescaling (validation, or evaluating a learned
+  optimizer on its own training distribution).
 * "smoke": three tiny tasks for unit tests.
 
 A task's `make_problem(seed)` returns a `make_loss` whose initial weights and batch order come from
@@ -27,9 +29,10 @@ A task's `make_problem(seed)` returns a `make_loss` whose initial weights and ba
 instance of that stream. Data sets are fixed (`problems.suite_data`). `make_loss` returns the mean
 training loss on a new random minibatch at every call.
 
-Cost per optimizer step (forward and backward of one minibatch and a plain SGD update, 200 steps
-in one `tf.function` loop, 2 shared CPU cores, TF 2.21) is in `STEP_COST_MS` and each
-description: training tasks 0.1-0.5 ms, held-out tasks up to ~1.5 ms (the GRU).
+Cost per optimizer step (the batch draw, forward and backward, and a plain SGD update; median
+of 3 runs of 300 steps in one `tf.function` loop on the 2 shared CPU cores, TF 2.21; rough, +-50%
+with the machine's load) is in `STEP_COST_MS` and each description: 0.1-0.4 ms for the training
+tasks, 0.1-0.35 ms for the held-out MLPs, ~1.5 ms for the conv net and the GRU.
 """
 
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
@@ -115,8 +118,8 @@ _TEACHER8 = "random ReLU teacher (8-d -> 1, 2048 examples), MSE"
 _DIGITS = "sklearn 8x8 digits (1438 train images, 10 classes), softmax cross-entropy"
 
 
-def _train() -> Tuple[SuiteTask, ...]:
-  s = TRAIN_MAX_LOG_SCALE
+def _train(s: float = TRAIN_MAX_LOG_SCALE) -> Tuple[SuiteTask, ...]:
+  """The training tasks, rescaled by exp(U[-s, s]) per coordinate."""
   return (
       _mlp("blobs8", (32,), "sigmoid", 0.5, 32, _BLOBS8, s),
       _mlp("blobs8", (16, 16, 16), "relu", "he", 16, _BLOBS8, s),
@@ -191,20 +194,21 @@ def _smoke() -> Tuple[SuiteTask, ...]:
 # Milliseconds per optimizer step, measured as the module docstring says.
 STEP_COST_MS: Dict[str, float] = {
     # train
-    "blobs8_mlp_sigmoid_32": 0.08, "blobs8_mlp_relu_16x16x16": 0.19, "blobs32_linear": 0.17,
-    "blobs32_mlp_gelu_64": 0.25, "blobs32_mlp_tanh_32x32": 0.22, "teacher16_mlp_tanh_32": 0.1,
-    "teacher16_mlp_relu_64x64": 0.15, "teacher8_mlp_sigmoid_16x16": 0.17,
-    "teacher8_mlp_gelu_32": 0.21, "digits_mlp_tanh_32": 0.11, "digits_mlp_gelu_16x16": 0.18,
-    "digits_linear": 0.07,
+    "blobs8_mlp_sigmoid_32": 0.1, "blobs8_mlp_relu_16x16x16": 0.2, "blobs32_linear": 0.15,
+    "blobs32_mlp_gelu_64": 0.4, "blobs32_mlp_tanh_32x32": 0.25, "teacher16_mlp_tanh_32": 0.1,
+    "teacher16_mlp_relu_64x64": 0.2, "teacher8_mlp_sigmoid_16x16": 0.15,
+    "teacher8_mlp_gelu_32": 0.25, "digits_mlp_tanh_32": 0.1, "digits_mlp_gelu_16x16": 0.25,
+    "digits_linear": 0.1,
     # held_out
-    "digits_mlp_relu_20": 0.18, "digits_mlp_sigmoid_20x20": 0.14, "digits_conv_8x16": 1.6,
-    "digits_mlp_relu_5x32": 0.38, "digits_autoencoder_32x8x32": 0.19, "wine_mlp_relu_32": 0.05,
-    "breast_cancer_mlp_tanh_16": 0.07, "iris_mlp_sigmoid_16": 0.06,
-    "diabetes_mlp_gelu_32": 0.07, "adding10_gru_16": 0.7,
+    "digits_mlp_relu_20": 0.25, "digits_mlp_sigmoid_20x20": 0.2, "digits_conv_8x16": 1.5,
+    "digits_mlp_relu_5x32": 0.35, "digits_autoencoder_32x8x32": 0.3, "wine_mlp_relu_32": 0.1,
+    "breast_cancer_mlp_tanh_16": 0.1, "iris_mlp_sigmoid_16": 0.1,
+    "diabetes_mlp_gelu_32": 0.15, "adding10_gru_16": 1.5,
 }
 
 _SUITES: Dict[str, Callable[[], Tuple[SuiteTask, ...]]] = {
     "train": _train,
+    "train_plain": lambda: _train(0.),
     "held_out": _held_out,
     "smoke": _smoke,
 }
@@ -214,7 +218,7 @@ SUITES: Dict[str, Tuple[SuiteTask, ...]] = {name: build() for name, build in _SU
 
 
 def suite(name: str) -> Tuple[SuiteTask, ...]:
-  """The tasks of the suite `name`: "train", "held_out" or "smoke".
+  """The tasks of the suite `name`: "train", "train_plain", "held_out" or "smoke".
 
   Raises:
     ValueError: an unknown name (the message lists the suites).

@@ -12,7 +12,8 @@ from problems import suite_data
 from problems import suite_models
 from problems.suite import STEP_COST_MS, SUITE_NAMES, TRAIN_MAX_LOG_SCALE
 
-ALL_TASKS = [(name, task) for name in SUITE_NAMES for task in problems.suite(name)]
+ALL_TASKS = [(name, task) for name in SUITE_NAMES for task in problems.suite(name)
+             if name != "train_plain"]  # The training tasks again, checked once below.
 
 
 def instance(task, seed):
@@ -70,6 +71,8 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
     self.assertBetween(len(problems.suite("smoke")), 2, 3)
     names = [task.name for _, task in ALL_TASKS]
     self.assertLen(set(names), len(names))
+    self.assertEqual([t.name for t in problems.suite("train_plain")],
+                     [t.name for t in problems.suite("train")])
     self.assertIs(problems.suite("train"), problems.SUITES["train"])
 
   def test_training_tasks_vary_and_are_rescaled(self):
@@ -81,7 +84,7 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(any("cross-entropy" in t.description for t in train))
     for task in train:
       self.assertEqual(task.max_log_scale, TRAIN_MAX_LOG_SCALE)
-    for task in problems.suite("held_out"):
+    for task in problems.suite("held_out") + problems.suite("train_plain"):
       self.assertEqual(task.max_log_scale, 0.)
 
   def test_rescaled_training_task_computes_the_same_function(self):
@@ -93,6 +96,15 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
       self.assertTrue(np.all(np.abs(np.log(c)) <= TRAIN_MAX_LOG_SCALE + 1e-6))
       self.assertGreater(np.std(np.log(c)), 0.1)
     self.assertLen(problem.param_specs, 4)
+    # Without the rescaling: the same instance stream of w0 (w0 = c * v0), no constants.
+    plain = {t.name: t for t in problems.suite("train_plain")}[task.name]
+    plain_problem, plain_params, plain_constants = instance(plain, seed=2)
+    self.assertEmpty(plain_constants)
+    for w, v, c in zip(plain_params, params, constants):
+      self.assertAllClose(w, c * v, rtol=1e-6, atol=1e-7)
+    # The first batch of both streams is the same, so is the loss: the same function.
+    self.assertAllClose(problem.loss(params, constants), plain_problem.loss(plain_params, []),
+                        rtol=1e-5)
 
   def test_held_out_tasks_are_new_pairs(self):
     train = problems.suite("train")
@@ -114,8 +126,8 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(a, b)
 
   def test_unknown_suite(self):
-    with self.assertRaisesRegex(ValueError, r"unknown suite 'tran'.*'train', 'held_out', "
-                                r"'smoke'"):
+    with self.assertRaisesRegex(ValueError, r"unknown suite 'tran'.*'train', 'train_plain', "
+                                r"'held_out', 'smoke'"):
       problems.suite("tran")
 
   def test_step_costs_are_recorded(self):
