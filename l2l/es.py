@@ -84,6 +84,11 @@ class PESMinimize(tf.Module):
     use_while_loop: as `unroll.unroll` (default: a while loop when K > 50).
     num_steps: the horizon (steps per problem instance), for rules that read the training
       progress.
+    common_random_numbers: the `tf.random.Generator`s the problem draws its minibatches from
+      (`training.find_generators(make_loss)`). Every particle starts each truncation from their
+      same state, so the antithetic particles see the same batches and their loss difference
+      measures the perturbation, not the batch noise (common random numbers); afterwards the
+      generators are where one particle left them. Empty: every particle draws its own batches.
   """
 
   def __init__(self, meta_optimizer: meta_optimizer_lib.MetaOptimizer,
@@ -92,7 +97,8 @@ class PESMinimize(tf.Module):
                net_assignments: Optional[meta_optimizer_lib.NetAssignments] = None,
                objective: str = "sum", max_grad_norm: Optional[float] = None,
                persistent: bool = True, seed: int = 0,
-               use_while_loop: Optional[bool] = None, num_steps: Optional[int] = None):
+               use_while_loop: Optional[bool] = None, num_steps: Optional[int] = None,
+               common_random_numbers: Sequence[tf.random.Generator] = ()):
     super().__init__(name="pes_minimize")
     checks.positive_int("len_unroll", len_unroll)
     checks.positive_int("num_particles", num_particles)
@@ -105,6 +111,9 @@ class PESMinimize(tf.Module):
     self.objective = objective
     self.persistent = bool(persistent)
     self.use_while_loop = use_while_loop
+    self._common = list(common_random_numbers)
+    if not all(isinstance(g, tf.random.Generator) for g in self._common):
+      raise TypeError("common_random_numbers must be a sequence of tf.random.Generator")
     self.max_grad_norm = (None if max_grad_norm is None else
                           meta_optimizer_lib._check_positive("max_grad_norm", max_grad_norm))  # pylint: disable=protected-access
     self.problem = make_loss if isinstance(make_loss, capture.Problem) else capture.Problem(
@@ -159,8 +168,9 @@ class PESMinimize(tf.Module):
   # Unrolls.
 
   def _unroll(self, theta: tf.Tensor, state: unroll_lib.UnrollState,
-              constants: Sequence[tf.Tensor]):
-    with tf.control_dependencies(self._assign(theta)):
+              constants: Sequence[tf.Tensor], generator_states: Sequence[tf.Tensor] = ()):
+    resets = [g.state.assign(s) for g, s in zip(self._common, generator_states)]
+    with tf.control_dependencies(self._assign(theta) + resets):
       state = tf.nest.map_structure(tf.identity, state)
     result = unroll_lib.unroll(lambda p: self.problem.loss(p, constants), self._groups, state,
                                self.len_unroll, False, None, self.use_while_loop, self.objective)
@@ -171,8 +181,9 @@ class PESMinimize(tf.Module):
     signature = (tf.TensorSpec([], tf.float32), tf.TensorSpec([self.len_unroll + 1], tf.float32),
                  tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape[1:], v.dtype),
                                        self._states))
-    return tf.map_fn(lambda args: self._unroll(args[0], args[1], constants), (thetas, states),
-                     fn_output_signature=signature, parallel_iterations=1)
+    generator_states = [tf.identity(g.state) for g in self._common]
+    return tf.map_fn(lambda args: self._unroll(args[0], args[1], constants, generator_states),
+                     (thetas, states), fn_output_signature=signature, parallel_iterations=1)
 
   def _estimate_impl(self) -> Estimate:
     n = self.num_particles

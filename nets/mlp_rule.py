@@ -11,11 +11,13 @@ One MLP is shared by every coordinate of every tensor; it reads, per coordinate,
                                              v itself for vectors and scalars)
     f7 = p / rms(p)                          the parameter, normalised over its tensor
     f8 = g / rms(g)                          the gradient, normalised over its tensor
+    f9 = log(rms(p) + 1e-3) / 3              the scale of the parameter's tensor
 
 (v: the second moment at decay 0.999, bias-corrected; every feature clipped to [-10, 10]) and
 the training progress `s = min(t / T, 1)` of step t of a horizon of T steps, as
-`[s, s^2, tanh(10 s), tanh(10 (1 - s))]`. All inputs are invariant to the scale of the loss
-and, except f7, of the parameters. The MLP outputs a direction correction d and a log-magnitude
+`[s, s^2, tanh(10 s), tanh(10 (1 - s))]`. All inputs are invariant to the scale of the loss;
+all but f9 to the scale of the parameters (f9 lets the rule size its steps to the parameters,
+the way VeLO scales its updates by the tensor's norm). The MLP outputs a direction correction d and a log-magnitude
 m per coordinate; a second small MLP of the progress alone gives a learned schedule. The update
 starts from Adam's:
 
@@ -27,7 +29,7 @@ a sound hand-designed rule and learns a schedule, a step size and per-coordinate
 
 The maths are module-level functions of tensors (`tensor_features`, `progress_features`,
 `mlp_update`); the module holds the weights and maps them over the parameters. All parameters
-share one MLP call: their features are concatenated into one [num_coordinates, 8] matrix.
+share one MLP call: their features are concatenated into one [num_coordinates, 9] matrix.
 """
 
 import math
@@ -44,7 +46,7 @@ ADAM_MOMENTUM = 1  # Index of 0.9 in MOMENTUM_DECAYS: the base direction's momen
 RMS_DECAY = 0.999
 EPSILON = 1e-8
 FEATURE_CLIP = 10.
-NUM_FEATURES = 8
+NUM_FEATURES = 9
 NUM_PROGRESS_FEATURES = 4
 Tensors = Tuple[tf.Tensor, ...]
 
@@ -105,7 +107,8 @@ def tensor_features(g: tf.Tensor, p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, row:
     inv_fac = inv_rms
   adam_direction = m_hat[..., ADAM_MOMENTUM] * inv_rms
   columns = [g * inv_rms] + [m_hat[..., i] * inv_rms for i in range(len(MOMENTUM_DECAYS))] + [
-      g * inv_fac, m_hat[..., ADAM_MOMENTUM] * inv_fac, p / _rms(p, 1e-12), g / _rms(g, 1e-30)]
+      g * inv_fac, m_hat[..., ADAM_MOMENTUM] * inv_fac, p / _rms(p, 1e-12), g / _rms(g, 1e-30),
+      tf.fill(tf.shape(g), tf.math.log(_rms(p, 1e-12) + 1e-3) / 3.)]
   features = tf.clip_by_value(tf.stack([tf.reshape(c, [-1]) for c in columns], axis=1),
                               -FEATURE_CLIP, FEATURE_CLIP)
   return features, tf.reshape(adam_direction, [-1]), (m, v, row, col)

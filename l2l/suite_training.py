@@ -1,0 +1,278 @@
+"""Meta-training one learned rule over a task suite with PES (the versatile optimizer's trainer).
+
+    config = SuiteTrainConfig(suite="train", save_path="/tmp/versatile", meta_steps=3000)
+    summary = meta_train_suite(config)
+
+Every task of the suite keeps its own persistent-ES particles (`es.PESMinimize`: 2 N optimizee
+trajectories at theta +- eps and their accumulated perturbations) on a horizon of `num_steps`
+optimizee steps. A meta-step draws `tasks_per_step` tasks, advances each one's particles by one
+truncation of `unroll_length` steps, averages their PES estimates (each divided by the
+truncation length, so that every task weighs the same with the `log` objective) and takes one
+Adam step on the shared rule. A task whose particles reach the horizon starts a new instance.
+So tasks are sampled per truncation, and the tasks' trajectories sit at different points of
+their horizons, which is what keeps the estimate from seeing only one phase of training
+(learned_optimization's truncation-staggered workers do the same).
+
+The run is resumable: the rule, Adam's moments, every task's particles and data streams, and the
+counters are checkpointed into `<save_path>/train_state/` every `checkpoint_seconds` and when
+SIGINT or SIGTERM arrives (the run then stops after the current meta-step and says how to
+resume). Validation runs the rule on fixed VALIDATION instances of every task for the whole
+horizon; the best rule by mean log10 final loss is saved to `save_path` (never a non-finite one,
+never one worse than the untrained rule, which is saved first).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import sonnet as snt
+import tensorflow as tf
+
+from l2l import checks
+from l2l import es
+from l2l import evaluation
+from l2l import meta_optimizer as meta_optimizer_lib
+from l2l import training
+
+# The versatile rule's default configuration (nets.PerParameterMLP).
+VERSATILE_NET = {"net": "PerParameterMLP",
+                 "net_options": {"hidden_sizes": [8, 8], "schedule_hidden_size": 8,
+                                 "learning_rate": 1e-3}}
+
+
+def final_loss(losses: np.ndarray, fraction: float = 0.05) -> np.ndarray:
+  """The mean of the last `fraction` of the steps' losses (at least one): the final loss of a
+  minibatch-trained run, smoothed over the batches' noise. `losses[..., step]`."""
+  count = max(1, int(round(losses.shape[-1] * fraction)))
+  return np.mean(losses[..., -count:], axis=-1)
+
+
+@dataclasses.dataclass
+class SuiteTrainConfig:
+  """What `meta_train_suite` runs (train.py's --suite flags)."""
+  suite: str = "train"
+  save_path: Optional[str] = None
+  net_config: Optional[Dict[str, Any]] = None  # None: VERSATILE_NET.
+  meta_steps: int = 3000
+  num_steps: int = 1000          # The horizon of every task instance.
+  unroll_length: int = 50        # Steps per truncation.
+  tasks_per_step: int = 2
+  pes_particles: int = 4         # Antithetic pairs per task.
+  pes_std: float = 0.01
+  learning_rate: float = 3e-3    # Adam on the rule's weights.
+  max_grad_norm: Optional[float] = 1.0
+  objective: str = "log"
+  evaluation_period: int = 100   # Meta-steps between validations.
+  log_period: int = 10
+  checkpoint_seconds: float = 120.
+  seed: int = 0
+
+  def validate(self) -> None:
+    for name in ("meta_steps", "num_steps", "unroll_length", "tasks_per_step",
+                 "pes_particles", "evaluation_period", "log_period"):
+      checks.positive_int(name, getattr(self, name))
+    if self.num_steps % self.unroll_length:
+      raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of unroll_length "
+                       f"({self.unroll_length})")
+    for name in ("pes_std", "learning_rate", "checkpoint_seconds"):
+      value = getattr(self, name)
+      if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+  def resume_key(self) -> Dict[str, Any]:
+    """The options a checkpoint must share with the run that resumes it."""
+    key = dataclasses.asdict(self)
+    for name in ("save_path", "meta_steps", "evaluation_period", "log_period",
+                 "checkpoint_seconds"):
+      key.pop(name)
+    return key
+
+
+class _Interrupt:
+  """Turns SIGINT / SIGTERM into a flag checked between meta-steps."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: signals stay as they are.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *args):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+class Interrupted(Exception):
+  """Meta-training stopped by SIGINT or SIGTERM after saving its state."""
+
+
+def meta_train_suite(config: SuiteTrainConfig) -> Dict[str, Any]:
+  """Meta-trains one rule on every task of `config.suite` with PES; returns a summary.
+
+  Raises:
+    Interrupted: SIGINT or SIGTERM arrived; the state was saved and a re-run resumes.
+    ValueError: bad options, or a save_path holding another run's state.
+  """
+  from problems.suite import suite  # pylint: disable=g-import-not-at-top
+  config.validate()
+  tasks = suite(config.suite)
+  tf.random.set_seed(config.seed)
+  net_config = training.seeded_net_configs({"rule": config.net_config or VERSATILE_NET},
+                                           config.seed)["rule"]
+  optimizer = meta_optimizer_lib.MetaOptimizer(rule=net_config)
+  theta = list(optimizer.trainable_variables)
+  train_seed = evaluation.instance_seed(config.seed, evaluation.TRAIN)
+  trainers, generators = [], []
+  for i, task in enumerate(tasks):
+    make_loss = task.make_problem(train_seed + 10 * i)
+    generators.append(training._find_generators(make_loss))  # pylint: disable=protected-access
+    trainers.append(es.PESMinimize(
+        optimizer, make_loss, config.unroll_length, config.pes_particles, config.pes_std,
+        objective=config.objective, seed=train_seed + 10 * i + 1, use_while_loop=True,
+        num_steps=config.num_steps, common_random_numbers=generators[-1]))
+  adam = snt.optimizers.Adam(config.learning_rate)
+  with tf.init_scope():
+    adam._initialize(theta)  # pylint: disable=protected-access
+  truncations = tf.Variable(tf.zeros([len(tasks)], tf.int64), trainable=False)
+  meta_step = tf.Variable(0, dtype=tf.int64, trainable=False)
+  skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
+  best = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
+  best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+  per_horizon = config.num_steps // config.unroll_length
+
+  @tf.function(autograph=False)
+  def apply(estimates):
+    grad = tf.add_n(estimates) / (len(estimates) * config.unroll_length)
+    grads = trainers[0]._split(grad)  # pylint: disable=protected-access
+    if config.max_grad_norm is not None:
+      grads, _ = tf.clip_by_global_norm(grads, config.max_grad_norm)
+    return meta_optimizer_lib.apply_if_finite([grad], lambda: adam.apply(grads, theta), skipped)
+
+  manager = None
+  resumed_from = 0
+  if config.save_path:
+    state_dir = os.path.join(config.save_path, training.TRAIN_STATE)
+    checkpoint = tf.train.Checkpoint(
+        optimizer=optimizer, adam=adam, trainers=trainers, truncations=truncations,
+        meta_step=meta_step, skipped=skipped, best=best, best_step=best_step,
+        generators=[g for gs in generators for g in gs])
+    manager = tf.train.CheckpointManager(checkpoint, state_dir, max_to_keep=2)
+    key_file = os.path.join(state_dir, "suite_config.json")
+    if manager.latest_checkpoint:
+      with open(key_file) as f:
+        saved_key = json.load(f)
+      if saved_key != json.loads(json.dumps(config.resume_key())):
+        raise ValueError(f"save_path {config.save_path!r} holds a run of other options "
+                         f"({saved_key}); use another save_path")
+      checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+      resumed_from = int(meta_step.numpy())
+      logging.info("resuming from %s at meta-step %d/%d", manager.latest_checkpoint,
+                   resumed_from, config.meta_steps)
+    os.makedirs(state_dir, exist_ok=True)
+    with open(key_file, "w") as f:
+      json.dump(config.resume_key(), f, indent=1, sort_keys=True)
+
+  validation_seed = evaluation.instance_seed(config.seed, evaluation.VALIDATION)
+
+  validation_runs, validation_generators = [], []
+  for i, task in enumerate(tasks):
+    make_loss = task.make_problem(validation_seed + i)
+    validation_runs.append(optimizer.meta_loss(make_loss, config.num_steps, use_while_loop=True,
+                                               num_steps=config.num_steps))
+    generators_i = training._find_generators(make_loss)  # pylint: disable=protected-access
+    validation_generators.append((generators_i, [g.state.numpy() for g in generators_i]))
+
+  def validate() -> float:
+    # The same instances every time: each task's streams are rewound to where they began.
+    scores = []
+    for run, (generators_i, states) in zip(validation_runs, validation_generators):
+      for generator, state in zip(generators_i, states):
+        generator.reset(state)
+      curves = evaluation.run_instances(run, 1)
+      value = float(final_loss(curves.losses)[0])
+      scores.append(math.log10(value) if value > 0 and math.isfinite(value) else math.inf)
+    return float(np.mean(scores))
+
+  def save_state():
+    if manager is not None:
+      manager.save(checkpoint_number=int(meta_step.numpy()))
+
+  if int(best_step.numpy()) < 0:
+    score = validate()
+    best.assign(score)
+    best_step.assign(0)
+    if config.save_path:
+      optimizer.save(config.save_path)
+    logging.info("validation of the untrained rule (Adam at its initial rate): mean log10 "
+                 "final loss %.4f over %d tasks", score, len(tasks))
+
+  rng_seed = evaluation.instance_seed(config.seed, evaluation.TRAIN) + 7
+  start = last_save = time.time()
+  period_losses: List[float] = []
+  with _Interrupt() as interrupt:
+    while int(meta_step.numpy()) < config.meta_steps:
+      step = int(meta_step.numpy())
+      chosen = np.random.default_rng([rng_seed, step]).choice(
+          len(tasks), size=min(config.tasks_per_step, len(tasks)), replace=False)
+      estimates = []
+      for i in chosen:
+        if int(truncations[i].numpy()) % per_horizon == 0:
+          trainers[i].reset()
+        estimate = trainers[i].estimate()
+        estimates.append(estimate.gradient)
+        period_losses.append(float(tf.reduce_mean(estimate.meta_losses)) / config.unroll_length)
+        truncations.assign(tf.tensor_scatter_nd_add(truncations, [[i]], [1]))
+      apply(estimates)
+      meta_step.assign_add(1)
+      step += 1
+      if step % config.log_period == 0:
+        elapsed = time.time() - start
+        eta = elapsed / (step - resumed_from) * (config.meta_steps - step)
+        logging.info("meta-step %d/%d  mean log loss %.4f  log_lr %.3f  skipped %d  elapsed "
+                     "%s  ETA %s", step, config.meta_steps, np.mean(period_losses),
+                     float(optimizer.nets["rule"].log_lr.numpy())
+                     if hasattr(optimizer.nets["rule"], "log_lr") else float("nan"),
+                     int(skipped.numpy()), training._format_seconds(elapsed),  # pylint: disable=protected-access
+                     training._format_seconds(eta))  # pylint: disable=protected-access
+        period_losses = []
+      if step % config.evaluation_period == 0 or step == config.meta_steps:
+        score = validate()
+        improved = math.isfinite(score) and score < float(best.numpy())
+        if improved:
+          best.assign(score)
+          best_step.assign(step)
+          if config.save_path:
+            optimizer.save(config.save_path)
+        logging.info("validation at meta-step %d: mean log10 final loss %.4f%s", step, score,
+                     " (best so far; saved)" if improved else
+                     f" (best {float(best.numpy()):.4f} at meta-step {int(best_step.numpy())})")
+      if interrupt.signal is not None:
+        save_state()
+        raise Interrupted(f"{interrupt.signal}: stopped at meta-step {step}/{config.meta_steps};"
+                          f" state saved in {config.save_path}; run the same command to resume"
+                          if manager is not None else
+                          f"{interrupt.signal}: stopped at meta-step {step} (no save_path)")
+      if time.time() - last_save > config.checkpoint_seconds:
+        save_state()
+        last_save = time.time()
+  save_state()
+  return {"best_validation_log10_loss": float(best.numpy()),
+          "best_meta_step": int(best_step.numpy()), "meta_steps": int(meta_step.numpy()),
+          "skipped_steps": int(skipped.numpy()), "resumed_from": resumed_from,
+          "seconds": time.time() - start, "save_path": config.save_path}
