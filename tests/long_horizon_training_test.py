@@ -31,15 +31,18 @@ class LongHorizonTrainingTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_pes_trains_and_saves(self):
     path = os.path.join(tempfile.mkdtemp(), "opt")
-    config = dict(TINY, gradient="pes", pes_particles=2, pes_std=0.01)
+    config = dict(TINY, gradient="pes", pes_particles=2, pes_std=0.01, learning_rate=1e-2)
     untrained = training.meta_train(training.TrainConfig(**dict(config, learning_rate=1e-12)))
     summary = training.meta_train(training.TrainConfig(save_path=path, **config))
     self.assertTrue(np.isfinite(summary["best_validation_log10_loss"]))
     self.assertEqual(summary["meta_steps"], 8)
     self.assertEqual(summary["skipped_steps"], 0)
-    # Four PES steps move the nets: the validation score changes.
-    self.assertNotAlmostEqual(summary["best_validation_log10_loss"],
-                              untrained["best_validation_log10_loss"], places=4)
+    # Eight PES steps improve the nets: a lower validation score than the same run with a
+    # learning rate of 1e-12 (observed 1.092 vs 1.148, log10 of the mean final loss; seeded,
+    # so deterministic). A wrong-signed or mis-scaled estimate raises it or stays within 0.02.
+    self.assertLess(summary["best_validation_log10_loss"],
+                    untrained["best_validation_log10_loss"] - 0.02)
+    self.assertEqual(summary["best_epoch"], 4)  # The last validation is the best one.
     self.assertIsInstance(l2l.MetaOptimizer.load(path), l2l.MetaOptimizer)
     # The training state (nets, Adam, PES particles and xi) is checkpointed for resuming.
     latest = tf.train.latest_checkpoint(os.path.join(path, training.TRAIN_STATE))
