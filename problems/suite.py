@@ -4,8 +4,8 @@
       make_loss = task.make_problem(seed)     # An instance stream: l2l.Problem(make_loss)
       ...
 
-Four suites of small, offline problems (issue 15; the shape of learned_optimization's and
-Celo's suites, scaled to a 2-core CPU):
+Four suites of small, offline problems and an optional MNIST one (issue 15; the shape of
+learned_optimization's and Celo's suites, scaled to a 2-core CPU):
 
 * "train", the meta-training distribution: 12 tasks over 5 data sets (Gaussian clusters in 8 and
   32 dimensions, two random-teacher regressions, scikit-learn's 8x8 digits) that vary width
@@ -23,6 +23,8 @@ Celo's suites, scaled to a 2-core CPU):
 * "train_plain": the training tasks without the rescaling (validation, or evaluating a learned
   optimizer on its own training distribution).
 * "smoke": three tiny tasks for unit tests.
+* "held_out_mnist", optional: the 2016 generalization runs on MNIST (`problems.mnist`, 1x20 ReLU
+  and 2x20 sigmoid), from MNIST's files in `suite(..., data_dir=DIR)`; not part of `SUITES`.
 
 A task's `make_problem(seed)` returns a `make_loss` whose initial weights and batch order come from
 `seed` (None: non-deterministic); each `l2l.Problem(make_loss).initial_values()` draws the next
@@ -42,6 +44,7 @@ import numpy as np
 from l2l.capture import MakeLoss
 from problems import suite_models
 from problems.digits import digits
+from problems.mnist import mnist
 from problems.rescaled import rescaled
 
 # Lv et al.'s per-coordinate scales exp(U[-1, 1]): gradients vary e^2 ~ 7x across coordinates.
@@ -191,6 +194,23 @@ def _smoke() -> Tuple[SuiteTask, ...]:
   )
 
 
+def _held_out_mnist(data_dir: Optional[str]) -> Tuple[SuiteTask, ...]:
+  """The 2016 paper's MNIST generalization runs, `problems.mnist` unchanged (optional: MNIST's
+  files are not part of the offline suites)."""
+  tasks = []
+  for hidden, activation in (((20,), "relu"), ((20, 20), "sigmoid")):
+    widths = "x".join(str(h) for h in hidden)
+
+    def builder(seed, hidden_sizes=hidden, activation=activation):
+      return mnist(hidden_sizes=hidden_sizes, activation=activation, data_dir=data_dir, seed=seed)
+    tasks.append(_task(
+        f"mnist_mlp_{activation}_{widths}", builder, {},
+        f"MNIST (60000 training images, 10 classes), softmax cross-entropy; "
+        f"{len(hidden)}x{hidden[0]} {activation} MLP (problems.mnist), init N(0, 0.01^2), "
+        "batch 128", "mnist", f"mlp {widths} {activation}"))
+  return tuple(tasks)
+
+
 # Milliseconds per optimizer step, measured as the module docstring says.
 STEP_COST_MS: Dict[str, float] = {
     # train
@@ -204,6 +224,8 @@ STEP_COST_MS: Dict[str, float] = {
     "digits_mlp_relu_5x32": 0.35, "digits_autoencoder_32x8x32": 0.3, "wine_mlp_relu_32": 0.1,
     "breast_cancer_mlp_tanh_16": 0.1, "iris_mlp_sigmoid_16": 0.1,
     "diabetes_mlp_gelu_32": 0.15, "adding10_gru_16": 1.5,
+    # held_out_mnist (60000 images: most of it is the batch draw)
+    "mnist_mlp_relu_20": 1.2, "mnist_mlp_sigmoid_20x20": 1.2,
 }
 
 _SUITES: Dict[str, Callable[[], Tuple[SuiteTask, ...]]] = {
@@ -212,17 +234,31 @@ _SUITES: Dict[str, Callable[[], Tuple[SuiteTask, ...]]] = {
     "held_out": _held_out,
     "smoke": _smoke,
 }
-SUITE_NAMES = tuple(_SUITES)
 # Building a suite makes closures only: data load when a task's make_problem is first called.
 SUITES: Dict[str, Tuple[SuiteTask, ...]] = {name: build() for name, build in _SUITES.items()}
+# "held_out_mnist" needs MNIST's files, so it is built per call and is not in SUITES.
+SUITE_NAMES = tuple(_SUITES) + ("held_out_mnist",)
 
 
-def suite(name: str) -> Tuple[SuiteTask, ...]:
-  """The tasks of the suite `name`: "train", "train_plain", "held_out" or "smoke".
+def suite(name: str, data_dir: Optional[str] = None) -> Tuple[SuiteTask, ...]:
+  """The tasks of the suite `name`: "train", "train_plain", "held_out", "smoke" or
+  "held_out_mnist".
+
+  Args:
+    name: the suite.
+    data_dir: for "held_out_mnist" only: a directory with MNIST's idx files (None: the Keras
+      download and cache, as `problems.mnist`); the files are read when a task's
+      `make_problem` is first called.
 
   Raises:
-    ValueError: an unknown name (the message lists the suites).
+    ValueError: an unknown name (the message lists the suites), or a `data_dir` for a suite
+      that reads no files.
   """
+  if name == "held_out_mnist":
+    return _held_out_mnist(data_dir)
   if name not in _SUITES:
     raise ValueError(f"unknown suite {name!r}; expected one of {list(SUITE_NAMES)}")
+  if data_dir is not None:
+    raise ValueError(f"suite {name!r} reads no files: data_dir is for 'held_out_mnist' only, "
+                     f"got {data_dir!r}")
   return SUITES[name]

@@ -1,10 +1,13 @@
 """The task suite: every task builds and is seeded, held-out tasks are disjoint from training
 tasks, the smoke tasks train, and the data and initialisations are what they say."""
 
+import tempfile
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+import dataset_files
 import l2l
 import problems
 from l2l import evaluation
@@ -12,8 +15,9 @@ from problems import suite_data
 from problems import suite_models
 from problems.suite import STEP_COST_MS, SUITE_NAMES, TRAIN_MAX_LOG_SCALE
 
-ALL_TASKS = [(name, task) for name in SUITE_NAMES for task in problems.suite(name)
-             if name != "train_plain"]  # The training tasks again, checked once below.
+# "train_plain" is the training tasks again (checked once below); "held_out_mnist" needs files.
+ALL_TASKS = [(name, task) for name in ("train", "held_out", "smoke")
+             for task in problems.suite(name)]
 
 
 def instance(task, seed):
@@ -127,8 +131,27 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_unknown_suite(self):
     with self.assertRaisesRegex(ValueError, r"unknown suite 'tran'.*'train', 'train_plain', "
-                                r"'held_out', 'smoke'"):
+                                r"'held_out', 'smoke', 'held_out_mnist'"):
       problems.suite("tran")
+    with self.assertRaisesRegex(ValueError, "data_dir is for 'held_out_mnist' only"):
+      problems.suite("train", data_dir="/tmp")
+    self.assertEqual(SUITE_NAMES, ("train", "train_plain", "held_out", "smoke", "held_out_mnist"))
+
+  def test_held_out_mnist_reads_local_files(self):
+    directory = tempfile.mkdtemp(dir=self.get_temp_dir())
+    dataset_files.write_mnist(directory, num_train=200)
+    tasks = problems.suite("held_out_mnist", data_dir=directory)
+    self.assertEqual([t.name for t in tasks], ["mnist_mlp_relu_20", "mnist_mlp_sigmoid_20x20"])
+    seen = {(t.data, t.architecture) for t in problems.suite("train")}
+    for task in tasks:
+      self.assertNotIn((task.data, task.architecture), seen)
+      problem, params, constants = instance(task, seed=0)
+      self.assertEqual([s.shape for s in problem.param_specs][0], [784, 20])
+      self.assertAllEqual(params[0], instance(task, seed=0)[1][0])
+      self.assertTrue(np.isfinite(problem.loss(params, constants).numpy()))
+    missing = problems.suite("held_out_mnist", data_dir=directory + "/nowhere")[0]
+    with self.assertRaisesRegex(ValueError, "mnist: no data"):
+      missing.make_problem(0)
 
   def test_step_costs_are_recorded(self):
     for name in ("train", "held_out"):
