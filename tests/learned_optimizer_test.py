@@ -119,6 +119,16 @@ class LearnedOptimizerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(a, [0.5, 1.5])
     self.assertAllClose(b, 3.)
 
+  def test_none_gradient_leaves_the_variable_under_a_rule_with_memory(self):
+    """Under momentum a zero gradient still moves a variable (v <- 0.9 v + 0); None does not."""
+    a, b = tf.Variable([1., 2.]), tf.Variable(3.)
+    optimizer = l2l.LearnedOptimizer(nets.Momentum(0.5, momentum=0.9))
+    optimizer.apply([tf.constant([1., 1.]), tf.constant(1.)], [a, b])
+    self.assertAllClose(b, 2.5)
+    optimizer.apply([tf.constant([1., 1.]), None], [a, b])
+    self.assertAllClose(b, 2.5)
+    self.assertAllClose(a, [1. - 0.5 - 0.5 * 1.9, 2. - 0.5 - 0.5 * 1.9])  # v = 0.9 * 1 + 1.
+
   def test_variables_must_stay_the_same(self):
     a, b = tf.Variable(1.), tf.Variable(2.)
     optimizer = l2l.LearnedOptimizer(nets.Sgd(0.5))

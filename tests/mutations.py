@@ -86,10 +86,9 @@ MUTATIONS: Sequence[Mutation] = (
              "return input_grads, grads[len(sources):]",
              "return input_grads, [tf.zeros_like(g) for g in grads[len(sources):]]",
              ("unroll_test.py",)),
-    Mutation("U5", "MetaLoss.reset keeps the old rule states", "l2l/meta_optimizer.py",
-             "self._store(unroll_lib.initial_state(self._groups, params))",
-             "self._store(unroll_lib.UnrollState(tuple(params), tf.nest.map_structure("
-             "tf.convert_to_tensor, self._rule_states)))",
+    Mutation("U5", "MetaLoss.reset() draws no new instance (only zeroes the count)",
+             "l2l/meta_optimizer.py",
+             "    self._reset()\n", "    self._num_unrolls.assign(0)\n",
              ("meta_optimizer_test.py",)),
     Mutation("U6", "MetaMinimize ignores max_grad_norm", "l2l/meta_optimizer.py",
              "        grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm)\n"

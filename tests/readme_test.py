@@ -71,8 +71,8 @@ class ReadmeTest(absltest.TestCase):
     self.assertEqual(float(match.group(2)), adam.final_loss_mean)
     self.assertEqual(learned.losses.shape, (5, 21))
     # The saved, reloaded optimizer learned: it lowers the held-out loss (ln 2 = 0.693 at the
-    # start: logistic regression from near-zero weights) by more than a third.
-    self.assertLess(learned.final_loss_mean, 0.66 * learned.losses[:, 0].mean())
+    # start: logistic regression from near-zero weights) five-fold (observed 0.040 in 20 steps).
+    self.assertLess(learned.final_loss_mean, 0.2 * learned.losses[:, 0].mean())
 
   def test_several_nets_example(self):
     run = self.block("net_assignments=[(\"cw\", [\"x_0\"]), (\"adam\", [\"x_1\"])]")
@@ -83,12 +83,13 @@ class ReadmeTest(absltest.TestCase):
     self.assertTrue(np.all(np.isfinite(printed)), printed)
 
   def test_unseen_models_example(self):
-    """"trains a Sonnet model and a Keras 3 model it never saw": both losses fall by half."""
+    """"trains a Sonnet model and a Keras 3 model it never saw": both losses fall 20-fold in 100
+    steps (observed 2.44 -> 0.004 and 2.34 -> 0.004)."""
     run = self.block("keras_optimizer = l2l.LearnedOptimizer(path)")
     for name, losses in (("Sonnet", run.namespace["sonnet_losses"]),
                          ("Keras", run.namespace["keras_losses"])):
       self.assertLen(losses, 100)
-      self.assertLess(losses[-1], 0.5 * losses[0], name)
+      self.assertLess(losses[-1], 0.05 * losses[0], name)
       self.assertIn(f"{name}: loss {losses[0]:.3f} -> {losses[-1]:.3f}\n", run.output)
 
   def test_long_horizons_example(self):
