@@ -1,6 +1,10 @@
 """The task suite: every task builds and is seeded, held-out tasks are disjoint from training
 tasks, the smoke tasks train, and the data and initialisations are what they say."""
 
+import contextlib
+import io
+import os
+import re
 import tempfile
 
 from absl.testing import parameterized
@@ -167,6 +171,29 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(np.all(np.isfinite(losses)))
     first, last = np.mean(losses[:, :5]), np.mean(losses[:, -20:])
     self.assertLess(last, 0.5 * first)
+
+
+class SuiteReadmeTest(tf.test.TestCase):
+
+  def test_readme_example_and_tables(self):
+    """The README's suite example runs and its comment names the task; its tables list every
+    train and held-out task."""
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "README.md")
+    with open(readme) as f:
+      text = f.read()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+              if 'problems.suite("held_out")' in b]
+    self.assertLen(blocks, 1)
+    namespace = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+      exec(compile(blocks[0], readme, "exec"), namespace)  # pylint: disable=exec-used
+    self.assertIn("# digits_mlp_relu_20", blocks[0])
+    self.assertEqual(namespace["task"].name, "digits_mlp_relu_20")
+    rows = re.findall(r"^\| `(\w+)` \|", text, flags=re.M)
+    for name in ("train", "held_out"):
+      for task in problems.suite(name):
+        self.assertIn(task.name, rows)
 
 
 class SuiteDataTest(tf.test.TestCase):
