@@ -305,23 +305,41 @@ class LearnableTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(*LEARNABLE)
   def test_hyperparameters_get_meta_gradients(self, make_net, names):
+    """d meta-loss / d hyperparameter against central differences, the optimizee in float64.
+
+    Each hyperparameter h is shifted by +-1e-3 min(h, 1 - h) (inside its valid range); the
+    float32 variable's actual shifted values are the denominator. Truncation error ~1e-6 and
+    float32 rounding of h ~1e-4 of the derivative: the tolerance is 1e-3 of it."""
     net = make_net()
     self.assertEqual({v.name.split("/")[-1].split(":")[0] for v in net.trainable_variables},
                      names)
     problem = Quadratic(SHAPES)
-    params = [tf.constant(x, tf.float32) for x in problem.x0]
-    with tf.GradientTape() as tape:
+
+    def meta_loss():
+      params = [tf.constant(x, tf.float64) for x in problem.x0]
       state = net.initial_state(params)
-      meta_loss = 0.
+      total = tf.constant(0., tf.float64)
       for _ in range(3):
         updates, state = net(problem.grads_tf(params), state)
-        params = [p + u for p, u in zip(params, updates)]
-        meta_loss += problem.loss_tf(params)
-    grads = tape.gradient(meta_loss, net.trainable_variables)
-    for v, g in zip(net.trainable_variables, grads):
-      self.assertIsNotNone(g, v.name)
-      self.assertTrue(np.isfinite(g), v.name)
-      self.assertGreater(abs(float(g)), 1e-6, v.name)
+        params = [p + tf.cast(u, tf.float64) for p, u in zip(params, updates)]
+        total += problem.loss_tf(params)
+      return total
+
+    with tf.GradientTape() as tape:
+      value = meta_loss()
+    grads = tape.gradient(value, net.trainable_variables)
+    for variable, grad in zip(net.trainable_variables, grads):
+      h = float(variable.numpy())
+      eps = 1e-3 * min(abs(h), abs(1. - h))
+      values, shifted = [], []
+      for sign in (1., -1.):
+        variable.assign(h + sign * eps)
+        shifted.append(float(variable.numpy()))
+        values.append(float(meta_loss()))
+      variable.assign(h)
+      numeric = (values[0] - values[1]) / (shifted[0] - shifted[1])
+      self.assertGreater(abs(numeric), 1e-3, variable.name)  # Not a trivial zero.
+      self.assertAllClose(float(grad), numeric, rtol=1e-3, msg=variable.name)
 
   @parameterized.named_parameters(*LEARNABLE)
   def test_not_learnable_by_default(self, make_net, names):
