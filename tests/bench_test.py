@@ -112,6 +112,11 @@ class SummaryTest(absltest.TestCase):
   def test_failed_checks(self):
     self.assertEqual(suite.failed_checks(speed.parse(
         "case=leak flat=False traced_once=True")), ["flat"])
+    self.assertEqual(suite.failed_checks(speed.parse(
+        "case=leak flat=True traced_once=False")), ["traced_once"])
+    self.assertEqual(suite.failed_checks(speed.parse(
+        "case=leak flat=True traced_once=True first_meta_loss_match=False")),
+                     ["first_meta_loss_match"])
     self.assertEqual(suite.failed_checks(speed.parse("case=apply_1m ratio_vs_adam=3")), [])
 
 
@@ -150,22 +155,51 @@ class MemoryTest(absltest.TestCase):
     self.assertEqual(rss.memory_fields(1., 150., 140., 1, 149.9, 200.)["meta_step_mib"], "0.0")
 
   def test_with_memory_wraps_the_timing_loop(self):
-    calls = []
+    """The marks are taken where the docstring says: base before the first step, warm after the
+    untimed ones, end after the timed ones (a fake /proc: resident memory 100 MiB + 10 per
+    step), and the high-water mark is reset after the warm-up."""
+    calls, steps_run = [], [0]
 
     def benchmark(args, step_fn, tag):  # The peers' loop: 1 + (warmup - 1) + steps calls.
       for _ in range(max(1, args.warmup) + args.steps):
         step_fn()
       calls.append(tag)
 
+    def step_fn():
+      steps_run[0] += 1
+      return 1.0
+
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-      rss.with_memory(benchmark, types.SimpleNamespace(warmup=2, steps=3),
-                      lambda: 1.0, "fake")
-    fields = speed.parse(out.getvalue())
+    with mock.patch.object(rss, "current_mib", lambda: 100. + 10. * steps_run[0]), \
+        mock.patch.object(rss, "peak_mib", lambda: 500.), \
+        mock.patch.object(rss, "reset_high_water", lambda: True), \
+        mock.patch.object(rss, "high_water_mib", lambda: 160.), \
+        contextlib.redirect_stdout(out):
+      rss.with_memory(benchmark, types.SimpleNamespace(warmup=2, steps=3), step_fn, "fake")
     self.assertEqual(calls, ["fake"])
-    for key in ("rss_base_mib", "peak_rss_mib", "rss_warm_mib", "rss_growth_kib_per_step"):
-      self.assertGreaterEqual(float(fields[key]), 0. if "growth" not in key else -1e9)
-    self.assertGreater(rss.current_mib(), 0.)
+    self.assertEqual(steps_run[0], 5)
+    fields = speed.parse(out.getvalue())
+    # base: before step 1 (100); warm: after the 2 untimed steps (120); end: after 5 (150).
+    self.assertEqual(fields, {"rss_base_mib": "100.0", "peak_rss_mib": "500.0",
+                              "rss_warm_mib": "120.0", "step_peak_rss_mib": "160.0",
+                              "meta_step_mib": "40.0",
+                              "rss_growth_kib_per_step": f"{30 * 1024 / 3:.1f}"})
+
+  def test_without_a_resettable_high_water_mark(self):
+    out = io.StringIO()
+    with mock.patch.object(rss, "reset_high_water", lambda: False), \
+        contextlib.redirect_stdout(out):
+      rss.with_memory(lambda args, step_fn, tag: [step_fn() for _ in range(3)],
+                      types.SimpleNamespace(warmup=1, steps=2), lambda: 1.0, "fake")
+    fields = speed.parse(out.getvalue())
+    self.assertNotIn("step_peak_rss_mib", fields)
+    self.assertNotIn("meta_step_mib", fields)
+
+  def test_proc_readings(self):
+    """The /proc readers use the same unit (MiB): the resident size now is at most the peak."""
+    current, peak = rss.current_mib(), rss.peak_mib()
+    self.assertGreater(current, 1.)
+    self.assertLessEqual(current, peak + 1.)
 
 
 if __name__ == "__main__":
