@@ -3,7 +3,14 @@
     python evaluate.py --problem=quadratic --optimizer=all --path=/tmp/l2l_quadratic
 
 Hand-designed optimizers without --learning_rate get the best learning rate of a log grid,
-tuned on problem instances disjoint from the evaluation ones.
+tuned on problem instances disjoint from the evaluation ones. --optimizer=pretrained (or
+pretrained:NAME) evaluates a shipped pretrained optimizer (l2l.zoo) instead of --path.
+
+    python evaluate.py --suite=held_out --optimizer=pretrained
+
+runs a learned optimizer on every task of a held-out task suite against per-task lr-tuned Adam
+at the horizon --num_steps (default 1000) and twice that (l2l.suite_evaluation): final-loss
+ratios, speedups, their median and IQM, as a table, --output_json and a --plot.
 """
 
 import json
@@ -14,9 +21,18 @@ from absl import flags
 from l2l import cli
 from l2l import configs
 from l2l import evaluation
+from l2l import meta_optimizer as l2l_meta_optimizer
+from l2l import suite_evaluation
+from l2l import zoo
 
-flags.DEFINE_enum("optimizer", "L2L", list(evaluation.OPTIMIZERS) + ["all"],
-                  "Optimizer to evaluate; 'all' runs L2L (if --path) and every baseline.")
+flags.DEFINE_string("optimizer", "L2L", "Optimizer to evaluate: L2L (the one saved at --path), "
+                    "pretrained or pretrained:NAME (shipped, see python -m l2l.zoo), "
+                    f"{', '.join(evaluation.OPTIMIZERS[1:])}, or all (the learned one and every "
+                    "baseline).")
+flags.DEFINE_string("suite", None, "Evaluate on every task of this task suite (e.g. held_out) "
+                    "against per-task lr-tuned Adam instead of on --problem.")
+flags.DEFINE_list("baselines", ["Adam"], "--suite: tuned baselines (Adam and any of SGD, NAG, "
+                  "RMSProp).")
 flags.DEFINE_string("path", None, "Directory of a learned optimizer saved by train.py.")
 flags.DEFINE_enum("problem", "quadratic", sorted(configs.CONFIGS), "Named configuration.")
 flags.DEFINE_integer("num_epochs", 100, "Held-out problem instances.")
@@ -42,20 +58,36 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.use_inter_op_threads(FLAGS.inter_op_threads)
-  if FLAGS.optimizer == "all":
+  path = FLAGS.path
+  name = FLAGS.optimizer
+  if name == "pretrained" or name.startswith("pretrained:"):
+    if path:
+      raise app.UsageError("give either --path or --optimizer=pretrained[:NAME], not both")
+    try:
+      path = zoo.path(name.partition(":")[2] or zoo.recommended())
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+    name = "L2L"
+  if name != "all" and name not in evaluation.OPTIMIZERS:
+    raise app.UsageError(f"--optimizer must be one of {', '.join(evaluation.OPTIMIZERS)}, "
+                         f"pretrained, pretrained:NAME or all; got {FLAGS.optimizer!r}")
+  if FLAGS.suite is not None:
+    evaluate_suite(name, path)
+    return
+  if name == "all":
     optimizers = list(evaluation.OPTIMIZERS)
-    if not FLAGS.path:
+    if not path:
       raise app.UsageError("--optimizer=all includes L2L and needs --path, the directory of a "
                            "saved learned optimizer")
   else:
-    optimizers = [FLAGS.optimizer]
+    optimizers = [name]
   problem_options = {"activation": FLAGS.activation}
   if FLAGS.hidden_sizes is not None:
     problem_options["hidden_sizes"] = cli.int_list("hidden_sizes", FLAGS.hidden_sizes)
   try:
     if FLAGS.plot:
       evaluation.check_plot_path(FLAGS.plot)  # Before the work, not after.
-    output = evaluation.evaluate(FLAGS.problem, optimizers, FLAGS.path, FLAGS.num_epochs,
+    output = evaluation.evaluate(FLAGS.problem, optimizers, path, FLAGS.num_epochs,
                                  FLAGS.num_steps, FLAGS.seed, FLAGS.learning_rate,
                                  FLAGS.tuning_epochs, data_dir=FLAGS.data_dir,
                                  problem_options=problem_options)
@@ -71,6 +103,36 @@ def main(argv):
       json.dump(output, f, indent=1)
   if FLAGS.plot:
     evaluation.plot_loss_curves(output, FLAGS.plot)
+
+
+def evaluate_suite(name: str, path: str) -> None:
+  """evaluate.py --suite: the learned optimizer at `path` on a task suite (l2l.suite_evaluation).
+
+  --num_steps (default 1000 here), --num_epochs (runs per task, default 10) and
+  --tuning_epochs (tuning runs per learning rate, default 3) keep their meaning.
+  """
+  if name not in ("L2L", "all") or not path:
+    raise app.UsageError("--suite evaluates a learned optimizer: give --path or "
+                         "--optimizer=pretrained[:NAME]")
+  num_steps = FLAGS.num_steps if FLAGS["num_steps"].present else 1000
+  num_runs = FLAGS.num_epochs if FLAGS["num_epochs"].present else 10
+  tuning_runs = FLAGS.tuning_epochs if FLAGS["tuning_epochs"].present else 3
+  try:
+    if FLAGS.plot:
+      evaluation.check_plot_path(FLAGS.plot)
+    learned = l2l_meta_optimizer.MetaOptimizer.load(path)
+    output = suite_evaluation.evaluate_suite(
+        learned, FLAGS.suite, num_steps, num_runs, tuning_runs, FLAGS.seed,
+        tuple(FLAGS.baselines))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  print(f"suite={FLAGS.suite} optimizer={path} num_steps={num_steps} runs={num_runs}")
+  print(suite_evaluation.format_table(output))
+  if FLAGS.output_json:
+    with open(FLAGS.output_json, "w") as f:
+      f.write(suite_evaluation.to_json(output))
+  if FLAGS.plot:
+    suite_evaluation.plot(output, FLAGS.plot)
 
 
 if __name__ == "__main__":

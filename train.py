@@ -5,7 +5,16 @@
 Checkpoints of the training state go to <save_path>/train_state every --checkpoint_period epochs;
 after a crash the same command resumes from the latest one. TensorBoard summaries go to
 <save_path>/tensorboard.
+
+    python train.py --suite=train --save_path=/tmp/versatile
+
+meta-trains the versatile per-parameter rule (nets.PerParameterMLP) with PES over a task suite
+of problems.suite instead (l2l.suite_training): --num_steps is then the horizon of every task
+instance (default 1000), --meta_steps the number of PES steps; SIGINT / SIGTERM save the state
+and a re-run of the same command resumes.
 """
+
+import sys
 
 from absl import app
 from absl import flags
@@ -13,9 +22,11 @@ from absl import logging
 
 from l2l import cli
 from l2l import configs
+from l2l import suite_training
 from l2l import training
 
 _DEFAULTS = training.TrainConfig()
+_SUITE_DEFAULTS = suite_training.SuiteTrainConfig()
 
 flags.DEFINE_string("save_path", None, "Directory for the best optimizer (config.json + weights).")
 flags.DEFINE_bool("overwrite", False, "Replace an optimizer already saved in --save_path (and "
@@ -64,13 +75,56 @@ flags.DEFINE_float("pes_std", _DEFAULTS.pes_std,
 flags.DEFINE_list("net_layers", [], "LSTM layer sizes of the problem's nets instead of the "
                   "configuration's, e.g. 8 (a small net: fewer weights for --gradient=pes to "
                   "perturb) or 40,40.")
+flags.DEFINE_string("suite", None, "Meta-train the versatile per-parameter rule with PES over "
+                    "this task suite (e.g. train; see problems.suite) instead of --problem.")
+flags.DEFINE_integer("meta_steps", _SUITE_DEFAULTS.meta_steps, "--suite: PES meta-steps.")
+flags.DEFINE_integer("tasks_per_step", _SUITE_DEFAULTS.tasks_per_step,
+                     "--suite: tasks drawn per meta-step (one truncation each).")
 FLAGS = flags.FLAGS
+
+# Flags shared with --problem runs whose defaults differ for --suite runs.
+_SUITE_FLAGS = {"num_steps": "num_steps", "unroll_length": "unroll_length",
+                "pes_particles": "pes_particles", "pes_std": "pes_std",
+                "learning_rate": "learning_rate", "max_grad_norm": "max_grad_norm",
+                "objective": "objective", "evaluation_period": "evaluation_period",
+                "log_period": "log_period", "seed": "seed"}
+
+
+def train_suite() -> None:
+  """train.py --suite: meta-trains over a task suite (l2l.suite_training)."""
+  options = {field: FLAGS[flag].value for flag, field in _SUITE_FLAGS.items()
+             if FLAGS[flag].present}
+  config = suite_training.SuiteTrainConfig(
+      suite=FLAGS.suite, save_path=FLAGS.save_path, meta_steps=FLAGS.meta_steps,
+      tasks_per_step=FLAGS.tasks_per_step, **options)
+  try:
+    config.validate()
+    from problems.suite import suite  # pylint: disable=g-import-not-at-top
+    suite(config.suite)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  try:
+    summary = suite_training.meta_train_suite(config)
+  except suite_training.Interrupted as e:
+    logging.warning("%s", e)
+    sys.exit(130)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  logging.info("done in %.0fs: %d meta-steps (%d skipped as non-finite); best validation mean "
+               "log10 final loss %.4f at meta-step %d%s", summary["seconds"],
+               summary["meta_steps"], summary["skipped_steps"],
+               summary["best_validation_log10_loss"], summary["best_meta_step"],
+               f"; saved to {summary['save_path']}" if summary["save_path"] else
+               " (no --save_path: nothing saved)")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.use_inter_op_threads(FLAGS.inter_op_threads)
+  if FLAGS.suite is not None:
+    train_suite()
+    return
   curriculum = cli.int_list("curriculum", FLAGS.curriculum)
   net_layers = cli.int_list("net_layers", FLAGS.net_layers)
   config = training.TrainConfig(

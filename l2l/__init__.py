@@ -17,6 +17,10 @@ from l2l.maml_step import fomaml_step, maml_step, reptile_step
 from l2l.meta_optimizer import MetaLoss, MetaMinimize, MetaOptimizer, resolve_assignments
 from l2l.meta_trainer import History, MetaTrainer
 from l2l.unroll import Group, UnrollResult, UnrollState
+from l2l import zoo
+from l2l.zoo import pretrained, pretrained_optimizer
+from l2l.suite_training import SuiteTrainConfig, meta_train_suite
+from l2l.suite_evaluation import evaluate_suite
 
 __all__ = [
     # Learned optimizers.
@@ -28,4 +32,7 @@ __all__ = [
     "DifferentiableOptimizer", "FunctionalModel", "innerloop_ctx", "rule_from",
     # Long horizons at bounded memory.
     "CheckpointedMAML", "IMAML", "PESMinimize",
+    # Versatile learned optimizers: pretrained, trained and evaluated on task suites.
+    "zoo", "pretrained", "pretrained_optimizer", "SuiteTrainConfig", "meta_train_suite",
+    "evaluate_suite",
 ]

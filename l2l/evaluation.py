@@ -64,7 +64,8 @@ def run_optimizer(optimizer: meta_optimizer_lib.MetaOptimizer, make_loss: MakeLo
   """Runs `optimizer` for `num_steps` steps on `num_epochs` instances of `make_loss`."""
   checks.positive_int("num_epochs", num_epochs)
   checks.positive_int("num_steps", num_steps)
-  run = optimizer.meta_loss(make_loss, num_steps, net_assignments, use_while_loop=True)
+  run = optimizer.meta_loss(make_loss, num_steps, net_assignments, use_while_loop=True,
+                            num_steps=num_steps)
   return run_instances(run, num_epochs, log_every, label)
 
 
@@ -214,8 +215,10 @@ def evaluate(problem: str, optimizers: Sequence[str], path: Optional[str] = None
   for name in optimizers:
     start = time.time()
     if name == "L2L":
+      # A single-net optimizer (e.g. a pretrained one) updates every variable.
+      assignments = None if len(learned.nets) == 1 else named.net_assignments
       curves = run_optimizer(learned, named.make_problem(test_seed), num_epochs, num_steps,
-                             named.net_assignments, log_every=30, label=name)
+                             assignments, log_every=30, label=name)
       lr = None
     else:
       lr = learning_rate

@@ -59,17 +59,17 @@ class SuiteTrainConfig:
   suite: str = "train"
   save_path: Optional[str] = None
   net_config: Optional[Dict[str, Any]] = None  # None: VERSATILE_NET.
-  meta_steps: int = 3000
+  meta_steps: int = 4000
   num_steps: int = 1000          # The horizon of every task instance.
   unroll_length: int = 50        # Steps per truncation.
-  tasks_per_step: int = 2
-  pes_particles: int = 4         # Antithetic pairs per task.
+  tasks_per_step: int = 4
+  pes_particles: int = 2         # Antithetic pairs per task.
   pes_std: float = 0.01
   learning_rate: float = 3e-3    # Adam on the rule's weights.
   max_grad_norm: Optional[float] = 1.0
   objective: str = "log"
-  evaluation_period: int = 100   # Meta-steps between validations.
-  log_period: int = 10
+  evaluation_period: int = 200   # Meta-steps between validations.
+  log_period: int = 20
   checkpoint_seconds: float = 120.
   seed: int = 0
 

@@ -81,9 +81,9 @@ def tensor_features(g: tf.Tensor, p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, row:
   """One parameter tensor's features, its Adam direction and its new statistics.
 
   Args:
-    g, p: the gradient and the parameter (float32, the same shape).
-    m, v, row, col: the statistics of `MLPRuleState` for this parameter.
-    step: the step being taken, t >= 1 (float32 scalar).
+    g, p: the gradient and the parameter (the same shape and float dtype).
+    m, v, row, col: the statistics of `MLPRuleState` for this parameter (g's dtype).
+    step: the step being taken, t >= 1 (a scalar of g's dtype).
 
   Returns:
     `(features [n, NUM_FEATURES], adam_direction [n], (m', v', row', col'))`, n = g.size.
@@ -121,8 +121,14 @@ def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tens
   """The updates [n] of n coordinates from their features [n, F] and the progress [P].
 
   `layers` are the (w, b) of the per-coordinate MLP (ReLU between layers, 2 outputs: d, m);
-  `schedule_layers` those of the schedule MLP of the progress (1 output).
+  `schedule_layers` those of the schedule MLP of the progress (1 output). Everything is computed
+  in the features' dtype.
   """
+  dtype = features.dtype
+  layers = [(tf.cast(w, dtype), tf.cast(b, dtype)) for w, b in layers]
+  schedule_layers = [(tf.cast(w, dtype), tf.cast(b, dtype)) for w, b in schedule_layers]
+  log_lr = tf.cast(log_lr, dtype)
+  progress = tf.cast(progress, dtype)
   n = tf.shape(features)[0]
   h = tf.concat([features, tf.tile(progress[None], [n, 1])], axis=1)
   for i, (w, b) in enumerate(layers):
@@ -141,6 +147,9 @@ def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tens
 
 class PerParameterMLP(base.UpdateRule):
   """The versatile learned rule (see the module docstring).
+
+  The rule computes in the dtype of the gradients (float32, or float64 for exact checks); its
+  statistics have the parameters' dtype.
 
   Args:
     hidden_sizes: widths of the per-coordinate MLP's hidden layers.
@@ -208,14 +217,14 @@ class PerParameterMLP(base.UpdateRule):
     def stats(p):
       shape = p.shape.as_list()
       if factored(shape):
-        return tf.zeros(shape[:-1]), tf.zeros(shape[:-2] + shape[-1:])
-      return tf.zeros([1]), tf.zeros([1])
+        return tf.zeros(shape[:-1], p.dtype), tf.zeros(shape[:-2] + shape[-1:], p.dtype)
+      return tf.zeros([1], p.dtype), tf.zeros([1], p.dtype)
 
     rows, cols = zip(*[stats(p) for p in params]) if params else ((), ())
     return MLPRuleState(
         tf.zeros([], tf.float32), tf.cast(horizon, tf.float32),
-        tuple(tf.zeros(p.shape.as_list() + [len(MOMENTUM_DECAYS)]) for p in params),
-        tuple(tf.zeros(p.shape) for p in params), tuple(rows), tuple(cols))
+        tuple(tf.zeros(p.shape.as_list() + [len(MOMENTUM_DECAYS)], p.dtype) for p in params),
+        tuple(tf.zeros(p.shape, p.dtype) for p in params), tuple(rows), tuple(cols))
 
   def __call__(self, grads: Sequence[tf.Tensor], state: MLPRuleState,
                params: Optional[Sequence[tf.Tensor]] = None,
@@ -231,14 +240,14 @@ class PerParameterMLP(base.UpdateRule):
     step = state.step + 1.
     features, directions, new_stats = [], [], []
     for g, p, m, v, row, col in zip(grads, params, state.m, state.v, state.row, state.col):
-      f, d, s = tensor_features(tf.cast(g, tf.float32), tf.cast(p, tf.float32), m, v, row, col,
-                                step)
+      f, d, s = tensor_features(g, tf.cast(p, g.dtype), m, v, row, col, tf.cast(step, g.dtype))
       features.append(f)
       directions.append(d)
       new_stats.append(s)
     sizes = [int(g.shape.num_elements()) for g in grads]
     flat = mlp_update(tf.concat(features, 0), tf.concat(directions, 0),
-                      progress_features(step, state.num_steps), self.layers,
+                      progress_features(tf.cast(step, grads[0].dtype),
+                                        tf.cast(state.num_steps, grads[0].dtype)), self.layers,
                       self.schedule_layers, self.log_lr, self.direction_scale,
                       self.magnitude_scale)
     updates = [tf.cast(tf.reshape(u, g.shape), g.dtype)
