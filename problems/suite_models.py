@@ -27,10 +27,12 @@ ACTIVATIONS = {"sigmoid": tf.sigmoid, "tanh": tf.tanh, "relu": tf.nn.relu, "gelu
                "linear": tf.identity}
 
 
-def _fans(shape) -> Tuple[int, int]:
-  receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-  return (int(shape[-2]) * receptive, int(shape[-1]) * receptive) if len(shape) >= 2 else (
-      int(shape[0]), int(shape[0]))
+def _fans(shape: Sequence[int]) -> Tuple[int, int]:
+  """`(fan_in, fan_out)` of a weight `[..., in, out]` (a conv kernel's receptive field counts)."""
+  if len(shape) < 2:
+    return (int(shape[0]),) * 2 if shape else (1, 1)
+  receptive = int(np.prod(shape[:-2]))
+  return int(shape[-2]) * receptive, int(shape[-1]) * receptive
 
 
 class _Deferred(snt.initializers.Initializer):

@@ -64,6 +64,31 @@ class SuiteTaskTest(tf.test.TestCase, parameterized.TestCase):
     losses = {float(problem.loss(params, constants)) for _ in range(4)}
     self.assertGreater(len(losses), 1)
 
+  @parameterized.named_parameters(
+      (task.name, task) for _, task in ALL_TASKS
+      if task.name in ("tiny_blobs_linear", "digits_conv_8x16"))
+  def test_under_tf_function_new_batches_and_no_retrace(self, task):
+    problem = l2l.Problem(task.make_problem(0))
+    params, constants = problem.initial_values()
+    other = l2l.Problem(task.make_problem(1))
+
+    @tf.function
+    def loss_and_grads(params, constants):
+      with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = problem.loss(params, constants)
+      return loss, tape.gradient(loss, params)
+
+    losses = []
+    for _ in range(3):
+      loss, grads = loss_and_grads(params, constants)
+      losses.append(float(loss))
+      self.assertTrue(all(np.all(np.isfinite(g)) for g in grads))
+    self.assertEqual(loss_and_grads.experimental_get_tracing_count(), 1)
+    self.assertLen(set(losses), 3)  # A new batch at every call of the traced function.
+    # Another seed, another batch order: its first batch is another loss at the same params.
+    self.assertNotEqual(float(other.loss(params, constants)), losses[0])
+
   def test_seed_none_is_nondeterministic(self):
     task = problems.suite("smoke")[1]
     first = instance(task, None)[1]
