@@ -37,7 +37,7 @@ with the machine's load) is in `STEP_COST_MS` and each description: 0.1-0.4 ms f
 tasks, 0.1-0.35 ms for the held-out MLPs, ~1.5 ms for the conv net and the GRU.
 """
 
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def _rescale_seed(seed: Optional[int]) -> Optional[int]:
   return int(np.random.SeedSequence([int(seed), _RESCALE_SEED_SALT]).generate_state(1)[0])
 
 
-def _task(name: str, builder: Callable[..., MakeLoss], options: dict, description: str,
+def _task(name: str, builder: Callable[..., MakeLoss], options: Dict[str, Any], description: str,
           data: str, architecture: str, max_log_scale: float = 0.) -> SuiteTask:
   def make_problem(seed: Optional[int] = 0) -> MakeLoss:
     make_loss = builder(seed, **options)
