@@ -19,8 +19,18 @@ from l2l.meta_trainer import History, MetaTrainer
 from l2l.unroll import Group, UnrollResult, UnrollState
 from l2l import zoo
 from l2l.zoo import pretrained, pretrained_optimizer
-from l2l.suite_training import SuiteTrainConfig, meta_train_suite
-from l2l.suite_evaluation import evaluate_suite
+
+# The suite trainer and evaluator import the problems package, which imports l2l: loaded on
+# first use so that `import problems` before `import l2l` works.
+_LAZY = {"SuiteTrainConfig": "l2l.suite_training", "meta_train_suite": "l2l.suite_training",
+         "evaluate_suite": "l2l.suite_evaluation"}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    import importlib  # pylint: disable=g-import-not-at-top
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'l2l' has no attribute {name!r}")
 
 __all__ = [
     # Learned optimizers.

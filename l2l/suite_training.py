@@ -43,7 +43,7 @@ from l2l import training
 # The versatile rule's default configuration (nets.PerParameterMLP).
 VERSATILE_NET = {"net": "PerParameterMLP",
                  "net_options": {"hidden_sizes": [8, 8], "schedule_hidden_size": 8,
-                                 "learning_rate": 1e-3}}
+                                 "learning_rate": 3e-3}}
 
 
 def final_loss(losses: np.ndarray, fraction: float = 0.05) -> np.ndarray:
@@ -65,7 +65,7 @@ class SuiteTrainConfig:
   tasks_per_step: int = 4
   pes_particles: int = 2         # Antithetic pairs per task.
   pes_std: float = 0.01
-  learning_rate: float = 3e-3    # Adam on the rule's weights.
+  learning_rate: float = 2e-3    # Adam on the rule's weights.
   max_grad_norm: Optional[float] = 1.0
   objective: str = "log"
   evaluation_period: int = 200   # Meta-steps between validations.

@@ -78,7 +78,69 @@ def pretrained(name: Optional[str] = None) -> nets_base.UpdateRule:
   return next(iter(optimizer.nets.values()))
 
 
+def reference_trajectory(rule: nets_base.UpdateRule, num_steps: int = 30) -> List[float]:
+  """The losses of `num_steps` steps of `rule` (through `LearnedOptimizer`, told the horizon)
+  on a fixed float32 least-squares problem with a matrix and a vector parameter.
+
+  The shipped `info.json` stores them, and the tests check that a loaded optimizer reproduces
+  them: the weights, the loading and the rule's maths are what they were when it was shipped.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from l2l import learned_optimizer  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  a = tf.constant(rng.randn(16, 5).astype(np.float32))
+  b = tf.constant(rng.randn(16, 4).astype(np.float32))
+  w = tf.Variable(np.zeros([5, 4], np.float32))
+  c = tf.Variable(np.zeros([4], np.float32))
+  optimizer = learned_optimizer.LearnedOptimizer(rule, num_steps=num_steps)
+  losses = []
+  for _ in range(num_steps):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(tf.square(tf.matmul(a, w) + c - b))
+    losses.append(float(loss))
+    optimizer.apply(tape.gradient(loss, [w, c]), [w, c], loss=loss)
+  losses.append(float(tf.reduce_mean(tf.square(tf.matmul(a, w) + c - b))))
+  return losses
+
+
+def ship(source: str, name: str, description: str, command: str, horizon: Optional[int],
+         recommended: bool = False) -> str:
+  """Copies the optimizer saved at `source` (train.py's save_path) into the package as `name`,
+  with its `info.json` and reference trajectory; returns the new directory. For maintainers.
+  """
+  import shutil  # pylint: disable=g-import-not-at-top
+  optimizer = meta_optimizer_lib.MetaOptimizer.load(source)  # Checks that it loads.
+  target = os.path.join(DIRECTORY, name)
+  os.makedirs(target, exist_ok=True)
+  for file in os.listdir(source):
+    if file == "config.json" or file.startswith("nets."):
+      shutil.copy(os.path.join(source, file), target)
+  rule = next(iter(optimizer.nets.values())) if len(optimizer.nets) == 1 else None
+  data = {"description": description, "recommended": bool(recommended), "command": command,
+          "horizon": horizon,
+          "trajectory": reference_trajectory(rule) if rule is not None else None}
+  with open(os.path.join(target, INFO_FILE), "w") as f:
+    json.dump(data, f, indent=1)
+  return target
+
+
 def main() -> None:
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description="List the pretrained optimizers, or ship one.")
+  parser.add_argument("--ship", metavar="SAVE_PATH", help="train.py save_path to ship")
+  parser.add_argument("--name")
+  parser.add_argument("--description")
+  parser.add_argument("--command", help="the command that trained it")
+  parser.add_argument("--horizon", type=int)
+  parser.add_argument("--recommended", action="store_true")
+  args = parser.parse_args()
+  if args.ship:
+    if not (args.name and args.description and args.command):
+      parser.error("--ship needs --name, --description and --command")
+    print(ship(args.ship, args.name, args.description, args.command, args.horizon,
+               args.recommended))
+    return
   for name in available():
     data = info(name)
     print(f"{name}{' (recommended)' if data.get('recommended') else ''}: {data['description']}")
