@@ -10,7 +10,8 @@ Cases (every one in its own process, printing `key=value` lines that start with 
   interpreter is missing prints `skipped=1`. Then one `summary config=...` line per config with
   `speedup_vs_fastest_peer=` and `first_meta_loss_match=`.
 * `apply_1m` (`bench/apply_cost.py`): one training step of a 1M-parameter MLP with a learned
-  optimizer's `apply` against `snt.optimizers.Adam`.
+  optimizer's `apply` against `snt.optimizers.Adam`: the 2016 LSTM (`case=apply_1m`) and the
+  versatile per-parameter rule, fused and reference (`case=apply_1m_mlp_rule`), in one run.
 * `maml_sinusoid` (`bench/maml_speed.py`): MAML meta-steps per second on the sinusoid, meta-batch
   25, for each of `--maml_inner_steps`.
 * `leak` (`bench/leak.py`): resident memory over `--leak_steps` meta-steps and the number of
@@ -37,7 +38,8 @@ from bench import speed
 
 # Extra case -> (module, function of the parsed arguments giving the module's arguments).
 EXTRAS = {
-    "apply_1m": ("bench.apply_cost", lambda a: ["--steps", str(a.apply_steps)]),
+    "apply_1m": ("bench.apply_cost", lambda a: ["--steps", str(a.apply_steps), "--repeats",
+                                                str(a.apply_repeats)]),
     "maml_sinusoid": ("bench.maml_speed", lambda a: ["--inner_steps", a.maml_inner_steps,
                                                      "--steps", str(a.maml_steps)]),
     "leak": ("bench.leak", lambda a: ["--steps", str(a.leak_steps), "--peers_dir",
@@ -57,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="comma-separated extras to run, replacing any named in --cases; 'none' for none, "
       "'all' for every one")
   speed.add_arguments(parser)
-  parser.add_argument("--apply_steps", type=int, default=20, help="apply_1m: timed steps")
+  parser.add_argument("--apply_steps", type=int, default=20,
+                      help="apply_1m: timed steps per repeat")
+  parser.add_argument("--apply_repeats", type=int, default=3,
+                      help="apply_1m: repeats (the ratios' medians and spread are over them)")
   parser.add_argument("--maml_inner_steps", default="1,5",
                       help="maml_sinusoid: comma-separated inner step counts")
   parser.add_argument("--maml_steps", type=int, default=20,

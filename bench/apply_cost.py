@@ -6,7 +6,11 @@ and labels; one training step (forward, backward, update) inside `tf.function`, 
 * `l2l`: `l2l.LearnedOptimizer` around the 2016 coordinatewise LSTM (2x20, LogAndSign k=5,
   output scale 0.01, the fused LSTM kernels): every parameter is one LSTM row;
 * `adam`: `snt.optimizers.Adam(1e-3)`;
-* `no_update`: forward and backward only, the part both share.
+* `no_update`: forward and backward only, the part both share;
+* `mlp_rule`: `l2l.LearnedOptimizer` around the versatile per-parameter rule
+  (`nets.PerParameterMLP`, default sizes, random non-zero weights in every layer) with its fused
+  forward op (`nets/mlp_rule_kernels.cc`);
+* `mlp_rule_reference`: the same rule with `fused=False` (the reference TF ops).
 
 The LSTM's weights are its random initialization, not trained ones: a trained optimizer runs the
 same operations on the same shapes, so the cost is the same. Each optimizer trains its own copy of
@@ -66,28 +70,65 @@ def learned_optimizer():
   return l2l.LearnedOptimizer(l2l.MetaOptimizer(cw=net))
 
 
+def mlp_rule_optimizer(fused: bool, seed: int = 0):
+  """`l2l.LearnedOptimizer` of `nets.PerParameterMLP` with random weights in every layer.
+
+  The untrained rule's last layers are zero; a trained rule's are not, and the cost must not
+  depend on it, so every weight is drawn (seeded) at a trained-looking scale.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import l2l  # pylint: disable=g-import-not-at-top
+  import nets  # pylint: disable=g-import-not-at-top
+  rule = nets.PerParameterMLP(seed=seed, fused=fused)
+  rng = np.random.default_rng(seed)
+  for w, b in [*rule.layers, *rule.schedule_layers]:
+    w.assign(rng.normal(size=w.shape).astype(np.float32) / np.sqrt(w.shape[0]))
+    b.assign(rng.normal(size=b.shape).astype(np.float32) * 0.1)
+  return l2l.LearnedOptimizer(rule, num_steps=1000)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=20, help="timed rounds")
   parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
+  parser.add_argument("--repeats", type=int, default=3, help="blocks of --steps timed rounds")
   args = parser.parse_args(argv)
   import sonnet as snt  # pylint: disable=g-import-not-at-top
   steps = {"l2l": build_step(learned_optimizer()),
            "adam": build_step(snt.optimizers.Adam(1e-3)),
-           "no_update": build_step(None)}
+           "no_update": build_step(None),
+           "mlp_rule": build_step(mlp_rule_optimizer(fused=True)),
+           "mlp_rule_reference": build_step(mlp_rule_optimizer(fused=False))}
   times = {name: [] for name in steps}
-  for round_ in range(args.warmup + args.steps):
+  for round_ in range(args.warmup + args.steps * args.repeats):
     for name, step in steps.items():
       start = time.perf_counter()
       float(step())  # Waits for the result.
       if round_ >= args.warmup:
         times[name].append(time.perf_counter() - start)
   ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+  def block_ratios(name: str) -> List[float]:
+    blocks = [slice(i * args.steps, (i + 1) * args.steps) for i in range(args.repeats)]
+    return [statistics.median(times[name][b]) / statistics.median(times["adam"][b])
+            for b in blocks]
+
+  fused, reference = block_ratios("mlp_rule"), block_ratios("mlp_rule_reference")
   print(f"case=apply_1m params={steps['l2l'].num_params} batch={BATCH} "
         f"ms_per_step_l2l={ms['l2l']:.2f} ms_per_step_adam={ms['adam']:.2f} "
         f"ratio_vs_adam={ms['l2l'] / ms['adam']:.2f} ms_per_step_no_update={ms['no_update']:.2f} "
         f"update_ratio_vs_adam="
         f"{(ms['l2l'] - ms['no_update']) / max(ms['adam'] - ms['no_update'], 1e-3):.1f}",
+        flush=True)
+  print(f"case=apply_1m_mlp_rule params={steps['mlp_rule'].num_params} batch={BATCH} "
+        f"repeats={args.repeats} ms_per_step_fused={ms['mlp_rule']:.2f} "
+        f"ms_per_step_reference={ms['mlp_rule_reference']:.2f} ms_per_step_adam={ms['adam']:.2f} "
+        f"ratio_vs_adam={statistics.median(fused):.2f} ratio_vs_adam_min={min(fused):.2f} "
+        f"ratio_vs_adam_max={max(fused):.2f} "
+        f"reference_ratio_vs_adam={statistics.median(reference):.2f} "
+        f"reference_ratio_vs_adam_min={min(reference):.2f} "
+        f"reference_ratio_vs_adam_max={max(reference):.2f} update_ratio_vs_adam="
+        f"{(ms['mlp_rule'] - ms['no_update']) / max(ms['adam'] - ms['no_update'], 1e-3):.1f}",
         flush=True)
 
 
