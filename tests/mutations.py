@@ -60,6 +60,12 @@ MUTATIONS: Sequence[Mutation] = (
              "      tf.nest.map_structure(lambda var, value: var.assign(value), state_vars, state)",
              "      pass  # The state is not stored.",
              ("meta_loss_reference_test.py", "learned_optimizer_test.py")),
+    Mutation("M5b", "M5 for learned (LSTM) rules only; hand-designed ones keep their state",
+             "l2l/learned_optimizer.py",
+             "      tf.nest.map_structure(lambda var, value: var.assign(value), state_vars, state)",
+             "      if \"LSTM\" not in type(self.nets[netid]).__name__:\n"
+             "        tf.nest.map_structure(lambda var, value: var.assign(value), state_vars, state)",
+             ("meta_loss_reference_test.py",)),
     # The two defects the suite missed besides.
     Mutation("T1", "train.py keeps the WORST validation score as best", "l2l/training.py",
              "improved = score < best",
