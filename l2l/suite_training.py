@@ -129,6 +129,11 @@ def meta_train_suite(config: SuiteTrainConfig) -> Dict[str, Any]:
     Interrupted: SIGINT or SIGTERM arrived; the state was saved and a re-run resumes.
     ValueError: bad options, or a save_path holding another run's state.
   """
+  with _Interrupt() as interrupt:
+    return _meta_train_suite(config, interrupt)
+
+
+def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt) -> Dict[str, Any]:
   from problems.suite import suite  # pylint: disable=g-import-not-at-top
   config.validate()
   tasks = suite(config.suite)
@@ -225,52 +230,51 @@ def meta_train_suite(config: SuiteTrainConfig) -> Dict[str, Any]:
   rng_seed = evaluation.instance_seed(config.seed, evaluation.TRAIN) + 7
   start = last_save = time.time()
   period_losses: List[float] = []
-  with _Interrupt() as interrupt:
-    while int(meta_step.numpy()) < config.meta_steps:
-      step = int(meta_step.numpy())
-      chosen = np.random.default_rng([rng_seed, step]).choice(
-          len(tasks), size=min(config.tasks_per_step, len(tasks)), replace=False)
-      estimates = []
-      for i in chosen:
-        if int(truncations[i].numpy()) % per_horizon == 0:
-          trainers[i].reset()
-        estimate = trainers[i].estimate()
-        estimates.append(estimate.gradient)
-        period_losses.append(float(tf.reduce_mean(estimate.meta_losses)) / config.unroll_length)
-        truncations.assign(tf.tensor_scatter_nd_add(truncations, [[i]], [1]))
-      apply(estimates)
-      meta_step.assign_add(1)
-      step += 1
-      if step % config.log_period == 0:
-        elapsed = time.time() - start
-        eta = elapsed / (step - resumed_from) * (config.meta_steps - step)
-        logging.info("meta-step %d/%d  mean log loss %.4f  log_lr %.3f  skipped %d  elapsed "
-                     "%s  ETA %s", step, config.meta_steps, np.mean(period_losses),
-                     float(optimizer.nets["rule"].log_lr.numpy())
-                     if hasattr(optimizer.nets["rule"], "log_lr") else float("nan"),
-                     int(skipped.numpy()), training._format_seconds(elapsed),  # pylint: disable=protected-access
-                     training._format_seconds(eta))  # pylint: disable=protected-access
-        period_losses = []
-      if step % config.evaluation_period == 0 or step == config.meta_steps:
-        score = validate()
-        improved = math.isfinite(score) and score < float(best.numpy())
-        if improved:
-          best.assign(score)
-          best_step.assign(step)
-          if config.save_path:
-            optimizer.save(config.save_path)
-        logging.info("validation at meta-step %d: mean log10 final loss %.4f%s", step, score,
-                     " (best so far; saved)" if improved else
-                     f" (best {float(best.numpy()):.4f} at meta-step {int(best_step.numpy())})")
-      if interrupt.signal is not None:
-        save_state()
-        raise Interrupted(f"{interrupt.signal}: stopped at meta-step {step}/{config.meta_steps};"
-                          f" state saved in {config.save_path}; run the same command to resume"
-                          if manager is not None else
-                          f"{interrupt.signal}: stopped at meta-step {step} (no save_path)")
-      if time.time() - last_save > config.checkpoint_seconds:
-        save_state()
-        last_save = time.time()
+  while int(meta_step.numpy()) < config.meta_steps:
+    step = int(meta_step.numpy())
+    chosen = np.random.default_rng([rng_seed, step]).choice(
+        len(tasks), size=min(config.tasks_per_step, len(tasks)), replace=False)
+    estimates = []
+    for i in chosen:
+      if int(truncations[i].numpy()) % per_horizon == 0:
+        trainers[i].reset()
+      estimate = trainers[i].estimate()
+      estimates.append(estimate.gradient)
+      period_losses.append(float(tf.reduce_mean(estimate.meta_losses)) / config.unroll_length)
+      truncations.assign(tf.tensor_scatter_nd_add(truncations, [[i]], [1]))
+    apply(estimates)
+    meta_step.assign_add(1)
+    step += 1
+    if step % config.log_period == 0:
+      elapsed = time.time() - start
+      eta = elapsed / (step - resumed_from) * (config.meta_steps - step)
+      logging.info("meta-step %d/%d  mean log loss %.4f  log_lr %.3f  skipped %d  elapsed "
+                   "%s  ETA %s", step, config.meta_steps, np.mean(period_losses),
+                   float(optimizer.nets["rule"].log_lr.numpy())
+                   if hasattr(optimizer.nets["rule"], "log_lr") else float("nan"),
+                   int(skipped.numpy()), training._format_seconds(elapsed),  # pylint: disable=protected-access
+                   training._format_seconds(eta))  # pylint: disable=protected-access
+      period_losses = []
+    if step % config.evaluation_period == 0 or step == config.meta_steps:
+      score = validate()
+      improved = math.isfinite(score) and score < float(best.numpy())
+      if improved:
+        best.assign(score)
+        best_step.assign(step)
+        if config.save_path:
+          optimizer.save(config.save_path)
+      logging.info("validation at meta-step %d: mean log10 final loss %.4f%s", step, score,
+                   " (best so far; saved)" if improved else
+                   f" (best {float(best.numpy()):.4f} at meta-step {int(best_step.numpy())})")
+    if interrupt.signal is not None:
+      save_state()
+      raise Interrupted(f"{interrupt.signal}: stopped at meta-step {step}/{config.meta_steps};"
+                        f" state saved in {config.save_path}; run the same command to resume"
+                        if manager is not None else
+                        f"{interrupt.signal}: stopped at meta-step {step} (no save_path)")
+    if time.time() - last_save > config.checkpoint_seconds:
+      save_state()
+      last_save = time.time()
   save_state()
   return {"best_validation_log10_loss": float(best.numpy()),
           "best_meta_step": int(best_step.numpy()), "meta_steps": int(meta_step.numpy()),
