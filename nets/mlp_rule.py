@@ -18,12 +18,16 @@ the training progress `s = min(t / T, 1)` of step t of a horizon of T steps, as
 `[s, s^2, tanh(10 s), tanh(10 (1 - s))]`. All inputs are invariant to the scale of the loss;
 all but f9 to the scale of the parameters (f9 lets the rule size its steps to the parameters,
 the way VeLO scales its updates by the tensor's norm). The MLP outputs a direction correction d and a log-magnitude
-m per coordinate; a second small MLP of the progress alone gives a learned schedule. The update
-starts from Adam's:
+m per coordinate; a second small MLP of the progress alone gives a learned schedule q. The
+update starts from Adam's:
 
-    u = -lr * exp(schedule(s)) * (m_0.9 / (sqrt(v) + eps) + c_d d) * exp(c_m m)
+    u = -lr * exp(c_q tanh(q)) * (m_0.9 / (sqrt(v) + eps) + c_d tanh(d)) * exp(c_m tanh(m))
 
-with lr = exp(log_lr) learned too. The last layers of both MLPs start at zero, so an untrained
+with lr = exp(log_lr) learned too. The tanh bounds keep every learned factor within a fixed
+range of Adam's step (exp(+-c_m), exp(+-c_q), a direction change of at most c_d, so at most
+exp(2) ~ 7.4 times larger or smaller by default): a meta-training step can make the rule worse,
+never unbounded, which is what kept PES meta-training stable here (unbounded outputs diverged
+after a few hundred meta-steps). The last layers of both MLPs start at zero, so an untrained
 rule *is* Adam (beta1 0.9, beta2 0.999) at `learning_rate`: meta-training starts at parity with
 a sound hand-designed rule and learns a schedule, a step size and per-coordinate corrections.
 
@@ -40,6 +44,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from nets import base
+from nets import mlp_rule_fused
 
 MOMENTUM_DECAYS = (0.5, 0.9, 0.99)
 ADAM_MOMENTUM = 1  # Index of 0.9 in MOMENTUM_DECAYS: the base direction's momentum.
@@ -117,7 +122,8 @@ def tensor_features(g: tf.Tensor, p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, row:
 def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tensor,
                layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
                schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
-               direction_scale: float, magnitude_scale: float) -> tf.Tensor:
+               direction_scale: float, magnitude_scale: float,
+               schedule_scale: float = 2.) -> tf.Tensor:
   """The updates [n] of n coordinates from their features [n, F] and the progress [P].
 
   `layers` are the (w, b) of the per-coordinate MLP (ReLU between layers, 2 outputs: d, m);
@@ -140,9 +146,38 @@ def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tens
     s = tf.matmul(s, w) + b
     if i + 1 < len(schedule_layers):
       s = tf.nn.relu(s)
-  step_size = tf.exp(log_lr + s[0, 0])
-  direction = adam_direction + direction_scale * h[:, 0]
-  return -step_size * direction * tf.exp(magnitude_scale * h[:, 1])
+  step_size = tf.exp(log_lr + schedule_scale * tf.tanh(s[0, 0]))
+  direction = adam_direction + direction_scale * tf.tanh(h[:, 0])
+  return -step_size * direction * tf.exp(magnitude_scale * tf.tanh(h[:, 1]))
+
+
+def rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], m: Tensors, v: Tensors,
+              row: Tensors, col: Tensors, step: tf.Tensor, num_steps: tf.Tensor,
+              layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
+              schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
+              direction_scale: float, magnitude_scale: float, schedule_scale: float
+              ) -> Tuple[List[tf.Tensor], Tuple[Tensors, Tensors, Tensors, Tensors]]:
+  """One step of the rule with the reference ops: `(updates, (m', v', row', col'))`.
+
+  `tensor_features` per tensor, then one `mlp_update` over every coordinate of every tensor, in
+  the gradients' dtype. `nets.mlp_rule_fused.fused_rule_step` computes the same (float32) with
+  one fused op per tensor.
+  """
+  features, directions, new_stats = [], [], []
+  for g, p, m_, v_, row_, col_ in zip(grads, params, m, v, row, col):
+    f, d, s = tensor_features(g, tf.cast(p, g.dtype), m_, v_, row_, col_, tf.cast(step, g.dtype))
+    features.append(f)
+    directions.append(d)
+    new_stats.append(s)
+  sizes = [int(g.shape.num_elements()) for g in grads]
+  flat = mlp_update(tf.concat(features, 0), tf.concat(directions, 0),
+                    progress_features(tf.cast(step, grads[0].dtype),
+                                      tf.cast(num_steps, grads[0].dtype)), layers,
+                    schedule_layers, log_lr, direction_scale, magnitude_scale, schedule_scale)
+  updates = [tf.cast(tf.reshape(u, g.shape), g.dtype)
+             for u, g in zip(tf.split(flat, sizes), grads)]
+  stats = tuple(tuple(s) for s in zip(*new_stats)) if new_stats else ((),) * 4
+  return updates, stats
 
 
 class PerParameterMLP(base.UpdateRule):
@@ -155,17 +190,22 @@ class PerParameterMLP(base.UpdateRule):
     hidden_sizes: widths of the per-coordinate MLP's hidden layers.
     schedule_hidden_size: width of the schedule MLP's hidden layer.
     learning_rate: the initial lr = exp(log_lr): the untrained rule is Adam at this rate.
-    direction_scale: c_d, the scale of the MLP's direction output.
-    magnitude_scale: c_m, the scale of the MLP's log-magnitude output.
+    direction_scale: c_d, the bound of the MLP's direction change.
+    magnitude_scale: c_m, the bound of the MLP's log-magnitude output.
+    schedule_scale: c_q, the bound of the schedule's log-factor.
     default_num_steps: the horizon T when the caller gives none.
     seed: seed of the hidden layers' initial weights (N(0, 1 / fan_in)).
+    fused: run the forward step as one fused C++ op per tensor on CPU
+      (`nets.mlp_rule_fused`; same results to float32 round-off, gradients by the reference ops)
+      when it applies (float32, CPU, the op built); False: always the reference ops.
   """
 
   uses_context = True
 
   def __init__(self, hidden_sizes: Sequence[int] = (8, 8), schedule_hidden_size: int = 8,
-               learning_rate: float = 1e-3, direction_scale: float = 0.1,
-               magnitude_scale: float = 1.0, default_num_steps: int = 1000, seed: int = 0,
+               learning_rate: float = 1e-3, direction_scale: float = 1.0,
+               magnitude_scale: float = 2.0, schedule_scale: float = 2.0,
+               default_num_steps: int = 1000, seed: int = 0, fused: bool = True,
                name: str = "per_parameter_mlp"):
     super().__init__(name=name)
     hidden_sizes = [int(h) for h in hidden_sizes]
@@ -173,7 +213,7 @@ class PerParameterMLP(base.UpdateRule):
       raise ValueError(f"PerParameterMLP: hidden sizes must be positive integers, got "
                        f"{hidden_sizes} and {schedule_hidden_size!r}")
     for arg, value in (("learning_rate", learning_rate), ("direction_scale", direction_scale),
-                       ("magnitude_scale", magnitude_scale)):
+                       ("magnitude_scale", magnitude_scale), ("schedule_scale", schedule_scale)):
       if not (isinstance(value, (int, float)) and 0 < value < math.inf):
         raise ValueError(f"PerParameterMLP: `{arg}` must be a positive number, got {value!r}")
     if not isinstance(default_num_steps, int) or default_num_steps < 1:
@@ -184,9 +224,13 @@ class PerParameterMLP(base.UpdateRule):
                            learning_rate=float(learning_rate),
                            direction_scale=float(direction_scale),
                            magnitude_scale=float(magnitude_scale),
-                           default_num_steps=default_num_steps, seed=int(seed))
+                           schedule_scale=float(schedule_scale),
+                           default_num_steps=default_num_steps, seed=int(seed),
+                           fused=bool(fused))
+    self.fused = bool(fused)
     self.direction_scale = float(direction_scale)
     self.magnitude_scale = float(magnitude_scale)
+    self.schedule_scale = float(schedule_scale)
     self.default_num_steps = default_num_steps
     rng = np.random.default_rng(seed)
 
@@ -238,19 +282,11 @@ class PerParameterMLP(base.UpdateRule):
       raise ValueError(f"PerParameterMLP: {len(grads)} gradients, {len(params)} params and "
                        f"{len(state.v)} states")
     step = state.step + 1.
-    features, directions, new_stats = [], [], []
-    for g, p, m, v, row, col in zip(grads, params, state.m, state.v, state.row, state.col):
-      f, d, s = tensor_features(g, tf.cast(p, g.dtype), m, v, row, col, tf.cast(step, g.dtype))
-      features.append(f)
-      directions.append(d)
-      new_stats.append(s)
-    sizes = [int(g.shape.num_elements()) for g in grads]
-    flat = mlp_update(tf.concat(features, 0), tf.concat(directions, 0),
-                      progress_features(tf.cast(step, grads[0].dtype),
-                                        tf.cast(state.num_steps, grads[0].dtype)), self.layers,
-                      self.schedule_layers, self.log_lr, self.direction_scale,
-                      self.magnitude_scale)
-    updates = [tf.cast(tf.reshape(u, g.shape), g.dtype)
-               for u, g in zip(tf.split(flat, sizes), grads)]
-    m, v, row, col = (tuple(s) for s in zip(*new_stats)) if new_stats else ((),) * 4
+    args = (grads, params, state.m, state.v, state.row, state.col, step, state.num_steps,
+            self.layers, self.schedule_layers, self.log_lr, self.direction_scale,
+            self.magnitude_scale, self.schedule_scale)
+    if self.fused and mlp_rule_fused.applies(grads, params, state):
+      updates, (m, v, row, col) = mlp_rule_fused.fused_rule_step(*args)
+    else:
+      updates, (m, v, row, col) = rule_step(*args)
     return updates, MLPRuleState(step, state.num_steps, m, v, row, col)
