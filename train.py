@@ -80,6 +80,9 @@ flags.DEFINE_string("suite", None, "Meta-train the versatile per-parameter rule 
 flags.DEFINE_integer("meta_steps", _SUITE_DEFAULTS.meta_steps, "--suite: PES meta-steps.")
 flags.DEFINE_integer("tasks_per_step", _SUITE_DEFAULTS.tasks_per_step,
                      "--suite: tasks drawn per meta-step (one truncation each).")
+flags.DEFINE_float("progress_weighting", _SUITE_DEFAULTS.progress_weighting,
+                   "--suite: a in [0, 1]; truncations weigh from 1 - a (start of a horizon) to "
+                   "1 + a (end), so the final loss counts more.")
 FLAGS = flags.FLAGS
 
 # Flags shared with --problem runs whose defaults differ for --suite runs.
@@ -87,6 +90,7 @@ _SUITE_FLAGS = {"num_steps": "num_steps", "unroll_length": "unroll_length",
                 "pes_particles": "pes_particles", "pes_std": "pes_std",
                 "learning_rate": "learning_rate", "max_grad_norm": "max_grad_norm",
                 "objective": "objective", "evaluation_period": "evaluation_period",
+                "learning_rate_schedule": "learning_rate_schedule",
                 "log_period": "log_period", "seed": "seed"}
 
 
@@ -96,7 +100,8 @@ def train_suite() -> None:
              if FLAGS[flag].present}
   config = suite_training.SuiteTrainConfig(
       suite=FLAGS.suite, save_path=FLAGS.save_path, meta_steps=FLAGS.meta_steps,
-      tasks_per_step=FLAGS.tasks_per_step, **options)
+      tasks_per_step=FLAGS.tasks_per_step, progress_weighting=FLAGS.progress_weighting,
+      **options)
   try:
     config.validate()
     from problems.suite import suite  # pylint: disable=g-import-not-at-top

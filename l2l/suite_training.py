@@ -13,6 +13,13 @@ So tasks are sampled per truncation, and the tasks' trajectories sit at differen
 their horizons, which is what keeps the estimate from seeing only one phase of training
 (learned_optimization's truncation-staggered workers do the same).
 
+The meta-objective is the sum over a horizon of the truncations' mean log losses, truncation k
+(of K) weighted by `1 + progress_weighting * (2 (k + 1/2) / K - 1)`: late steps count more,
+since what the evaluation compares is the final loss. Weighting truncation k's PES term by w_k
+is exactly the PES estimate of the weighted sum's gradient. Adam's learning rate on the rule
+decays by a cosine over the run (`learning_rate_schedule`), which settles the noisy ES steps
+at the end instead of leaving the rule wherever the last steps' noise took it.
+
 The run is resumable: the rule, Adam's moments, every task's particles and data streams, and the
 counters are checkpointed into `<save_path>/train_state/` every `checkpoint_seconds` and when
 SIGINT or SIGTERM arrives (the run then stops after the current meta-step and says how to
@@ -27,7 +34,7 @@ import math
 import os
 import signal
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 from absl import logging
 import numpy as np
@@ -66,6 +73,8 @@ class SuiteTrainConfig:
   pes_particles: int = 2         # Antithetic pairs per task.
   pes_std: float = 0.01
   learning_rate: float = 2e-3    # Adam on the rule's weights.
+  learning_rate_schedule: str = "cosine"  # Or "constant".
+  progress_weighting: float = 0.5  # Truncation weights from 1 - a (start) to 1 + a (end).
   max_grad_norm: Optional[float] = 1.0
   objective: str = "log"
   evaluation_period: int = 200   # Meta-steps between validations.
@@ -80,6 +89,12 @@ class SuiteTrainConfig:
     if self.num_steps % self.unroll_length:
       raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of unroll_length "
                        f"({self.unroll_length})")
+    if self.learning_rate_schedule not in ("constant", "cosine"):
+      raise ValueError(f"learning_rate_schedule must be 'constant' or 'cosine', got "
+                       f"{self.learning_rate_schedule!r}")
+    if not (isinstance(self.progress_weighting, (int, float))
+            and 0 <= self.progress_weighting <= 1):
+      raise ValueError(f"progress_weighting must be in [0, 1], got {self.progress_weighting!r}")
     for name in ("pes_std", "learning_rate", "checkpoint_seconds"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and 0 < value < math.inf):
@@ -88,8 +103,7 @@ class SuiteTrainConfig:
   def resume_key(self) -> Dict[str, Any]:
     """The options a checkpoint must share with the run that resumes it."""
     key = dataclasses.asdict(self)
-    for name in ("save_path", "meta_steps", "evaluation_period", "log_period",
-                 "checkpoint_seconds"):
+    for name in ("save_path", "evaluation_period", "log_period", "checkpoint_seconds"):
       key.pop(name)
     return key
 
@@ -122,18 +136,22 @@ class Interrupted(Exception):
   """Meta-training stopped by SIGINT or SIGTERM after saving its state."""
 
 
-def meta_train_suite(config: SuiteTrainConfig) -> Dict[str, Any]:
+def meta_train_suite(config: SuiteTrainConfig,
+                     callback: Optional[Callable[[int, float], None]] = None) -> Dict[str, Any]:
   """Meta-trains one rule on every task of `config.suite` with PES; returns a summary.
+
+  `callback(meta_step, mean_log_loss)`, if given, runs after every meta-step.
 
   Raises:
     Interrupted: SIGINT or SIGTERM arrived; the state was saved and a re-run resumes.
     ValueError: bad options, or a save_path holding another run's state.
   """
   with _Interrupt() as interrupt:
-    return _meta_train_suite(config, interrupt)
+    return _meta_train_suite(config, interrupt, callback)
 
 
-def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt) -> Dict[str, Any]:
+def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
+                      callback: Optional[Callable[[int, float], None]]) -> Dict[str, Any]:
   from problems.suite import suite  # pylint: disable=g-import-not-at-top
   config.validate()
   tasks = suite(config.suite)
@@ -151,7 +169,8 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt) -> Dict[s
         optimizer, make_loss, config.unroll_length, config.pes_particles, config.pes_std,
         objective=config.objective, seed=train_seed + 10 * i + 1, use_while_loop=True,
         num_steps=config.num_steps, common_random_numbers=generators[-1]))
-  adam = snt.optimizers.Adam(config.learning_rate)
+  learning_rate = tf.Variable(config.learning_rate, dtype=tf.float32, trainable=False)
+  adam = snt.optimizers.Adam(learning_rate)
   with tf.init_scope():
     adam._initialize(theta)  # pylint: disable=protected-access
   truncations = tf.Variable(tf.zeros([len(tasks)], tf.int64), trainable=False)
@@ -162,8 +181,9 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt) -> Dict[s
   per_horizon = config.num_steps // config.unroll_length
 
   @tf.function(autograph=False)
-  def apply(estimates):
-    grad = tf.add_n(estimates) / (len(estimates) * config.unroll_length)
+  def apply(estimates, weights):
+    grad = tf.add_n([w * e for w, e in zip(weights, estimates)]) / (
+        len(estimates) * config.unroll_length)
     grads = trainers[0]._split(grad)  # pylint: disable=protected-access
     if config.max_grad_norm is not None:
       grads, _ = tf.clip_by_global_norm(grads, config.max_grad_norm)
@@ -234,17 +254,24 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt) -> Dict[s
     step = int(meta_step.numpy())
     chosen = np.random.default_rng([rng_seed, step]).choice(
         len(tasks), size=min(config.tasks_per_step, len(tasks)), replace=False)
-    estimates = []
+    learning_rate.assign(training.scheduled_learning_rate(
+        config.learning_rate, config.learning_rate_schedule, step / config.meta_steps))
+    estimates, weights = [], []
     for i in chosen:
-      if int(truncations[i].numpy()) % per_horizon == 0:
+      k = int(truncations[i].numpy()) % per_horizon
+      if k == 0:
         trainers[i].reset()
       estimate = trainers[i].estimate()
       estimates.append(estimate.gradient)
+      weights.append(tf.constant(
+          1. + config.progress_weighting * (2. * (k + 0.5) / per_horizon - 1.), tf.float32))
       period_losses.append(float(tf.reduce_mean(estimate.meta_losses)) / config.unroll_length)
       truncations.assign(tf.tensor_scatter_nd_add(truncations, [[i]], [1]))
-    apply(estimates)
+    apply(estimates, weights)
     meta_step.assign_add(1)
     step += 1
+    if callback is not None:
+      callback(step, float(np.mean(period_losses[-len(chosen):])))
     if step % config.log_period == 0:
       elapsed = time.time() - start
       eta = elapsed / (step - resumed_from) * (config.meta_steps - step)

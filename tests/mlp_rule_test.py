@@ -41,7 +41,7 @@ def np_features(g, p, m, v, row, col, t):
   return features, (m_hat[..., 1] / denom).ravel(), (m, v, row, col)
 
 
-def np_update(features, direction, s, weights, log_lr, c_d=0.1, c_m=1.0):
+def np_update(features, direction, s, weights, log_lr, c_d=1.0, c_m=2.0, c_q=2.0):
   progress = np.array([s, s * s, np.tanh(10 * s), np.tanh(10 * (1 - s))])
   h = np.concatenate([features, np.tile(progress, (len(features), 1))], axis=1)
   layers, schedule = weights
@@ -52,7 +52,8 @@ def np_update(features, direction, s, weights, log_lr, c_d=0.1, c_m=1.0):
   for i, (w, b) in enumerate(schedule):
     q = q @ w + b
     q = np.maximum(q, 0) if i + 1 < len(schedule) else q
-  return -np.exp(log_lr + q[0, 0]) * (direction + c_d * h[:, 0]) * np.exp(c_m * h[:, 1])
+  return (-np.exp(log_lr + c_q * np.tanh(q[0, 0])) * (direction + c_d * np.tanh(h[:, 0]))
+          * np.exp(c_m * np.tanh(h[:, 1])))
 
 
 def randomize(rule, seed, scale=0.5):

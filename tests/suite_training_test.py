@@ -30,11 +30,17 @@ class SuiteTrainingTest(absltest.TestCase):
         save_path=os.path.join(root, "straight"), meta_steps=6, **TINY))
     self.assertEqual(straight["meta_steps"], 6)
     self.assertTrue(np.isfinite(straight["best_validation_log10_loss"]))
-    # The same run in two parts: the second resumes from the first's checkpoint.
+    # The same run interrupted by SIGINT after meta-step 3, then resumed.
     parts = os.path.join(root, "parts")
-    first = suite_training.meta_train_suite(suite_training.SuiteTrainConfig(
-        save_path=parts, meta_steps=3, **TINY))
-    self.assertEqual(first["resumed_from"], 0)
+
+    def interrupt(step, loss):
+      self.assertTrue(np.isfinite(loss))
+      if step == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with self.assertRaisesRegex(suite_training.Interrupted, "SIGINT: stopped at meta-step 3/6"):
+      suite_training.meta_train_suite(suite_training.SuiteTrainConfig(
+          save_path=parts, meta_steps=6, **TINY), callback=interrupt)
     second = suite_training.meta_train_suite(suite_training.SuiteTrainConfig(
         save_path=parts, meta_steps=6, **TINY))
     self.assertEqual(second["resumed_from"], 3)
