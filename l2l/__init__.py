@@ -18,6 +18,7 @@ from l2l.meta_optimizer import MetaLoss, MetaMinimize, MetaOptimizer, resolve_as
 from l2l.meta_trainer import History, MetaTrainer
 from l2l.unroll import Group, UnrollResult, UnrollState
 from l2l import zoo
+from l2l import keras_optimizer as keras
 from l2l.zoo import pretrained, pretrained_optimizer
 
 # The suite trainer and evaluator import the problems package, which imports l2l: loaded on
@@ -45,4 +46,6 @@ __all__ = [
     # Versatile learned optimizers: pretrained, trained and evaluated on task suites.
     "zoo", "pretrained", "pretrained_optimizer", "SuiteTrainConfig", "meta_train_suite",
     "evaluate_suite",
+    # A Keras 3 optimizer over any rule, for model.compile / model.fit.
+    "keras",
 ]
