@@ -78,13 +78,14 @@ class SuiteTrainConfig:
   max_grad_norm: Optional[float] = 1.0
   objective: str = "log"
   evaluation_period: int = 200   # Meta-steps between validations.
+  validation_runs: int = 2       # VALIDATION instances per task.
   log_period: int = 20
   checkpoint_seconds: float = 120.
   seed: int = 0
 
   def validate(self) -> None:
     for name in ("meta_steps", "num_steps", "unroll_length", "tasks_per_step",
-                 "pes_particles", "evaluation_period", "log_period"):
+                 "pes_particles", "evaluation_period", "log_period", "validation_runs"):
       checks.positive_int(name, getattr(self, name))
     if self.num_steps % self.unroll_length:
       raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of unroll_length "
@@ -103,7 +104,8 @@ class SuiteTrainConfig:
   def resume_key(self) -> Dict[str, Any]:
     """The options a checkpoint must share with the run that resumes it."""
     key = dataclasses.asdict(self)
-    for name in ("save_path", "evaluation_period", "log_period", "checkpoint_seconds"):
+    for name in ("save_path", "evaluation_period", "log_period", "checkpoint_seconds",
+                 "validation_runs"):
       key.pop(name)
     return key
 
@@ -215,22 +217,22 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
 
   validation_seed = evaluation.instance_seed(config.seed, evaluation.VALIDATION)
 
-  validation_runs, validation_generators = [], []
+  validators, validation_generators = [], []
   for i, task in enumerate(tasks):
     make_loss = task.make_problem(validation_seed + i)
-    validation_runs.append(optimizer.meta_loss(make_loss, config.num_steps, use_while_loop=True,
-                                               num_steps=config.num_steps))
+    validators.append(optimizer.meta_loss(make_loss, config.num_steps, use_while_loop=True,
+                                          num_steps=config.num_steps))
     generators_i = training._find_generators(make_loss)  # pylint: disable=protected-access
     validation_generators.append((generators_i, [g.state.numpy() for g in generators_i]))
 
   def validate() -> float:
     # The same instances every time: each task's streams are rewound to where they began.
     scores = []
-    for run, (generators_i, states) in zip(validation_runs, validation_generators):
+    for run, (generators_i, states) in zip(validators, validation_generators):
       for generator, state in zip(generators_i, states):
         generator.reset(state)
-      curves = evaluation.run_instances(run, 1)
-      value = float(final_loss(curves.losses)[0])
+      curves = evaluation.run_instances(run, config.validation_runs)
+      value = float(np.mean(final_loss(curves.losses)))
       scores.append(math.log10(value) if value > 0 and math.isfinite(value) else math.inf)
     return float(np.mean(scores))
 

@@ -7,9 +7,9 @@
 Four suites of small, offline problems and an optional MNIST one (issue 15; the shape of
 learned_optimization's and Celo's suites, scaled to a 2-core CPU):
 
-* "train", the meta-training distribution: 12 tasks over 5 data sets (Gaussian clusters in 8 and
+* "train", the meta-training distribution: 14 tasks over 5 data sets (Gaussian clusters in 8 and
   32 dimensions, two random-teacher regressions, scikit-learn's 8x8 digits) that vary width
-  (16-64), depth (0-3 hidden layers), activation (sigmoid, tanh, ReLU, GELU), batch size
+  (16-64), depth (0-4 hidden layers), activation (sigmoid, tanh, ReLU, GELU), batch size
   (16-128), initialisation (N(0, s^2) with s from 0.01 to 1, Glorot, He) and loss (softmax
   cross-entropy, mean squared error). Every training task is randomly rescaled per coordinate
   (`problems.rescaled`, Lv et al. 2017) with `TRAIN_MAX_LOG_SCALE`, so that a learned optimizer
@@ -136,6 +136,9 @@ def _train(s: float = TRAIN_MAX_LOG_SCALE) -> Tuple[SuiteTask, ...]:
       _mlp("digits", (32,), "tanh", "glorot", 64, _DIGITS, s),
       _mlp("digits", (16, 16), "gelu", "he", 128, _DIGITS, s),
       _mlp("digits", (), "linear", 0.01, 32, _DIGITS, s),
+      # Deeper nets: depth 4, so that depth varies beyond the shallow nets above.
+      _mlp("teacher16", (32, 32, 32, 32), "relu", "he", 64, _TEACHER16, s),
+      _mlp("blobs8", (16, 16, 16, 16), "tanh", "glorot", 32, _BLOBS8, s),
   )
 
 
@@ -219,6 +222,8 @@ STEP_COST_MS: Dict[str, float] = {
     "teacher16_mlp_relu_64x64": 0.2, "teacher8_mlp_sigmoid_16x16": 0.15,
     "teacher8_mlp_gelu_32": 0.25, "digits_mlp_tanh_32": 0.1, "digits_mlp_gelu_16x16": 0.25,
     "digits_linear": 0.1,
+    "teacher16_mlp_relu_32x32x32x32": 0.3,  # Estimated from the 2x64 ReLU's cost, not timed.
+    "blobs8_mlp_tanh_16x16x16x16": 0.3,  # Estimated, not timed.
     # held_out
     "digits_mlp_relu_20": 0.25, "digits_mlp_sigmoid_20x20": 0.2, "digits_conv_8x16": 1.5,
     "digits_mlp_relu_5x32": 0.35, "digits_autoencoder_32x8x32": 0.3, "wine_mlp_relu_32": 0.1,
