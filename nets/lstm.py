@@ -66,6 +66,19 @@ _KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lstm_
 _kernels: Dict[str, Any] = {}  # Caches the loaded op library (or the reason it is unavailable).
 
 
+def placed_on_cpu(tensors: Sequence[Any]) -> bool:
+  """Whether the fused CPU kernels may run on `tensors` without copies to and from the host.
+
+  Without GPUs or TPUs (no logical devices of those types), always. With them, only when every
+  tensor (or variable) is explicitly on a CPU: an eager tensor's actual device, a graph
+  tensor's requested one (`tf.device`); an unplaced graph tensor may land on the accelerator,
+  so it takes the reference ops, which run wherever TensorFlow places them.
+  """
+  if not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")):
+    return True
+  return all("CPU" in (getattr(t, "device", "") or "").upper() for t in tensors)
+
+
 def _kernel_cache_dir() -> str:
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "l2l")
@@ -137,10 +150,11 @@ def fast_deep_lstm(x: tf.Tensor, state: LSTMState, weights: Sequence[tf.Tensor],
 
   Same arguments, results and gradients (to the input, every weight and the state) as
   `deep_lstm`, up to float32 round-off. Falls back to `deep_lstm` when the kernels are
-  unavailable (`lstm_kernels()` is None).
+  unavailable (`lstm_kernels()` is None) or a tensor may be on an accelerator (`placed_on_cpu`).
   """
   kernels = lstm_kernels()
-  if kernels is None:
+  if kernels is None or not placed_on_cpu(
+      [x, *[t for hc in state for t in hc], *weights, *biases, out_w, out_b]):
     return deep_lstm(x, state, weights, biases, out_w, out_b, forget_bias)
   num_layers = len(weights)
   flat_state = [t for hc in state for t in hc]
@@ -202,7 +216,8 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
 
   with `features` the LogAndSign preprocessing with `k = log_and_sign` (`nets.preprocess`), or
   the identity when `log_and_sign` is None; `out_w` must be `[H_top, 1]`. Returns
-  `(update [N], new_state)`, or None when the fused kernels are unavailable. Each step is one
+  `(update [N], new_state)`, or None when the fused kernels are unavailable or a tensor may be
+  on an accelerator (`placed_on_cpu`: the caller then runs the reference ops). Each step is one
   op (`L2lCwLstm`), its gradient another (`L2lCwLstmGrad`, reading the gate activations and
   input features the forward op saved, written only when a gradient consumes them); both run
   the whole stack for a block of rows at a time (see lstm_kernels.cc). Values and gradients (to
@@ -210,7 +225,8 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
   (tests/fast_lstm_test.py).
   """
   kernels = lstm_kernels()
-  if kernels is None:
+  if kernels is None or not placed_on_cpu(
+      [g, *[t for hc in state for t in hc], *weights, *biases, out_w, out_b]):
     return None
   num_layers = len(weights)
   attrs = dict(log_and_sign=log_and_sign is not None,
