@@ -66,7 +66,7 @@ class SuiteTrainConfig:
   suite: str = "train"
   save_path: Optional[str] = None
   net_config: Optional[Dict[str, Any]] = None  # None: VERSATILE_NET.
-  meta_steps: int = 1500
+  meta_steps: int = 1000
   num_steps: int = 1000          # The horizon of every task instance.
   unroll_length: int = 50        # Steps per truncation.
   tasks_per_step: int = 16       # Capped at the suite's size: every task, every meta-step.
