@@ -34,7 +34,10 @@ flags.DEFINE_string("suite", None, "Evaluate on every task of this task suite (e
 flags.DEFINE_list("baselines", ["Adam"], "--suite: tuned baselines (Adam and any of SGD, NAG, "
                   "RMSProp).")
 flags.DEFINE_string("path", None, "Directory of a learned optimizer saved by train.py.")
-flags.DEFINE_enum("problem", "quadratic", sorted(configs.CONFIGS), "Named configuration.")
+flags.DEFINE_string("problem", "quadratic", "A named configuration "
+                    f"({', '.join(sorted(configs.CONFIGS))}) or your own problem as "
+                    "module:function (function(seed) returns a make_loss; the module is "
+                    "imported from the current directory or PYTHONPATH).")
 flags.DEFINE_integer("num_epochs", 100, "Held-out problem instances.")
 flags.DEFINE_integer("num_steps", 100, "Optimizer steps per instance.")
 flags.DEFINE_integer("inter_op_threads", 1, "TensorFlow inter-op threads (0: TensorFlow's "

@@ -31,7 +31,10 @@ _SUITE_DEFAULTS = suite_training.SuiteTrainConfig()
 flags.DEFINE_string("save_path", None, "Directory for the best optimizer (config.json + weights).")
 flags.DEFINE_bool("overwrite", False, "Replace an optimizer already saved in --save_path (and "
                   "start afresh instead of resuming).")
-flags.DEFINE_enum("problem", _DEFAULTS.problem, sorted(configs.CONFIGS), "Named configuration.")
+flags.DEFINE_string("problem", _DEFAULTS.problem, "A named configuration "
+                    f"({', '.join(sorted(configs.CONFIGS))}) or your own problem as "
+                    "module:function (function(seed) returns a make_loss; the module is "
+                    "imported from the current directory or PYTHONPATH).")
 flags.DEFINE_integer("num_epochs", _DEFAULTS.num_epochs, "Training epochs (problem instances).")
 flags.DEFINE_integer("num_steps", _DEFAULTS.num_steps, "Optimizee steps per epoch.")
 flags.DEFINE_integer("unroll_length", _DEFAULTS.unroll_length, "Steps per truncated unroll.")

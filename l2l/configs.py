@@ -1,7 +1,9 @@
 """Named configurations: a problem with the nets and net assignments the paper used for it."""
 
+import importlib
 import inspect
 import os
+import sys
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from l2l import capture
@@ -136,16 +138,65 @@ CONFIGS: Dict[str, Callable[..., Config]] = {
 }
 
 
+def custom_config(spec: str) -> Config:
+  """A user's problem, `"module:function"`: `function(seed)` returns a `make_loss`.
+
+  The module is imported as `python -m` would (the current directory first on the path). The
+  learned optimizer is one `MLP_LSTM` for every variable (LogAndSign k=10 resolves the small
+  gradients of freshly initialised networks).
+
+  Raises:
+    ValueError: a malformed spec, a module that cannot be imported, no such function, or a
+      function whose result is not a `make_loss` that builds a problem (one line, naming it).
+  """
+  module_name, _, function_name = spec.partition(":")
+  if not module_name or not function_name or ":" in function_name:
+    raise ValueError(f"problem {spec!r}: expected a configuration name or module:function")
+  if os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
+  try:
+    module = importlib.import_module(module_name)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"problem {spec!r}: cannot import module {module_name!r} "
+                     f"({type(e).__name__}: {e})") from None
+  factory = getattr(module, function_name, None)
+  if not callable(factory):
+    raise ValueError(f"problem {spec!r}: module {module_name!r} has no function "
+                     f"{function_name!r}")
+
+  def make_problem(seed: Optional[int]) -> MakeLoss:
+    make_loss = factory(seed)
+    if not callable(make_loss):
+      raise ValueError(f"problem {spec!r}: {function_name}(seed) must return a make_loss "
+                       f"callable, got {type(make_loss).__name__}")
+    return make_loss
+
+  try:  # Fail now, with one line, rather than deep inside training.
+    capture.Problem(make_problem(0), name=spec)
+  except ValueError as e:
+    raise ValueError(str(e) if str(e).startswith(f"problem {spec!r}") else
+                     f"problem {spec!r}: {e}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"problem {spec!r}: {function_name}(seed) failed to build a problem "
+                     f"({type(e).__name__}: {e})") from None
+  return Config(make_problem, {"cw": MLP_LSTM}, None)
+
+
 def get_config(name: str, **options: Any) -> Config:
-  """The named configuration `name` (see `CONFIGS`).
+  """The named configuration `name` (see `CONFIGS`), or a user's `module:function`.
 
   Args:
-    name: a key of `CONFIGS`.
+    name: a key of `CONFIGS`, or `module:function` (`custom_config`).
     **options: options of the configuration; `mnist`, `cifar` and `cifar-multi` take
       `data_dir` (default: the environment variable L2L_DATA_DIR, else the Keras download).
       Nothing is loaded until `make_problem` is called. Options given as None are left out.
   """
   options = {k: v for k, v in options.items() if v is not None}
+  if ":" in name:
+    if options:
+      raise ValueError(f"problem {name!r} (module:function) takes no options; got "
+                       f"{sorted(options)}")
+    return custom_config(name)
   if name not in CONFIGS:
     raise ValueError(f"unknown problem {name!r}; expected one of {sorted(CONFIGS)}")
   accepted = inspect.signature(CONFIGS[name]).parameters
