@@ -25,16 +25,14 @@ register-tiled over GCC vector types, the gate maths on whole vectors (a 16-unit
 gate), and the rows split into parts that TensorFlow's threads claim as they come.
 """
 
-import hashlib
 import os
-import platform
-import subprocess
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from absl import logging
 import numpy as np
 import sonnet as snt
 import tensorflow as tf
+
+from nets import kernel_build
 
 LSTMState = Tuple[Tuple[tf.Tensor, tf.Tensor], ...]  # ((h, c) per layer)
 Initializer = Union[None, str, float]
@@ -79,68 +77,16 @@ def placed_on_cpu(tensors: Sequence[Any]) -> bool:
   return all("CPU" in (getattr(t, "device", "") or "").upper() for t in tensors)
 
 
-def _kernel_cache_dir() -> str:
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "l2l")
-
-
 @tf.autograph.experimental.do_not_convert
 def lstm_kernels() -> Optional[Any]:
   """The fused gate ops of `lstm_kernels.cc`, compiled on first use; None if unavailable.
 
-  The shared library is built once per source, TensorFlow version and machine into
-  `$XDG_CACHE_HOME/l2l` (default `~/.cache/l2l`) with the C++ compiler (`$CXX`, default `g++`)
-  and the flags of the installed TensorFlow, for the CPU it runs on. When no compiler is found
-  or the build fails, `DeepLSTMCore` falls back to the reference implementation (same results,
-  slower); `L2L_NO_KERNELS=1` forces that fallback.
+  Built and cached by `nets.kernel_build.load` (see there: the cache directory, `$CXX`,
+  `L2L_NO_KERNELS=1`); when unavailable, `DeepLSTMCore` falls back to the reference
+  implementation (same results, slower).
   """
-  if "lib" in _kernels:
-    return _kernels["lib"]
-  _kernels["lib"] = None
-  if os.environ.get("L2L_NO_KERNELS"):
-    _kernels["error"] = "disabled by L2L_NO_KERNELS"
-    return None
-  try:
-    with open(_KERNEL_SOURCE, "rb") as f:
-      source = f.read()
-    compiler = os.environ.get("CXX", "g++")
-    flags = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-mno-avx512fp16",
-             "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
-             "-fno-tree-loop-distribute-patterns", "-w",
-             *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-    key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), platform.machine().encode(),
-                                      _cpu_flags().encode(), " ".join(flags).encode()]))
-    path = os.path.join(_kernel_cache_dir(), f"lstm_kernels_{key.hexdigest()[:16]}.so")
-    if not os.path.exists(path):
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      tmp = f"{path}.{os.getpid()}.tmp"
-      try:
-        subprocess.run([compiler, _KERNEL_SOURCE, "-o", tmp, *flags], check=True,
-                       capture_output=True, timeout=600)
-      except subprocess.CalledProcessError:
-        # Compilers that do not know -mno-avx512fp16 (needed by newer ones with Eigen's headers).
-        subprocess.run([compiler, _KERNEL_SOURCE, "-o", tmp,
-                        *[f for f in flags if f != "-mno-avx512fp16"]],
-                       check=True, capture_output=True, timeout=600)
-      os.replace(tmp, path)  # Atomic: concurrent builds in several processes are safe.
-    _kernels["lib"] = tf.load_op_library(path)
-  except (OSError, subprocess.SubprocessError, tf.errors.OpError) as e:
-    detail = getattr(e, "stderr", b"") or b""
-    _kernels["error"] = f"{type(e).__name__}: {e} {detail.decode(errors='replace')[-2000:]}"
-    logging.warning("l2l: fused LSTM kernels unavailable, using the reference ops (same results, "
-                    "slower): %s", _kernels["error"][:500])
-  return _kernels["lib"]
-
-
-def _cpu_flags() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("flags"):
-          return line
-  except OSError:
-    pass
-  return ""
+  return kernel_build.load(_KERNEL_SOURCE, _kernels, "fused LSTM kernels",
+                           ("-fopenmp-simd", "-fno-tree-loop-distribute-patterns"))
 
 
 def fast_deep_lstm(x: tf.Tensor, state: LSTMState, weights: Sequence[tf.Tensor],

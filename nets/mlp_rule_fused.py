@@ -20,16 +20,12 @@ CPU, with `$CXX` (default `g++`). Without a compiler, after a failed build, with
 reference ops (same results, slower).
 """
 
-import hashlib
 import os
-import platform
-import subprocess
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from absl import logging
 import tensorflow as tf
 
-from nets import lstm
+from nets import kernel_build
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlp_rule_kernels.cc")
 _kernels: Dict[str, Any] = {}  # Caches the loaded op library (or the reason it is unavailable).
@@ -38,42 +34,7 @@ _kernels: Dict[str, Any] = {}  # Caches the loaded op library (or the reason it 
 @tf.autograph.experimental.do_not_convert
 def mlp_rule_kernels() -> Optional[Any]:
   """The op library of `mlp_rule_kernels.cc`, compiled on first use; None if unavailable."""
-  if "lib" in _kernels:
-    return _kernels["lib"]
-  _kernels["lib"] = None
-  if os.environ.get("L2L_NO_KERNELS"):
-    _kernels["error"] = "disabled by L2L_NO_KERNELS"
-    return None
-  try:
-    with open(_SOURCE, "rb") as f:
-      source = f.read()
-    compiler = os.environ.get("CXX", "g++")
-    flags = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-mno-avx512fp16",
-             "-fno-math-errno", "-fno-trapping-math", "-w",
-             *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-    key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), platform.machine().encode(),
-                                      lstm._cpu_flags().encode(), " ".join(flags).encode()]))  # pylint: disable=protected-access
-    path = os.path.join(lstm._kernel_cache_dir(),  # pylint: disable=protected-access
-                        f"mlp_rule_kernels_{key.hexdigest()[:16]}.so")
-    if not os.path.exists(path):
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      tmp = f"{path}.{os.getpid()}.tmp"
-      try:
-        subprocess.run([compiler, _SOURCE, "-o", tmp, *flags], check=True, capture_output=True,
-                       timeout=600)
-      except subprocess.CalledProcessError:
-        # Compilers that do not know -mno-avx512fp16.
-        subprocess.run([compiler, _SOURCE, "-o", tmp,
-                        *[f for f in flags if f != "-mno-avx512fp16"]],
-                       check=True, capture_output=True, timeout=600)
-      os.replace(tmp, path)  # Atomic: concurrent builds in several processes are safe.
-    _kernels["lib"] = tf.load_op_library(path)
-  except (OSError, subprocess.SubprocessError, tf.errors.OpError) as e:
-    detail = getattr(e, "stderr", b"") or b""
-    _kernels["error"] = f"{type(e).__name__}: {e} {detail.decode(errors='replace')[-2000:]}"
-    logging.warning("l2l: fused PerParameterMLP kernel unavailable, using the reference ops "
-                    "(same results, slower): %s", _kernels["error"][:500])
-  return _kernels["lib"]
+  return kernel_build.load(_SOURCE, _kernels, "fused PerParameterMLP kernel")
 
 
 def applies(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], state: Any) -> bool:
