@@ -240,8 +240,18 @@ def format_table(output: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _row(result: Mapping[str, Any], horizon: int) -> Mapping[str, Any]:
+  """A task's row at `horizon`, from `evaluate_suite`'s output or its JSON (string keys)."""
+  rows = result["horizons"]
+  return rows[horizon] if horizon in rows else rows[str(horizon)]
+
+
 def plot(output: Mapping[str, Any], path: str) -> None:
-  """One figure: log10 of the final-loss ratio to tuned Adam per task, at T and 2T."""
+  """One figure: log10 of the final-loss ratio to tuned Adam per task, at T and 2T.
+
+  Ratios of 0 (the learned optimizer's loss underflowed to 0) and inf are drawn at 1e-6 and
+  1e6, the axis' ends.
+  """
   evaluation.check_plot_path(path)
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -252,7 +262,8 @@ def plot(output: Mapping[str, Any], path: str) -> None:
   try:
     width = 0.8 / max(1, len(horizons))
     for k, h in enumerate(horizons):
-      values = [math.log10(output["tasks"][n]["horizons"][h]["ratio_to_adam"]) for n in names]
+      values = [math.log10(min(max(_row(output["tasks"][n], h)["ratio_to_adam"], 1e-6), 1e6))
+                for n in names]
       axes.bar(np.arange(len(names)) + k * width, values, width, label=f"{h} steps")
     axes.axhline(0., color="black", linewidth=0.8)
     axes.set_xticks(np.arange(len(names)) + width * (len(horizons) - 1) / 2)

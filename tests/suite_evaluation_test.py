@@ -99,6 +99,15 @@ class ProtocolTest(absltest.TestCase):
     with open(path, "rb") as f:
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+  def test_plot_of_extreme_ratios_from_json(self):
+    # A loss that underflows to 0 (ratio 0) or an Adam loss of 0 (ratio inf) still plots, from
+    # the JSON file's string keys too.
+    rows = {str(h): {"ratio_to_adam": r} for h, r in ((10, 0.), (20, math.inf))}
+    output = json.loads(json.dumps({"suite": "x", "tasks": {"t": {"horizons": rows}}}))
+    path = os.path.join(tempfile.mkdtemp(), "extreme.png")
+    suite_evaluation.plot(output, path)
+    self.assertGreater(os.path.getsize(path), 1000)
+
   def test_bad_arguments(self):
     learned = l2l.MetaOptimizer(rule={"net": "PerParameterMLP"})
     with self.assertRaisesRegex(ValueError, "unknown suite 'nope'"):
