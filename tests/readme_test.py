@@ -66,6 +66,13 @@ class ReadmeTest(absltest.TestCase):
     # cross-entropy (ln 10 = 2.3 at the start) falls at least twenty-fold in 300 steps.
     self.assertLess(losses[-1], losses[0] / 20)
 
+  def test_keras_pretrained_example(self):
+    run = self.block("l2l.keras.Optimizer(l2l.pretrained()")
+    losses = run.namespace["history"].history["loss"]
+    self.assertIn(f"keras: loss {losses[0]:.3f} -> {losses[-1]:.3f}\n", run.output)
+    self.assertLess(losses[-1], losses[0] / 3)  # model.fit with the shipped optimizer trains.
+    self.assertIsInstance(run.namespace["model"].optimizer, run.namespace["l2l"].keras.Optimizer)
+
   def test_custom_problem_example(self):
     run = self.block('name="logreg"')
     trainer, learned, adam = (run.namespace[k] for k in ("trainer", "learned", "adam"))
