@@ -1,7 +1,7 @@
 #!/bin/sh
 # The versatile learned optimizer (README "A versatile learned optimizer"): meta-train
-# nets.PerParameterMLP with PES over the "train" task suite (train.py --suite defaults: 1,000
-# meta-steps, every task and 4 antithetic pairs per step, horizon 1,000), then evaluate it on
+# nets.PerParameterMLP with PES over the "train" task suite (train.py --suite defaults: 3,000
+# meta-steps, 4 tasks and 2 antithetic pairs per step, horizon 1,000), then evaluate it on
 # the "held_out" suite against per-task lr-tuned Adam at 1,000 and 2,000 steps (10 runs per
 # task, Adam tuned over 10 rates on 3 disjoint runs). With --pretrained, skips the training and
 # evaluates the shipped optimizer (l2l.pretrained()).
