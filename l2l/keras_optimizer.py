@@ -49,7 +49,6 @@ import tensorflow as tf
 import nets
 from l2l import checks
 from l2l import learned_optimizer as learned_optimizer_lib
-from l2l import meta_optimizer as meta_optimizer_lib
 from nets import base as nets_base
 
 SPARSE_GRADIENTS = ("densify", "error")
@@ -166,22 +165,8 @@ class Optimizer(keras.optimizers.Optimizer):
     return dict(self._rules)
 
   def _resolve(self, variables: Sequence[Any]) -> List[Tuple[str, Tuple[int, ...]]]:
-    netids = [netid for netid, _ in self._rules]
-    assignments = self._net_assignments
-    if assignments is None and len(netids) == 1:
-      return [(netids[0], tuple(range(len(variables))))]
-    names = [learned_optimizer_lib.variable_name(v) for v in variables]
-    if len(set(names)) != len(names):
-      duplicated = sorted({n for n in names if names.count(n) > 1})
-      raise ValueError(f"l2l.keras.Optimizer: variables share the paths {duplicated}; "
-                       "net_assignments needs distinct paths")
-    if callable(assignments):
-      by_net: Dict[str, List[str]] = {}
-      for variable, name in zip(variables, names):
-        by_net.setdefault(assignments(variable), []).append(name)
-      assignments = sorted(by_net.items())
-    resolved = meta_optimizer_lib.resolve_assignments(netids, names, assignments)
-    return [(netid, tuple(indices)) for netid, indices in resolved]
+    return learned_optimizer_lib.resolve_groups([netid for netid, _ in self._rules], variables,
+                                                self._net_assignments, "l2l.keras.Optimizer")
 
   def build(self, variables: Sequence[Any]) -> None:
     """Creates the rules' states (optimizer variables) for `variables`.

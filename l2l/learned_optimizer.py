@@ -13,7 +13,7 @@ of `snt.optimizers.Adam`). The rules' states live in `tf.Variable`s created on t
 variable.
 """
 
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import sonnet as snt
 import tensorflow as tf
@@ -48,6 +48,32 @@ def _nets_from(rule: Rule) -> Dict[str, nets_base.UpdateRule]:
                   f"of `nets` or a dict of them, got {type(rule).__name__}")
 
 
+def resolve_groups(netids: Sequence[str], variables: Sequence[Any],
+                   assignments: Optional[Assignments], owner: str
+                   ) -> List[Tuple[str, Tuple[int, ...]]]:
+  """`(netid, variable indices)` per net: every variable to the one net, or by `assignments`
+  (`(netid, [names])` pairs or a function variable -> netid; names as `variable_name`).
+
+  Raises:
+    ValueError: variables sharing a name (with assignments), or assignments that do not cover
+      the variables; `owner` names the optimizer in the message.
+  """
+  if assignments is None and len(netids) == 1:
+    return [(netids[0], tuple(range(len(variables))))]
+  names = [variable_name(v) for v in variables]
+  if len(set(names)) != len(names):
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    raise ValueError(f"{owner}: variables share the names {duplicated}; net_assignments needs "
+                     "distinct names")
+  if callable(assignments):
+    by_net: Dict[str, List[str]] = {}
+    for variable, name in zip(variables, names):
+      by_net.setdefault(assignments(variable), []).append(name)
+    assignments = sorted(by_net.items())
+  resolved = meta_optimizer_lib.resolve_assignments(list(netids), names, assignments)
+  return [(netid, tuple(indices)) for netid, indices in resolved]
+
+
 class LearnedOptimizer(snt.Module):
   """Applies update rules to variables: `x <- x + rule(g)` with the rule's state kept here.
 
@@ -79,21 +105,8 @@ class LearnedOptimizer(snt.Module):
     self.states: List = []  # One tf.nest structure of tf.Variables per group.
 
   def _resolve(self, variables: Sequence[tf.Variable]) -> List[Tuple[str, Tuple[int, ...]]]:
-    assignments = self._net_assignments
-    if assignments is None and len(self.nets) == 1:
-      return [(next(iter(self.nets)), tuple(range(len(variables))))]
-    names = [variable_name(v) for v in variables]
-    if len(set(names)) != len(names):
-      duplicated = sorted({n for n in names if names.count(n) > 1})
-      raise ValueError(f"LearnedOptimizer: variables share the names {duplicated}; "
-                       "net_assignments needs distinct names")
-    if callable(assignments):
-      by_net: Dict[str, List[str]] = {}
-      for variable, name in zip(variables, names):
-        by_net.setdefault(assignments(variable), []).append(name)
-      assignments = sorted(by_net.items())
-    resolved = meta_optimizer_lib.resolve_assignments(list(self.nets), names, assignments)
-    return [(netid, tuple(indices)) for netid, indices in resolved]
+    return resolve_groups(list(self.nets), variables, self._net_assignments,
+                          "LearnedOptimizer")
 
   def _initialize(self, variables: Sequence[tf.Variable]) -> None:
     self._groups = self._resolve(variables)

@@ -21,7 +21,7 @@ The protocol follows learned_optimization's normalised evaluation:
 import json
 import math
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np

@@ -40,7 +40,6 @@ import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-import sonnet as snt
 import tensorflow as tf
 
 from nets import base
