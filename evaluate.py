@@ -4,12 +4,12 @@
 
 Hand-designed optimizers without --learning_rate get the best learning rate of a log grid,
 tuned on problem instances disjoint from the evaluation ones. --optimizer=pretrained (or
-pretrained:NAME) evaluates a shipped pretrained optimizer (l2l.zoo) instead of --path.
+pretrained:NAME) evaluates a shipped pretrained optimizer (l2l.versatile.zoo) instead of --path.
 
     python evaluate.py --suite=held_out --optimizer=pretrained
 
 runs a learned optimizer on every task of a held-out task suite against per-task lr-tuned Adam
-at the horizon --num_steps (default 1000) and twice that (l2l.suite_evaluation): final-loss
+at the horizon --num_steps (default 1000) and twice that (l2l.versatile.suite_evaluation): final-loss
 ratios, speedups, their median and IQM, as a table, --output_json and a --plot.
 """
 
@@ -22,11 +22,11 @@ from l2l import cli
 from l2l import configs
 from l2l import evaluation
 from l2l import meta_optimizer as l2l_meta_optimizer
-from l2l import suite_evaluation
-from l2l import zoo
+from l2l.versatile import suite_evaluation
+from l2l.versatile import zoo
 
 flags.DEFINE_string("optimizer", "L2L", "Optimizer to evaluate: L2L (the one saved at --path), "
-                    "pretrained or pretrained:NAME (shipped, see python -m l2l.zoo), "
+                    "pretrained or pretrained:NAME (shipped, see python -m l2l.versatile), "
                     f"{', '.join(evaluation.OPTIMIZERS[1:])}, or all (the learned one and every "
                     "baseline).")
 flags.DEFINE_string("suite", None, "Evaluate on every task of this task suite (e.g. held_out) "
@@ -109,7 +109,8 @@ def main(argv):
 
 
 def evaluate_suite(name: str, path: str) -> None:
-  """evaluate.py --suite: the learned optimizer at `path` on a task suite (l2l.suite_evaluation).
+  """evaluate.py --suite: the learned optimizer at `path` on a task suite
+  (l2l.versatile.suite_evaluation).
 
   --num_steps (default 1000 here), --num_epochs (runs per task, default 10) and
   --tuning_epochs (tuning runs per learning rate, default 3) keep their meaning.

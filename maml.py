@@ -15,7 +15,7 @@ from absl import flags
 from absl import logging
 
 from l2l import cli
-from l2l import fewshot
+from l2l.meta_learning import fewshot
 
 _PROBLEM = flags.DEFINE_enum("problem", "sinusoid", list(fewshot.PROBLEMS), "Task family.")
 _METHODS = flags.DEFINE_list("methods", [], "Algorithms to compare (default: all that apply): "

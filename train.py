@@ -9,7 +9,7 @@ after a crash the same command resumes from the latest one. TensorBoard summarie
     python train.py --suite=train --save_path=/tmp/versatile
 
 meta-trains the versatile per-parameter rule (nets.PerParameterMLP) with PES over a task suite
-of problems.suite instead (l2l.suite_training): --num_steps is then the horizon of every task
+of problems.suite instead (l2l.versatile.suite_training): --num_steps is then the horizon of every task
 instance (default 1000), --meta_steps the number of PES steps; SIGINT / SIGTERM save the state
 and a re-run of the same command resumes.
 """
@@ -22,7 +22,7 @@ from absl import logging
 
 from l2l import cli
 from l2l import configs
-from l2l import suite_training
+from l2l.versatile import suite_training
 from l2l import training
 
 _DEFAULTS = training.TrainConfig()
@@ -98,7 +98,7 @@ _SUITE_FLAGS = {"num_steps": "num_steps", "unroll_length": "unroll_length",
 
 
 def train_suite() -> None:
-  """train.py --suite: meta-trains over a task suite (l2l.suite_training)."""
+  """train.py --suite: meta-trains over a task suite (l2l.versatile.suite_training)."""
   options = {field: FLAGS[flag].value for flag, field in _SUITE_FLAGS.items()
              if FLAGS[flag].present}
   config = suite_training.SuiteTrainConfig(

@@ -1,6 +1,6 @@
 """MAML meta-steps per second on Finn et al. 2017's sinusoid regression.
 
-The setup of `l2l.fewshot` (and `maml.py --problem=sinusoid`): an MLP 1-40-40-1 (ReLU),
+The setup of `l2l.meta_learning.fewshot` (and `maml.py --problem=sinusoid`): an MLP 1-40-40-1 (ReLU),
 second-order `l2l.MAML` with inner learning rate 0.01, a meta-batch of 25 tasks of 10 support
 and 10 query points, `l2l.MetaTrainer` (tasks vectorized with `tf.vectorized_map`, Adam 1e-3).
 One meta-step is `MetaTrainer.meta_step` on a batch sampled beforehand (sampling, numpy, is not
@@ -29,8 +29,8 @@ def run(inner_steps: int, steps: int, warmup: int, seed: int = 0) -> str:
   """Times `steps` meta-steps (after `warmup`) with `inner_steps`; returns the case line."""
   import sonnet as snt  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from l2l import fewshot  # pylint: disable=g-import-not-at-top
-  from l2l import meta_trainer  # pylint: disable=g-import-not-at-top
+  from l2l.meta_learning import fewshot  # pylint: disable=g-import-not-at-top
+  from l2l.meta_learning import meta_trainer  # pylint: disable=g-import-not-at-top
   from problems import tasks  # pylint: disable=g-import-not-at-top
   tf.random.set_seed(seed)
   config = fewshot.FewShotConfig(problem="sinusoid", inner_steps=inner_steps,

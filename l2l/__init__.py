@@ -4,27 +4,31 @@ Learned optimizers (`MetaOptimizer`) and gradient-based meta-learning (the MAML 
 unroll engine; update rules live in `nets`, problems and task samplers in `problems`.
 """
 
-from l2l import functional
 from l2l.capture import Problem, VariableSpec
-from l2l.checkpointed_maml import CheckpointedMAML
 from l2l.es import PESMinimize
-from l2l.imaml import IMAML
-from l2l.inner_optimizers import (DifferentiableOptimizer, FunctionalModel, innerloop_ctx,
-                                  rule_from)
 from l2l.learned_optimizer import LearnedOptimizer
-from l2l.maml import ANIL, MAML, Learner, MetaSGD, Reptile, adapt, head_names, inner_step
-from l2l.maml_step import fomaml_step, maml_step, reptile_step
 from l2l.meta_optimizer import MetaLoss, MetaMinimize, MetaOptimizer, resolve_assignments
-from l2l.meta_trainer import History, MetaTrainer
 from l2l.unroll import Group, UnrollResult, UnrollState
-from l2l import zoo
 from l2l import keras_optimizer as keras
-from l2l.zoo import pretrained, pretrained_optimizer
+# The MAML family (l2l/meta_learning/).
+from l2l.meta_learning import functional
+from l2l.meta_learning.checkpointed_maml import CheckpointedMAML
+from l2l.meta_learning.imaml import IMAML
+from l2l.meta_learning.inner_optimizers import (DifferentiableOptimizer, FunctionalModel,
+                                                innerloop_ctx, rule_from)
+from l2l.meta_learning.maml import (ANIL, MAML, Learner, MetaSGD, Reptile, adapt, head_names,
+                                    inner_step)
+from l2l.meta_learning.maml_step import fomaml_step, maml_step, reptile_step
+from l2l.meta_learning.meta_trainer import History, MetaTrainer
+# Versatile learned optimizers (l2l/versatile/).
+from l2l.versatile import zoo
+from l2l.versatile.zoo import pretrained, pretrained_optimizer
 
 # The suite trainer and evaluator import the problems package, which imports l2l: loaded on
 # first use so that `import problems` before `import l2l` works.
-_LAZY = {"SuiteTrainConfig": "l2l.suite_training", "meta_train_suite": "l2l.suite_training",
-         "evaluate_suite": "l2l.suite_evaluation"}
+_LAZY = {"SuiteTrainConfig": "l2l.versatile.suite_training",
+         "meta_train_suite": "l2l.versatile.suite_training",
+         "evaluate_suite": "l2l.versatile.suite_evaluation"}
 
 
 def __getattr__(name):

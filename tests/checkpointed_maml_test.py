@@ -6,7 +6,7 @@ import sonnet as snt
 import tensorflow as tf
 
 import l2l
-from l2l import checkpointed_maml
+from l2l.meta_learning import checkpointed_maml
 import nets
 
 # The same float32 ops run twice (forward, then recomputed in the backward pass) and summed in

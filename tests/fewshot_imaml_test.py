@@ -14,8 +14,8 @@ import sonnet as snt
 import tensorflow as tf
 
 import l2l
-from l2l import fewshot
-from l2l import meta_trainer
+from l2l.meta_learning import fewshot
+from l2l.meta_learning import meta_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

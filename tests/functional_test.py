@@ -1,11 +1,11 @@
-"""l2l.functional: a built Sonnet module run at given parameter and buffer values."""
+"""l2l.meta_learning.functional: a built Sonnet module run at given parameter and buffer values."""
 
 from absl.testing import absltest
 import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from l2l import functional
+from l2l.meta_learning import functional
 
 
 def built_mlp(dtype=tf.float64):

@@ -6,7 +6,7 @@ import sonnet as snt
 import tensorflow as tf
 
 import l2l
-from l2l import imaml
+from l2l.meta_learning import imaml
 import problems
 
 # float64 throughout: the inner gradient descent converges to phi* to ~1e-13 (contraction

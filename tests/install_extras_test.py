@@ -24,7 +24,7 @@ def requires_dist():
   with tempfile.TemporaryDirectory() as project:
     for name in ("pyproject.toml", "README.md"):
       shutil.copy(os.path.join(REPO, name), project)
-    for package in ("l2l", "nets", "problems"):
+    for package in ("l2l", "l2l/meta_learning", "l2l/versatile", "nets", "problems"):
       os.makedirs(os.path.join(project, package))
       open(os.path.join(project, package, "__init__.py"), "w").close()
     for module in ("train", "evaluate", "maml"):

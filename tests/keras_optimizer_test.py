@@ -212,7 +212,7 @@ class LearnedRulesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLess(after, 0.9 * before)
 
   def test_pretrained_rules(self):
-    names = l2l.zoo.available()
+    names = l2l.versatile.zoo.available()
     if not names:
       self.skipTest("no pretrained optimizer shipped")
     for name in names:

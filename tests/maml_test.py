@@ -20,8 +20,8 @@ import tensorflow as tf
 import l2l
 import nets
 import finite_differences
-from l2l import functional
-from l2l import maml
+from l2l.meta_learning import functional
+from l2l.meta_learning import maml
 
 
 def mse(prediction, target):

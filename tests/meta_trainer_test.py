@@ -17,9 +17,9 @@ import tensorflow as tf
 import finite_differences
 import l2l
 import problems
-from l2l import fewshot
-from l2l import functional
-from l2l import meta_trainer
+from l2l.meta_learning import fewshot
+from l2l.meta_learning import functional
+from l2l.meta_learning import meta_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +68,7 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     model = built_mlp()
     before = functional.values(functional.named_parameters(model))
     inner, outer = functional_costs(model)
-    step_fn = l2l.fomaml_step if first_order else l2l.maml_step
+    step_fn = l2l.fomaml_step if first_order else l2l.meta_learning.maml_step
     _, expected = step_fn(tf.nest.map_structure(tf.constant, tasks), inner, outer, before, 2,
                           0.05)
     trainer = l2l.MetaTrainer(l2l.MAML(model, 0.05, 2, first_order=first_order),

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from bench import rss
 import l2l
-from l2l import meta_trainer
+from l2l.meta_learning import meta_trainer
 import problems
 from problems import tasks
 

@@ -1,4 +1,5 @@
-"""l2l.suite_evaluation: the metrics against hand computations, the protocol on the smoke suite."""
+"""l2l.versatile.suite_evaluation: the metrics against hand computations, the protocol on the
+smoke suite."""
 
 import json
 import math
@@ -10,8 +11,8 @@ import numpy as np
 
 import l2l
 from l2l import evaluation
-from l2l import suite_evaluation
-from l2l.suite_training import final_loss
+from l2l.versatile import suite_evaluation
+from l2l.versatile.suite_training import final_loss
 
 
 class MetricsTest(absltest.TestCase):

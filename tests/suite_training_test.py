@@ -1,4 +1,5 @@
-"""l2l.suite_training and train.py --suite: PES over a task suite, resumable and interruptible."""
+"""l2l.versatile.suite_training and train.py --suite: PES over a task suite, resumable and
+interruptible."""
 
 import os
 import signal
@@ -11,7 +12,7 @@ from absl.testing import absltest
 import numpy as np
 
 import l2l
-from l2l import suite_training
+from l2l.versatile import suite_training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(suite="smoke", num_steps=20, unroll_length=10, tasks_per_step=2, pes_particles=1,

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import l2l
 import nets
-from l2l import zoo
+from l2l.versatile import zoo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import sonnet as snt
 import tensorflow as tf
 
-from l2l import functional
+from l2l.meta_learning import functional
 from nets import base as nets_base
 
 Params = functional.Params

@@ -5,10 +5,10 @@
     ...
     opt.apply(grads, model.trainable_variables)
 
-Each optimizer is a directory of `l2l/pretrained_optimizers/` written by `MetaOptimizer.save`
+Each optimizer is a directory of `l2l/versatile/pretrained_optimizers/` written by `MetaOptimizer.save`
 (config.json and the weights, a few KB) plus `info.json`: what it is, how it was trained (the
 command), the horizon it was trained for, and a short stored trajectory that the tests
-reproduce. `python -m l2l.zoo` lists them.
+reproduce. `python -m l2l.versatile` lists them.
 """
 
 import json
@@ -144,7 +144,3 @@ def main() -> None:
   for name in available():
     data = info(name)
     print(f"{name}{' (recommended)' if data.get('recommended') else ''}: {data['description']}")
-
-
-if __name__ == "__main__":
-  main()

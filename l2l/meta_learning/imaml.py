@@ -32,8 +32,8 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import tensorflow as tf
 
-from l2l import functional
-from l2l import maml as maml_lib
+from l2l.meta_learning import functional
+from l2l.meta_learning import maml as maml_lib
 
 Forward = maml_lib.Forward
 TensorList = List[tf.Tensor]

@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Uni
 import tensorflow as tf
 
 import nets
-from l2l import functional
-from l2l import maml as maml_lib
+from l2l.meta_learning import functional
+from l2l.meta_learning import maml as maml_lib
 from l2l import meta_optimizer as meta_optimizer_lib
 
 Forward = Callable[..., Any]
@@ -60,7 +60,7 @@ class FunctionalModel:
   """A module bound to "fast" parameter values: calling it runs the module at `params`.
 
   Buffers (BatchNorm statistics) are threaded explicitly through `buffers`, as in
-  `l2l.maml.Learner`: the module's own buffer variables are never assigned.
+  `l2l.meta_learning.maml.Learner`: the module's own buffer variables are never assigned.
   """
 
   def __init__(self, module: tf.Module, params: Optional[functional.Params] = None):

@@ -41,9 +41,9 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from l2l import imaml as imaml_lib
-from l2l import maml as maml_lib
-from l2l import meta_trainer
+from l2l.meta_learning import imaml as imaml_lib
+from l2l.meta_learning import maml as maml_lib
+from l2l.meta_learning import meta_trainer
 from problems import tasks as tasks_lib
 
 PROBLEMS = ("sinusoid", "digits")

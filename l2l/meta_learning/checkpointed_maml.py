@@ -21,8 +21,8 @@ from typing import Callable, Dict, Optional, Sequence
 import tensorflow as tf
 
 from l2l import checks
-from l2l import functional
-from l2l import maml as maml_lib
+from l2l.meta_learning import functional
+from l2l.meta_learning import maml as maml_lib
 from l2l import recompute
 from l2l import unroll as unroll_lib
 from nets import base as nets_base

@@ -29,7 +29,7 @@ import numpy as np
 from l2l import checks
 from l2l import evaluation
 from l2l import meta_optimizer as meta_optimizer_lib
-from l2l.suite_training import final_loss
+from l2l.versatile.suite_training import final_loss
 
 ADAM_GRID = tuple(float(f"{10 ** (e / 2):.4g}") for e in range(-9, 1))  # 3.2e-5 .. 1
 

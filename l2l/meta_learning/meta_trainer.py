@@ -20,8 +20,8 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from l2l import imaml as imaml_lib
-from l2l import maml as maml_lib
+from l2l.meta_learning import imaml as imaml_lib
+from l2l.meta_learning import maml as maml_lib
 from l2l import meta_optimizer as meta_optimizer_lib
 from problems import tasks as tasks_lib
 

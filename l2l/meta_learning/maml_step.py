@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from l2l import maml as maml_lib
+from l2l.meta_learning import maml as maml_lib
 
 Variables = Mapping[str, Any]  # name -> tf.Variable or tensor.
 CostFn = Callable[[Any, Dict[str, tf.Tensor]], tf.Tensor]
