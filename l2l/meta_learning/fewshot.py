@@ -41,6 +41,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+import nets
 from l2l.meta_learning import imaml as imaml_lib
 from l2l.meta_learning import maml as maml_lib
 from l2l.meta_learning import meta_trainer
@@ -75,9 +76,29 @@ def _imaml(model, c):
                          cg_steps=c.imaml_cg_steps, damping=c.imaml_damping)
 
 
+# "MAML + learned inner optimizer": the inner step is MAML's `theta - inner_lr g` plus a small
+# coordinatewise LSTM's correction (LogAndSign inputs, JOINT_LSTM_LAYERS, outputs times
+# JOINT_LSTM_SCALE), the LSTM's weights meta-trained with the initialization.
+JOINT_LSTM_LAYERS = (8,)
+JOINT_LSTM_SCALE = 0.01
+
+
+def _joint(first_order):
+  def build_joint(model, c):
+    lstm = nets.CoordinateWiseDeepLSTM(layers=JOINT_LSTM_LAYERS, preprocess_name="LogAndSign",
+                                       scale=JOINT_LSTM_SCALE, seed=c.seed, name="inner_lstm")
+    # The fused LSTM op has no vectorized (tf.vectorized_map) form with a gradient.
+    lstm.core.fast_path = False
+    rule = maml_lib.ResidualRule(lstm, c.inner_lr)
+    return maml_lib.MAML(model, c.inner_lr, c.inner_steps, first_order=first_order,
+                         inner_optimizer=rule)
+  return build_joint
+
+
 Builder = Callable[[snt.Module, "FewShotConfig"], maml_lib.MAML]
 METHODS: Dict[str, Builder] = {"MAML": _maml, "FOMAML": _fomaml, "Reptile": _reptile,
-                               "MetaSGD": _metasgd, "ANIL": _anil, "iMAML": _imaml}
+                               "MetaSGD": _metasgd, "ANIL": _anil, "iMAML": _imaml,
+                               "MAML+LSTM": _joint(False), "FOMAML+LSTM": _joint(True)}
 BASELINES = ("Pretrained", "Prototypes")
 SPLITS = ("test", "validation")
 

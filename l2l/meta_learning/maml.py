@@ -297,6 +297,37 @@ class Learner:
     return self.adapt(lambda f: loss_fn(f(x), y), steps)
 
 
+class ResidualRule(nets_base.UpdateRule):
+  """Gradient descent plus a learned correction: `update = -learning_rate * g + rule(g)`.
+
+  The inner optimizer of "MAML + learned inner optimizer" (`fewshot.METHODS["MAML+LSTM"]`):
+  starting from MAML's step `theta - lr g`, a small learned rule (e.g. a coordinatewise LSTM
+  whose output is small at initialization) adds a per-coordinate correction, meta-trained with
+  the initialization. The rule's state is the wrapped rule's.
+
+  Args:
+    rule: an update rule of the gradient alone (`uses_context` False).
+    learning_rate: the gradient-descent step size (> 0).
+  """
+
+  def __init__(self, rule: nets_base.UpdateRule, learning_rate: float = 0.01,
+               name: str = "residual_rule"):
+    super().__init__(name=name)
+    if not isinstance(rule, nets_base.UpdateRule) or rule.uses_context:
+      raise TypeError(f"rule must be a nets.UpdateRule of the gradient alone, got "
+                      f"{type(rule).__name__}")
+    self.rule = rule
+    self.learning_rate = _check_lr(learning_rate, "learning_rate")
+
+  def initial_state(self, params: Sequence[tf.Tensor]) -> Any:
+    return self.rule.initial_state(params)
+
+  def __call__(self, grads: Sequence[tf.Tensor], state: Any):
+    grads = nets_base.as_list(grads)
+    updates, state = self.rule(grads, state)
+    return [u - to_dtype(self.learning_rate, g.dtype) * g for u, g in zip(updates, grads)], state
+
+
 class MetaSGD(MAML):
   """MAML with a meta-learned step size per parameter coordinate (Li et al. 2017).
 
