@@ -22,6 +22,7 @@ from absl import logging
 
 from l2l import cli
 from l2l import configs
+from l2l import interrupts
 from l2l.versatile import suite_training
 from l2l import training
 
@@ -151,14 +152,25 @@ def main(argv):
     training.check_save_path(config.save_path, config.overwrite, config)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  summary = training.meta_train(config)
+  try:
+    summary = training.meta_train(config)
+  except interrupts.Interrupted as e:
+    logging.warning("%s", e)
+    sys.exit(e.exit_code)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   logging.info("done in %.0fs: %d meta-steps (%d skipped as non-finite); best validation "
-               "log10 mean final loss %.4f at epoch %d%s", summary["seconds"],
+               "log10 mean final loss %.4f at epoch %d (untrained %.4f)%s", summary["seconds"],
                summary["meta_steps"], summary["skipped_steps"],
                summary["best_validation_log10_loss"], summary["best_epoch"],
-               f"; saved to {summary['save_path']}" if summary["save_path"] else
-               " (no --save_path: nothing saved)")
-
+               summary["untrained_validation_log10_loss"],
+               f"; saved to {summary['save_path']}" if summary["saved"] else
+               " (no --save_path: nothing saved)" if not summary["save_path"] else "")
+  if not summary["best_epoch"]:
+    logging.error("training did not beat the untrained optimizer%s: try a smaller "
+                  "--learning_rate or more --num_epochs",
+                  f"; nothing saved to {summary['save_path']}" if summary["save_path"] else "")
+    sys.exit(1)
 
 if __name__ == "__main__":
   app.run(main)

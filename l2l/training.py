@@ -35,6 +35,7 @@ from l2l import checks
 from l2l import configs
 from l2l import es
 from l2l import evaluation
+from l2l import interrupts
 from l2l import meta_optimizer as meta_optimizer_lib
 from l2l import unroll as unroll_lib
 
@@ -44,6 +45,9 @@ SCHEDULES = ("constant", "cosine")
 # segments recomputed in the backward pass (bounded memory), or persistent ES (l2l.es).
 GRADIENTS = ("backprop", "checkpointed", "pes")
 FINAL_LEARNING_RATE_FRACTION = 0.02
+# An epoch diverged when its final optimizee loss is not finite or exceeds this multiple of the
+# instance's initial loss: the learned optimizer made the problem worse, not slower.
+DIVERGENCE_FACTOR = 100.0
 
 
 def scheduled_learning_rate(learning_rate: float, schedule: str, fraction_done: float) -> float:
@@ -260,10 +264,30 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
   With `config.save_path`, resumes from `<save_path>/train_state/` when it holds a checkpoint
   of the same config (see the module docstring).
 
+  Divergence never passes silently: the untrained optimizer is validated first, and a
+  validation score that is not finite or not better than its score is never kept as the best
+  (nor saved); meta-steps skipped for a non-finite meta-loss or meta-gradient, and epochs whose
+  final optimizee loss is not finite or over `DIVERGENCE_FACTOR` times the instance's initial
+  loss, are logged as warnings with their epoch and meta-step.
+
+  SIGINT and SIGTERM finish the current epoch (with its validation, if one is due), write a
+  checkpoint and raise `interrupts.Interrupted`; the same call resumes where it stopped.
+
   Returns:
-    `{"best_validation_log10_loss", "best_epoch", "epochs", "meta_steps", "skipped_steps",
-    "resumed_from_epoch", "seconds", "save_path"}`.
+    `{"best_validation_log10_loss", "best_epoch", "untrained_validation_log10_loss", "saved",
+    "diverged_epochs", "epochs", "meta_steps", "skipped_steps", "resumed_from_epoch",
+    "seconds", "save_path"}`; `best_epoch` is 0 and `saved` False when no validation beat the
+    untrained optimizer.
+
+  Raises:
+    interrupts.Interrupted: SIGINT or SIGTERM arrived; the state was saved (with a save_path).
+    ValueError: bad options, or a save_path holding another run's files.
   """
+  with interrupts.StopOnSignal("the current epoch") as stop:
+    return _meta_train(config, stop)
+
+
+def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal) -> Dict[str, Any]:
   config.validate()
   check_save_path(config.save_path, config.overwrite, config)
   tf.random.set_seed(config.seed)
@@ -290,6 +314,8 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
   meta_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="meta_steps")
   best_var = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best")
   best_epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+  # The untrained optimizer's validation score: NaN until measured (before epoch 1).
+  untrained_var = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="untrained")
   manager, writer, resumed_from = None, None, 0
   if config.save_path:
     state_dir = os.path.join(config.save_path, TRAIN_STATE)
@@ -298,10 +324,11 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
         shutil.rmtree(os.path.join(config.save_path, sub), ignore_errors=True)
     checkpoint = tf.train.Checkpoint(
         trainer=trainer, epoch=epoch_var, meta_steps=meta_steps, best=best_var,
-        best_epoch=best_epoch_var, generators=_find_generators(make_loss))
+        best_epoch=best_epoch_var, untrained=untrained_var,
+        generators=_find_generators(make_loss))
     manager = tf.train.CheckpointManager(checkpoint, state_dir, max_to_keep=2)
     if manager.latest_checkpoint:
-      checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+      _restore(checkpoint, manager.latest_checkpoint)
       resumed_from = int(epoch_var.numpy())
       logging.info("resuming from checkpoint %s at epoch %d/%d (%d meta-steps done)",
                    manager.latest_checkpoint, resumed_from, config.num_epochs,
@@ -340,8 +367,20 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
                            metadata=_SCALAR_METADATA)
       writer.flush()
 
+  if math.isnan(float(untrained_var.numpy())) and resumed_from:
+    logging.warning("the checkpoint predates the untrained optimizer's validation score: "
+                    "validations are compared with each other only")
+    untrained_var.assign(float("inf"))
+  elif math.isnan(float(untrained_var.numpy())):
+    untrained_var.assign(validate())
+    logging.info("validation of the untrained optimizer: log10 mean final loss %.4f over %d "
+                 "instances (a trained one is kept only if it does better)",
+                 float(untrained_var.numpy()), config.evaluation_epochs)
+  untrained = float(untrained_var.numpy())
+
   start = time.time()
-  period_meta, period_final = [], []
+  period_meta, period_final, diverged, last_saved = [], [], [], None
+  skipped_before = int(trainer.skipped_steps.numpy())
   for epoch in range(resumed_from + 1, config.num_epochs + 1):
     trainer.learning_rate.assign(scheduled_learning_rate(
         config.learning_rate, config.learning_rate_schedule, (epoch - 1) / config.num_epochs))
@@ -351,21 +390,42 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
                               or config.steps_at(epoch - 1) != config.steps_at(epoch)):
       logging.info("curriculum: %d optimizee steps per epoch from epoch %d",
                    config.steps_at(epoch), epoch)
-    for _ in range(epoch_unrolls):
-      period_meta.append(float(trainer.step().numpy()))
+    for unroll in range(epoch_unrolls):
+      meta_loss = float(trainer.step().numpy())
+      period_meta.append(meta_loss)
+      if unroll == 0:
+        initial_loss = float(trainer.losses[0].numpy())
+      skipped = int(trainer.skipped_steps.numpy())
+      if skipped > skipped_before:
+        logging.warning("epoch %d, meta-step %d: meta-loss %.4g or its gradient is not "
+                        "finite; step skipped (%d skipped so far)", epoch,
+                        int(meta_steps.numpy()) + unroll + 1, meta_loss, skipped)
+        skipped_before = skipped
     meta_steps.assign_add(epoch_unrolls)
     epoch_var.assign(epoch)
-    period_final.append(float(trainer.final_loss.numpy()))
+    final_loss = float(trainer.final_loss.numpy())
+    period_final.append(final_loss)
+    if not final_loss <= DIVERGENCE_FACTOR * abs(initial_loss):
+      if not diverged:
+        logging.warning("epoch %d (meta-step %d): the optimizee diverged: final loss %.4g from "
+                        "an initial %.4g (more than %g times, or not finite); the meta-learning "
+                        "rate (%.2g) may be too large", epoch, int(meta_steps.numpy()),
+                        final_loss, initial_loss, DIVERGENCE_FACTOR,
+                        float(trainer.learning_rate.numpy()))
+      diverged.append(epoch)
     if epoch % config.log_period == 0 or epoch == config.num_epochs:
       elapsed = time.time() - start
       done = epoch - resumed_from
       eta = elapsed / done * (config.num_epochs - epoch)
       skipped = int(trainer.skipped_steps.numpy())
+      period_diverged = [e for e in diverged if e > epoch - len(period_final)]
       logging.info("epoch %d/%d  meta-loss %.4g  final loss %.4g  lr %.2g  skipped %d  "
-                   "%.1f epochs/s  elapsed %s  ETA %s", epoch, config.num_epochs,
+                   "%.1f epochs/s  elapsed %s  ETA %s%s", epoch, config.num_epochs,
                    np.mean(period_meta), np.mean(period_final),
                    float(trainer.learning_rate.numpy()), skipped, done / elapsed,
-                   _format_seconds(elapsed), _format_seconds(eta))
+                   _format_seconds(elapsed), _format_seconds(eta),
+                   f"  diverged in {len(period_diverged)} of {len(period_final)} epochs"
+                   if period_diverged else "")
       summarize(epoch, {"meta_loss": np.mean(period_meta), "final_loss": np.mean(period_final),
                         "learning_rate": float(trainer.learning_rate.numpy()),
                         "skipped_steps": skipped})
@@ -373,24 +433,60 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
     if epoch % config.evaluation_period == 0 or epoch == config.num_epochs:
       score = validate()
       best, best_epoch = float(best_var.numpy()), int(best_epoch_var.numpy())
-      improved = score < best
+      improved = math.isfinite(score) and score < best and score < untrained
       if improved:
         best, best_epoch = score, epoch
         best_var.assign(best)
         best_epoch_var.assign(best_epoch)
         if config.save_path:
           optimizer.save(config.save_path)
-      logging.info("validation at epoch %d: log10 mean final loss %.4f over %d instances%s",
-                   epoch, score, config.evaluation_epochs,
-                   " (best so far; saved)" if improved and config.save_path else
-                   " (best so far)" if improved else f" (best {best:.4f} at epoch {best_epoch})")
+      if improved:
+        note = " (best so far; saved)" if config.save_path else " (best so far)"
+      elif not math.isfinite(score):
+        note = " (not finite: diverged; not kept)"
+      elif score >= untrained and not best_epoch:
+        note = f" (not better than the untrained optimizer's {untrained:.4f}; not kept)"
+      else:
+        note = f" (best {best:.4f} at epoch {best_epoch})"
+      (logging.info if improved or best_epoch else logging.warning)(
+          "validation at epoch %d: log10 mean final loss %.4f over %d instances%s", epoch,
+          score, config.evaluation_epochs, note)
       summarize(epoch, {"validation_log10_final_loss": score})
     if manager is not None and (epoch % config.checkpoint_period == 0
-                                or epoch == config.num_epochs):
+                                or epoch == config.num_epochs or stop.signal is not None):
       manager.save(checkpoint_number=epoch)
-  return {"best_validation_log10_loss": float(best_var.numpy()),
-          "best_epoch": int(best_epoch_var.numpy()), "epochs": config.num_epochs,
+    stop.raise_if_signalled(
+        f"stopped after epoch {epoch}/{config.num_epochs}; training state saved in "
+        f"{os.path.join(config.save_path, TRAIN_STATE)}; run the same command to resume"
+        if manager is not None else
+        f"stopped after epoch {epoch}/{config.num_epochs} (no save_path: nothing saved)")
+  best_epoch = int(best_epoch_var.numpy())
+  if not best_epoch:
+    logging.warning("no validation beat the untrained optimizer (log10 mean final loss %.4f)%s",
+                    untrained, f": nothing saved to {config.save_path}" if config.save_path
+                    else "")
+  if diverged:
+    logging.warning("the optimizee diverged in %d of %d epochs (first: epoch %d)",
+                    len(diverged), config.num_epochs - resumed_from, diverged[0])
+  return {"best_validation_log10_loss": float(best_var.numpy()), "best_epoch": best_epoch,
+          "untrained_validation_log10_loss": untrained, "saved": bool(best_epoch
+                                                                       and config.save_path),
+          "diverged_epochs": len(diverged), "epochs": config.num_epochs,
           "meta_steps": int(meta_steps.numpy()),
           "skipped_steps": int(trainer.skipped_steps.numpy()),
           "resumed_from_epoch": resumed_from, "seconds": time.time() - start,
           "save_path": config.save_path}
+
+
+def _restore(checkpoint: tf.train.Checkpoint, prefix: str) -> None:
+  """Restores the training state from `prefix`; ValueError naming it if it is damaged or of
+  another configuration. (A checkpoint written before the untrained score was kept restores
+  without it.)"""
+  try:
+    status = checkpoint.restore(prefix)
+    status.assert_existing_objects_matched()
+  except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
+    raise ValueError(f"training state {prefix!r} is corrupt or of another configuration; "
+                     f"delete {os.path.dirname(prefix)!r} or pass --overwrite to start afresh "
+                     f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+                     ) from None
