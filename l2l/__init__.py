@@ -12,6 +12,7 @@ from l2l.unroll import Group, UnrollResult, UnrollState
 from l2l import keras_optimizer as keras
 # The MAML family (l2l/meta_learning/).
 from l2l.meta_learning import functional
+from l2l.meta_learning.functional import functional_forward, named_params
 from l2l.meta_learning.checkpointed_maml import CheckpointedMAML
 from l2l.meta_learning.imaml import IMAML
 from l2l.meta_learning.inner_optimizers import (DifferentiableOptimizer, FunctionalModel,
@@ -45,6 +46,7 @@ __all__ = [
     "functional", "MAML", "MetaSGD", "ANIL", "Reptile", "Learner", "adapt", "inner_step",
     "head_names", "maml_step", "fomaml_step", "reptile_step", "MetaTrainer", "History",
     "DifferentiableOptimizer", "FunctionalModel", "innerloop_ctx", "rule_from",
+    "functional_forward", "named_params",
     # Long horizons at bounded memory.
     "CheckpointedMAML", "IMAML", "PESMinimize",
     # Versatile learned optimizers: pretrained, trained and evaluated on task suites.

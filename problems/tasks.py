@@ -79,6 +79,20 @@ def _check_range(name: str, value) -> Tuple[float, float]:
   return low, high
 
 
+def _float_dtype(dtype) -> np.dtype:
+  """A floating NumPy dtype from a NumPy / TensorFlow dtype or its name; float32 for None."""
+  if dtype is None:
+    return np.dtype(np.float32)
+  try:
+    result = np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+  except TypeError:
+    result = None
+  if result is None or not np.issubdtype(result, np.floating):
+    raise ValueError(f"dtype must be a floating dtype (e.g. 'float32', np.float64, "
+                     f"tf.float64), got {dtype!r}")
+  return result
+
+
 class SinusoidTaskSampler:
   """Sinusoid regression tasks, y = A sin(x - phase) (Finn et al. 2017, section 5.1).
 
@@ -88,28 +102,47 @@ class SinusoidTaskSampler:
     x_range: inputs are uniform in this range (paper: -5 to 5).
     k_support: examples in a task's support set (K).
     k_query: examples in its query set.
-    seed: seeds the sampler's generator.
+    generator: a `np.random.Generator` to draw from (shared with the caller, who may pass
+      the same one to several samplers); give either this or `seed`.
+    seed: seeds the sampler's own generator; when neither is given, seed 0 (samplers are
+      reproducible by default).
+    dtype: the floating dtype of the arrays (NumPy, TensorFlow or a name such as
+      "float64"); float32 when None. The draws are made in float64 and then cast.
+
+  Raises:
+    ValueError: bad ranges or counts, both `generator` and `seed`, or a non-floating dtype.
+    TypeError: `generator` is not a `np.random.Generator`.
   """
 
   def __init__(self, amp_range: Sequence[float] = (0.1, 5.0),
                phase_range: Sequence[float] = (0.0, math.pi),
                x_range: Sequence[float] = (-5.0, 5.0), k_support: int = 10,
-               k_query: int = 10, seed: int = 0):
+               k_query: int = 10, generator: Optional[np.random.Generator] = None,
+               seed: Optional[int] = None, dtype=None):
     self.amp_range = _check_range("amp_range", amp_range)
     self.phase_range = _check_range("phase_range", phase_range)
     self.x_range = _check_range("x_range", x_range)
     self.k_support = _check_count("k_support", k_support)
     self.k_query = _check_count("k_query", k_query)
-    self.rng = np.random.default_rng(seed)
+    if generator is not None and seed is not None:
+      raise ValueError("SinusoidTaskSampler: give generator or seed, not both")
+    if generator is not None and not isinstance(generator, np.random.Generator):
+      raise TypeError(f"generator must be a np.random.Generator, got {type(generator).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+      raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    self.rng = generator if generator is not None else np.random.default_rng(
+        0 if seed is None else seed)
+    self.dtype = _float_dtype(dtype)
 
   def sample_with_parameters(self, num_tasks: int) -> Tuple[Task, np.ndarray, np.ndarray]:
-    """`(tasks, amplitudes, phases)`; arrays are float32, x and y of shape [tasks, k, 1]."""
+    """`(tasks, amplitudes, phases)`; x and y of shape [tasks, k, 1] in the sampler's dtype."""
     _check_count("num_tasks", num_tasks)
     amp = self.rng.uniform(*self.amp_range, size=(num_tasks, 1, 1))
     phase = self.rng.uniform(*self.phase_range, size=(num_tasks, 1, 1))
     x = self.rng.uniform(*self.x_range, size=(num_tasks, self.k_support + self.k_query, 1))
     y = amp * np.sin(x - phase)
-    x, y = x.astype(np.float32), y.astype(np.float32)
+    x, y = x.astype(self.dtype), y.astype(self.dtype)
     k = self.k_support
     return Task(x[:, :k], y[:, :k], x[:, k:], y[:, k:]), amp.ravel(), phase.ravel()
 

@@ -5,6 +5,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+import l2l
 from l2l.meta_learning import functional
 
 
@@ -106,6 +107,31 @@ class FunctionalCallTest(tf.test.TestCase):
                              is_training=False)
     self.assertAllClose(out, [[(3. - 1.) / np.sqrt(4. + 1e-5), (3. - 2.) / np.sqrt(1. + 1e-5)]],
                         rtol=1e-5)
+
+  def test_iteryne_names(self):
+    # functional_forward / named_params: the same results as call / named_parameters, also at
+    # the top level of l2l, with buffers passed by keyword and forward keywords passed through.
+    model = built_mlp()
+    self.assertEqual(l2l.named_params(model), functional.named_parameters(model))
+    rng = np.random.default_rng(4)
+    params = {k: tf.constant(rng.normal(size=v.shape)) for k, v in l2l.named_params(model).items()}
+    x = rng.normal(size=(3, 4))
+    out = l2l.functional_forward(model, params, tf.constant(x))
+    self.assertAllClose(out, numpy_mlp({k: v.numpy() for k, v in params.items()}, x),
+                        rtol=1e-12)
+    bn = snt.BatchNorm(create_scale=False, create_offset=False)
+    bn(tf.ones([4, 2]), is_training=True)
+    buffers = functional.values(functional.named_buffers(bn))
+    buffers["batch_norm/moving_mean/average"] = tf.constant([[1., 2.]])
+    buffers["batch_norm/moving_variance/average"] = tf.constant([[4., 1.]])
+    out, new = functional.functional_forward(bn, {}, tf.constant([[3., 3.]]), buffers=buffers,
+                                             is_training=False)
+    self.assertAllClose(out, [[2. / np.sqrt(4. + 1e-5), 1. / np.sqrt(1. + 1e-5)]], rtol=1e-5)
+    self.assertEqual(sorted(new), sorted(buffers))
+    with self.assertRaisesRegex(ValueError, r"`params` names \['nope'\], which are not params"):
+      functional.functional_forward(model, {"nope": tf.zeros([1])}, tf.constant(x))
+    with self.assertRaisesRegex(TypeError, "expected a built Sonnet module"):
+      l2l.named_params(lambda x: x)
 
   def test_errors(self):
     model = built_mlp()

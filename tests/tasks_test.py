@@ -51,9 +51,42 @@ class SinusoidTest(absltest.TestCase):
     np.testing.assert_array_equal(a.support_x, b.support_x)
     self.assertFalse(np.allclose(a.support_x, c.support_x))
 
+  def test_generator_seed_and_dtype(self):
+    # A caller's generator is drawn from in place: seeded identically, it gives the same tasks as
+    # `seed`, and two samplers sharing it take successive draws.
+    shared = np.random.default_rng(7)
+    a = problems.SinusoidTaskSampler(generator=shared).sample(3)
+    b = problems.SinusoidTaskSampler(generator=shared).sample(3)
+    by_seed = problems.SinusoidTaskSampler(seed=7)
+    np.testing.assert_array_equal(a.support_x, by_seed.sample(3).support_x)
+    np.testing.assert_array_equal(b.query_y, by_seed.sample(3).query_y)
+    # No seed and no generator is seed 0.
+    np.testing.assert_array_equal(problems.SinusoidTaskSampler().sample(2).support_y,
+                                  problems.SinusoidTaskSampler(seed=0).sample(2).support_y)
+    # dtype: the same float64 draws, cast; float64 keeps the exact sinusoid.
+    for dtype in ("float64", np.float64, tf.float64):
+      task, amp, phase = problems.SinusoidTaskSampler(seed=1, dtype=dtype).sample_with_parameters(4)
+      self.assertEqual(task.support_x.dtype, np.float64)
+      np.testing.assert_allclose(
+          task.query_y, amp[:, None, None] * np.sin(task.query_x - phase[:, None, None]),
+          rtol=1e-14, atol=1e-14)
+    single = problems.SinusoidTaskSampler(seed=1).sample(4)
+    self.assertEqual(single.support_x.dtype, np.float32)
+    np.testing.assert_array_equal(single.support_x, task.support_x.astype(np.float32))
+
   def test_bad_arguments(self):
     with self.assertRaisesRegex(ValueError, "k_support must be an integer >= 1, got 0"):
       problems.SinusoidTaskSampler(k_support=0)
+    with self.assertRaisesRegex(ValueError, "give generator or seed, not both"):
+      problems.SinusoidTaskSampler(generator=np.random.default_rng(0), seed=0)
+    with self.assertRaisesRegex(TypeError, "generator must be a np.random.Generator, got int"):
+      problems.SinusoidTaskSampler(generator=3)
+    with self.assertRaisesRegex(ValueError, "dtype must be a floating dtype"):
+      problems.SinusoidTaskSampler(dtype="int32")
+    with self.assertRaisesRegex(ValueError, "dtype must be a floating dtype"):
+      problems.SinusoidTaskSampler(dtype="flaot32")
+    with self.assertRaisesRegex(ValueError, "seed must be a non-negative integer or None"):
+      problems.SinusoidTaskSampler(seed=-1)
     with self.assertRaisesRegex(ValueError, "amp_range must have low <= high"):
       problems.SinusoidTaskSampler(amp_range=(5, 0.1))
 

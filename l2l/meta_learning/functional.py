@@ -1,8 +1,11 @@
 """Run a built Sonnet module with given parameter values: stateless and differentiable in them.
 
-    params = functional.named_parameters(model)   # {"mlp/linear_0/w": <tf.Variable>, ...}
+    params = functional.named_params(model)       # {"mlp/linear_0/w": <tf.Variable>, ...}
     fast = {k: p - 0.01 * g[k] for k, p in params.items()}
-    y = functional.call(model, fast, x)           # the model's forward at `fast`
+    y = functional.functional_forward(model, fast, x)   # the model's forward at `fast`
+
+(`named_params` / `functional_forward` are the names iteryne uses; `named_parameters` / `call`
+are the same functions under their older l2l names.)
 
 Sonnet 2 modules keep their variables as attributes (`Linear.w`, `BatchNorm.scale`, the
 moving averages' `average`, ...). `call` swaps those attributes for the given tensors while the
@@ -210,6 +213,24 @@ def call(module: tf.Module, params: Params, *args: Any, buffers: Optional[Params
   if buffers is None:
     return output
   return output, {k: slot.tensor for k, slot in slots.items()}
+
+
+def functional_forward(model: tf.Module, params: Params, *args: Any,
+                       buffers: Optional[Params] = None, **kwargs: Any) -> Any:
+  """`model(*args, **kwargs)` with its parameters replaced by `params` (iteryne's name).
+
+  The same as `call(model, params, *args, buffers=buffers, **kwargs)`: parameters left out of
+  `params` keep the model's own variables; with `buffers` the forward reads and updates the
+  given buffer tensors instead of the model's buffer variables and `(output, new_buffers)` is
+  returned. `model` and `params` are positional-only in spirit: a forward keyword argument
+  named `model` or `params` cannot be passed.
+  """
+  return call(model, params, *args, buffers=buffers, **kwargs)
+
+
+def named_params(model: tf.Module) -> Dict[str, tf.Variable]:
+  """The model's trainable variables by name (iteryne's name for `named_parameters`)."""
+  return named_parameters(model)
 
 
 def initial_buffers(module: tf.Module) -> Optional[Dict[str, tf.Tensor]]:
