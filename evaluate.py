@@ -18,16 +18,15 @@ import json
 from absl import app
 from absl import flags
 
+# Only modules that load without TensorFlow here: --help and flag errors stay fast. The rest is
+# imported in main(), after l2l.cli.start_tensorflow().
 from l2l import cli
 from l2l import configs
-from l2l import evaluation
-from l2l import meta_optimizer as l2l_meta_optimizer
-from l2l.versatile import suite_evaluation
-from l2l.versatile import zoo
+from l2l import options
 
 flags.DEFINE_string("optimizer", "L2L", "Optimizer to evaluate: L2L (the one saved at --path), "
                     "pretrained or pretrained:NAME (shipped, see python -m l2l.versatile), "
-                    f"{', '.join(evaluation.OPTIMIZERS[1:])}, or all (the learned one and every "
+                    f"{', '.join(options.OPTIMIZERS[1:])}, or all (the learned one and every "
                     "baseline).")
 flags.DEFINE_string("suite", None, "Evaluate on every task of this task suite (e.g. held_out) "
                     "against per-task lr-tuned Adam instead of on --problem.")
@@ -60,7 +59,11 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.use_inter_op_threads(FLAGS.inter_op_threads)
+  cli.start_tensorflow(FLAGS.inter_op_threads)
+  # pylint: disable=g-import-not-at-top
+  from l2l import evaluation
+  from l2l.versatile import zoo
+  # pylint: enable=g-import-not-at-top
   path = FLAGS.path
   name = FLAGS.optimizer
   if name == "pretrained" or name.startswith("pretrained:"):
@@ -118,6 +121,11 @@ def evaluate_suite(name: str, path: str) -> None:
   if name not in ("L2L", "all") or not path:
     raise app.UsageError("--suite evaluates a learned optimizer: give --path or "
                          "--optimizer=pretrained[:NAME]")
+  # pylint: disable=g-import-not-at-top
+  from l2l import evaluation
+  from l2l import meta_optimizer as l2l_meta_optimizer
+  from l2l.versatile import suite_evaluation
+  # pylint: enable=g-import-not-at-top
   num_steps = FLAGS.num_steps if FLAGS["num_steps"].present else 1000
   num_runs = FLAGS.num_epochs if FLAGS["num_epochs"].present else 10
   tuning_runs = FLAGS.tuning_epochs if FLAGS["tuning_epochs"].present else 3
@@ -140,4 +148,4 @@ def evaluate_suite(name: str, path: str) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -20,14 +20,16 @@ from absl import app
 from absl import flags
 from absl import logging
 
+# Only modules that load without TensorFlow here: --help and flag errors stay fast. The rest is
+# imported in main(), after l2l.cli.start_tensorflow().
 from l2l import cli
 from l2l import configs
 from l2l import interrupts
-from l2l.versatile import suite_training
-from l2l import training
+from l2l import options
 
-_DEFAULTS = training.TrainConfig()
-_SUITE_DEFAULTS = suite_training.SuiteTrainConfig()
+_DEFAULTS = options.TrainConfig()
+# l2l.versatile.suite_training.SuiteTrainConfig's defaults (scripts_test checks they agree).
+_SUITE_DEFAULTS = {"meta_steps": 3000, "tasks_per_step": 4, "progress_weighting": 0.5}
 
 flags.DEFINE_string("save_path", None, "Directory for the best optimizer (config.json + weights).")
 flags.DEFINE_bool("overwrite", False, "Replace an optimizer already saved in --save_path (and "
@@ -41,13 +43,15 @@ flags.DEFINE_integer("num_steps", _DEFAULTS.num_steps, "Optimizee steps per epoc
 flags.DEFINE_integer("unroll_length", _DEFAULTS.unroll_length, "Steps per truncated unroll.")
 flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate of the nets.")
 flags.DEFINE_enum("learning_rate_schedule", _DEFAULTS.learning_rate_schedule,
-                  list(training.SCHEDULES), "Meta learning rate: constant, or cosine decay to 2%.")
+                  list(options.SCHEDULES), "Meta learning rate: constant, or cosine decay to 2%.")
 flags.DEFINE_float("max_grad_norm", _DEFAULTS.max_grad_norm,
                    "Clip the meta-gradient to this global norm (default: no clipping).")
 flags.DEFINE_bool("second_derivatives", _DEFAULTS.second_derivatives,
                   "Backpropagate through the optimizee's gradients (Hessian terms).")
-flags.DEFINE_enum("objective", _DEFAULTS.objective, ["sum", "log"],
-                  "Meta-loss: sum of losses, or sum of log losses over the unroll.")
+flags.DEFINE_enum("objective", _DEFAULTS.objective, list(options.OBJECTIVES),
+                  "Meta-loss: sum of losses, or sum of log losses over the unroll, each loss "
+                  "floored at 1e-6 times the problem instance's initial loss (so a loss that "
+                  "can reach 0 cannot earn an unbounded reward; l2l.unroll.LOG_FLOOR).")
 flags.DEFINE_integer("log_period", _DEFAULTS.log_period, "Epochs between progress lines.")
 flags.DEFINE_integer("evaluation_period", _DEFAULTS.evaluation_period,
                      "Epochs between validations (the best optimizer is kept).")
@@ -66,7 +70,7 @@ flags.DEFINE_float("rescale", _DEFAULTS.rescale, "Random rescaling (Lv et al. 20
 flags.DEFINE_list("curriculum", [], "Curriculum on the horizon: optimizee steps per epoch for "
                   "equal shares of the epochs, e.g. 20,50,100 (multiples of --unroll_length); "
                   "validation always uses --num_steps.")
-flags.DEFINE_enum("gradient", _DEFAULTS.gradient, list(training.GRADIENTS),
+flags.DEFINE_enum("gradient", _DEFAULTS.gradient, list(options.GRADIENTS),
                   "Meta-gradient: backprop through each unroll, checkpointed backprop (segments "
                   "of --segment_length steps recomputed: bounded memory), or persistent "
                   "evolution strategies (pes: no backprop, unbiased over the whole horizon).")
@@ -81,10 +85,10 @@ flags.DEFINE_list("net_layers", [], "LSTM layer sizes of the problem's nets inst
                   "perturb) or 40,40.")
 flags.DEFINE_string("suite", None, "Meta-train the versatile per-parameter rule with PES over "
                     "this task suite (e.g. train; see problems.suite) instead of --problem.")
-flags.DEFINE_integer("meta_steps", _SUITE_DEFAULTS.meta_steps, "--suite: PES meta-steps.")
-flags.DEFINE_integer("tasks_per_step", _SUITE_DEFAULTS.tasks_per_step,
+flags.DEFINE_integer("meta_steps", _SUITE_DEFAULTS["meta_steps"], "--suite: PES meta-steps.")
+flags.DEFINE_integer("tasks_per_step", _SUITE_DEFAULTS["tasks_per_step"],
                      "--suite: tasks drawn per meta-step (one truncation each).")
-flags.DEFINE_float("progress_weighting", _SUITE_DEFAULTS.progress_weighting,
+flags.DEFINE_float("progress_weighting", _SUITE_DEFAULTS["progress_weighting"],
                    "--suite: a in [0, 1]; truncations weigh from 1 - a (start of a horizon) to "
                    "1 + a (end), so the final loss counts more.")
 FLAGS = flags.FLAGS
@@ -100,12 +104,13 @@ _SUITE_FLAGS = {"num_steps": "num_steps", "unroll_length": "unroll_length",
 
 def train_suite() -> None:
   """train.py --suite: meta-trains over a task suite (l2l.versatile.suite_training)."""
-  options = {field: FLAGS[flag].value for flag, field in _SUITE_FLAGS.items()
+  from l2l.versatile import suite_training  # pylint: disable=g-import-not-at-top
+  overrides = {field: FLAGS[flag].value for flag, field in _SUITE_FLAGS.items()
              if FLAGS[flag].present}
   config = suite_training.SuiteTrainConfig(
       suite=FLAGS.suite, save_path=FLAGS.save_path, meta_steps=FLAGS.meta_steps,
       tasks_per_step=FLAGS.tasks_per_step, progress_weighting=FLAGS.progress_weighting,
-      **options)
+      **overrides)
   try:
     config.validate()
     from problems.suite import suite  # pylint: disable=g-import-not-at-top
@@ -130,13 +135,14 @@ def train_suite() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.use_inter_op_threads(FLAGS.inter_op_threads)
+  cli.start_tensorflow(FLAGS.inter_op_threads)
   if FLAGS.suite is not None:
     train_suite()
     return
+  from l2l import training  # pylint: disable=g-import-not-at-top
   curriculum = cli.int_list("curriculum", FLAGS.curriculum)
   net_layers = cli.int_list("net_layers", FLAGS.net_layers)
-  config = training.TrainConfig(
+  config = options.TrainConfig(
       problem=FLAGS.problem, save_path=FLAGS.save_path, overwrite=FLAGS.overwrite,
       num_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length,
       learning_rate=FLAGS.learning_rate, learning_rate_schedule=FLAGS.learning_rate_schedule,
@@ -173,4 +179,4 @@ def main(argv):
     sys.exit(1)
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

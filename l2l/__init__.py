@@ -4,39 +4,62 @@ Learned optimizers (`MetaOptimizer`) and gradient-based meta-learning (the MAML 
 unroll engine; update rules live in `nets`, problems and task samplers in `problems`.
 """
 
-from l2l.capture import Problem, VariableSpec
-from l2l.es import PESMinimize
-from l2l.learned_optimizer import LearnedOptimizer
-from l2l.meta_optimizer import MetaLoss, MetaMinimize, MetaOptimizer, resolve_assignments
-from l2l.unroll import Group, UnrollResult, UnrollState
-from l2l import keras_optimizer as keras
-# The MAML family (l2l/meta_learning/).
-from l2l.meta_learning import functional
-from l2l.meta_learning.functional import functional_forward, named_params
-from l2l.meta_learning.checkpointed_maml import CheckpointedMAML
-from l2l.meta_learning.imaml import IMAML
-from l2l.meta_learning.inner_optimizers import (DifferentiableOptimizer, FunctionalModel,
-                                                innerloop_ctx, rule_from)
-from l2l.meta_learning.maml import (ANIL, MAML, Learner, MetaSGD, Reptile, adapt, head_names,
-                                    inner_step)
-from l2l.meta_learning.maml_step import fomaml_step, maml_step, reptile_step
-from l2l.meta_learning.meta_trainer import History, MetaTrainer
-# Versatile learned optimizers (l2l/versatile/).
-from l2l.versatile import zoo
-from l2l.versatile.zoo import pretrained, pretrained_optimizer
+import importlib as _importlib
+import importlib.util as _importlib_util
 
-# The suite trainer and evaluator import the problems package, which imports l2l: loaded on
-# first use so that `import problems` before `import l2l` works.
-_LAZY = {"SuiteTrainConfig": "l2l.versatile.suite_training",
-         "meta_train_suite": "l2l.versatile.suite_training",
-         "evaluate_suite": "l2l.versatile.suite_evaluation"}
+# Every public name is imported on first use (PEP 562), so that `import l2l` (and the scripts'
+# --help and flag errors) does not import TensorFlow, and `import problems` before `import l2l`
+# works. name -> (module, attribute); attribute None: the module itself.
+_LAZY = {
+    "Problem": ("l2l.capture", "Problem"),
+    "VariableSpec": ("l2l.capture", "VariableSpec"),
+    "PESMinimize": ("l2l.es", "PESMinimize"),
+    "LearnedOptimizer": ("l2l.learned_optimizer", "LearnedOptimizer"),
+    "MetaLoss": ("l2l.meta_optimizer", "MetaLoss"),
+    "MetaMinimize": ("l2l.meta_optimizer", "MetaMinimize"),
+    "MetaOptimizer": ("l2l.meta_optimizer", "MetaOptimizer"),
+    "resolve_assignments": ("l2l.meta_optimizer", "resolve_assignments"),
+    "Group": ("l2l.unroll", "Group"),
+    "UnrollResult": ("l2l.unroll", "UnrollResult"),
+    "UnrollState": ("l2l.unroll", "UnrollState"),
+    "keras": ("l2l.keras_optimizer", None),
+    # The MAML family (l2l/meta_learning/).
+    "functional": ("l2l.meta_learning.functional", None),
+    "CheckpointedMAML": ("l2l.meta_learning.checkpointed_maml", "CheckpointedMAML"),
+    "IMAML": ("l2l.meta_learning.imaml", "IMAML"),
+    **{name: ("l2l.meta_learning.inner_optimizers", name) for name in (
+        "DifferentiableOptimizer", "FunctionalModel", "innerloop_ctx", "rule_from")},
+    **{name: ("l2l.meta_learning.maml", name) for name in (
+        "ANIL", "MAML", "Learner", "MetaSGD", "Reptile", "adapt", "head_names", "inner_step")},
+    **{name: ("l2l.meta_learning.maml_step", name) for name in (
+        "fomaml_step", "maml_step", "reptile_step")},
+    "History": ("l2l.meta_learning.meta_trainer", "History"),
+    "MetaTrainer": ("l2l.meta_learning.meta_trainer", "MetaTrainer"),
+    # Versatile learned optimizers (l2l/versatile/).
+    "zoo": ("l2l.versatile.zoo", None),
+    "pretrained": ("l2l.versatile.zoo", "pretrained"),
+    "pretrained_optimizer": ("l2l.versatile.zoo", "pretrained_optimizer"),
+    "SuiteTrainConfig": ("l2l.versatile.suite_training", "SuiteTrainConfig"),
+    "meta_train_suite": ("l2l.versatile.suite_training", "meta_train_suite"),
+    "evaluate_suite": ("l2l.versatile.suite_evaluation", "evaluate_suite"),
+}
 
 
-def __getattr__(name):
+def __getattr__(name: str):
   if name in _LAZY:
-    import importlib  # pylint: disable=g-import-not-at-top
-    return getattr(importlib.import_module(_LAZY[name]), name)
-  raise AttributeError(f"module 'l2l' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = _importlib.import_module(module)
+    value = value if attribute is None else getattr(value, attribute)
+  elif not name.startswith("__") and _importlib_util.find_spec(f"{__name__}.{name}") is not None:
+    value = _importlib.import_module(f"{__name__}.{name}")  # A submodule: l2l.threads, ...
+  else:
+    raise AttributeError(f"module 'l2l' has no attribute {name!r}")
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     # Learned optimizers.

@@ -1,16 +1,22 @@
-"""Named configurations: a problem with the nets and net assignments the paper used for it."""
+"""Named configurations: a problem with the nets and net assignments the paper used for it.
+
+The problems package (and TensorFlow) is imported on first use, so that the scripts list the
+configurations in their --help without importing TensorFlow.
+"""
 
 import importlib
 import inspect
 import os
 import sys
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TYPE_CHECKING
 
-from l2l import capture
-from l2l.capture import MakeLoss
-import problems
-from problems import datasets
-from problems.cifar10 import KERNEL_SHAPE as CIFAR_KERNEL_SHAPE
+if TYPE_CHECKING:
+  from l2l import capture  # pylint: disable=g-import-not-at-top
+
+# A problem's loss builder (l2l.capture.MakeLoss), without importing TensorFlow here.
+MakeLoss = Callable[[], Any]
+# problems.cifar10.KERNEL_SHAPE (configs_test checks they agree).
+CIFAR_KERNEL_SHAPE = (5, 5)
 
 NetConfigs = Dict[str, Dict[str, Any]]
 
@@ -54,7 +60,10 @@ class Config(NamedTuple):
 
 
 def _problem(name: str, **options: Any) -> Callable[[Optional[int]], MakeLoss]:
-  return lambda seed: problems.get(name, seed=seed, **options)
+  def make_problem(seed):
+    import problems  # pylint: disable=g-import-not-at-top
+    return problems.get(name, seed=seed, **options)
+  return make_problem
 
 
 # The 2016 code's cifar-multi nets: a kernel LSTM over every 5x5 filter of the conv kernels and a
@@ -71,10 +80,11 @@ CIFAR_ARCHITECTURE = {"conv_channels": (16, 16, 16), "linear_layers": (32,), "ba
 def data_dir_option(data_dir: Optional[str] = None) -> Optional[str]:
   """`data_dir` if given, else the environment variable L2L_DATA_DIR, else None (which makes
   the MNIST and CIFAR-10 problems use the Keras download and cache)."""
+  from problems import datasets  # pylint: disable=g-import-not-at-top
   return data_dir if data_dir is not None else (os.environ.get(datasets.ENV_DATA_DIR) or None)
 
 
-def assignments_by_rank(problem: capture.Problem, netids: Dict[int, str], default: str
+def assignments_by_rank(problem: "capture.Problem", netids: Dict[int, str], default: str
                         ) -> List[Tuple[str, List[str]]]:
   """`net_assignments` that give each parameter the net of its rank (`netids[rank]`), or
   `default`; e.g. `{4: "conv"}` sends conv kernels to one net and the rest to another.
@@ -89,6 +99,8 @@ def assignments_by_rank(problem: capture.Problem, netids: Dict[int, str], defaul
 
 def _cifar_multi_assignments(architecture: Dict[str, Any]) -> List[Tuple[str, List[str]]]:
   # The variable names come from the network's structure alone: no data needed.
+  import problems  # pylint: disable=g-import-not-at-top
+  from l2l import capture  # pylint: disable=g-import-not-at-top
   structure = capture.Problem(problems.cifar10_structure(**architecture), name="cifar10")
   return assignments_by_rank(structure, {4: "conv"}, "fc")
 
@@ -171,6 +183,7 @@ def custom_config(spec: str) -> Config:
                        f"callable, got {type(make_loss).__name__}")
     return make_loss
 
+  from l2l import capture  # pylint: disable=g-import-not-at-top
   try:  # Fail now, with one line, rather than deep inside training.
     capture.Problem(make_problem(0), name=spec)
   except ValueError as e:

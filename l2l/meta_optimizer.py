@@ -16,6 +16,7 @@ import json
 import math
 import numbers
 import os
+import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import sonnet as snt
@@ -127,16 +128,35 @@ class MetaOptimizer(snt.Module):
     if not os.path.exists(prefix + ".index"):
       raise ValueError(f"no saved optimizer at {path!r} (expected {prefix}.index; save_path of "
                        "train.py or MetaOptimizer.save writes it)")
+    status = None
     try:
-      tf.train.Checkpoint(**self.nets).read(prefix).assert_consumed()
-    except (ValueError, AssertionError, tf.errors.OpError) as e:
-      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-      raise ValueError(f"saved optimizer at {path!r} does not match these nets: "
-                       f"{first_line}") from None
+      status = tf.train.Checkpoint(**self.nets).read(prefix)
+      status.assert_consumed()
+    except (AssertionError, ValueError) as e:  # Read fine, but of other nets.
+      raise ValueError(f"saved optimizer at {path!r} does not match these nets (its "
+                       f"{_CONFIG_FILE}): {_first_line(e)}") from None
+    except (tf.errors.OpError, IndexError) as e:  # Truncated, damaged or missing files.
+      raise ValueError(f"saved optimizer at {path!r} is corrupt or incomplete "
+                       f"({prefix}.index / .data-*): {_first_line(e)}") from None
+    finally:
+      if status is not None:
+        status.expect_partial()  # No "unrestored values" warnings after a failure.
 
   @classmethod
   def load(cls, path: str) -> "MetaOptimizer":
-    """Builds a MetaOptimizer from `config.json` in `path` and restores its weights."""
+    """Builds a MetaOptimizer from `config.json` in `path` and restores its weights.
+
+    Raises:
+      TypeError: `path` is not a path.
+      ValueError: naming `path`: it is not a directory written by `save` (train.py's
+        --save_path), or its files are damaged, truncated or of other nets.
+    """
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+      raise TypeError(f"path must be the directory of a saved optimizer (a str), got {path!r}")
+    path = os.fspath(path)
+    if os.path.isfile(path):
+      raise ValueError(f"saved optimizer path {path!r} is a file, not a directory (give the "
+                       "directory train.py --save_path or MetaOptimizer.save wrote)")
     config_file = os.path.join(path, _CONFIG_FILE)
     if not os.path.isfile(config_file):
       raise ValueError(f"no saved optimizer at {path!r} (missing {config_file})")
@@ -149,10 +169,17 @@ class MetaOptimizer(snt.Module):
       raise ValueError(f"corrupt optimizer config {config_file!r}: expected a JSON object")
     try:
       optimizer = cls(**configs)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
       raise ValueError(f"bad optimizer config {config_file!r}: {e}") from None
     optimizer.restore(path)
     return optimizer
+
+
+def _first_line(error: Exception) -> str:
+  """The first line of an error's message, without TensorFlow's {{function_node ...}} prefix."""
+  text = (str(error).strip().splitlines() or [""])[0]
+  text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
+  return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
 
 
 class MetaLoss(tf.Module):
@@ -212,6 +239,9 @@ class MetaLoss(tf.Module):
                                               state.rule_states)
     self._losses = tf.Variable(tf.zeros([len_unroll + 1]), trainable=False)
     self._meta_loss = tf.Variable(0.0, trainable=False)
+    # f(x_0) of the problem instance (NaN until the first unroll after a reset measures it):
+    # the log objective's floor is LOG_FLOOR times it.
+    self._initial_loss = tf.Variable(float("nan"), trainable=False)
     self._num_unrolls = tf.Variable(0, dtype=tf.int64, trainable=False)
     self._run = tf.function(self.__call__, autograph=False)
     self._reset = tf.function(self._reset_impl, autograph=False)
@@ -231,11 +261,13 @@ class MetaLoss(tf.Module):
     result = unroll_lib.unroll(lambda p: self.problem.loss(p, constants), self._groups,
                                self._state(), self.len_unroll, self.second_derivatives,
                                self.loss_weights, self.use_while_loop, self.objective,
-                               self.segment_length)
+                               self.segment_length, self._initial_loss)
     self._store(unroll_lib.UnrollState(
         tuple(tf.stop_gradient(p) for p in result.state.params),
         tf.nest.map_structure(tf.stop_gradient, result.state.rule_states)))
     self._losses.assign(tf.stop_gradient(result.losses))
+    self._initial_loss.assign(tf.where(tf.math.is_nan(self._initial_loss),
+                                       tf.stop_gradient(result.losses[0]), self._initial_loss))
     self._meta_loss.assign(tf.stop_gradient(result.meta_loss))
     self._num_unrolls.assign_add(1)
     return result.meta_loss
@@ -249,6 +281,7 @@ class MetaLoss(tf.Module):
     for var, value in zip(self._constants, constants):
       var.assign(value)
     self._store(unroll_lib.initial_state(self._groups, params, self.num_steps))
+    self._initial_loss.assign(float("nan"))
     self._num_unrolls.assign(0)
 
   def reset(self) -> None:

@@ -14,7 +14,6 @@ run draws the same problem instances as an uninterrupted one. The same config in
 `<save_path>/tensorboard`.
 """
 
-import dataclasses
 import inspect
 import json
 import math
@@ -22,7 +21,7 @@ import os
 import shutil
 import time
 import types
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -31,19 +30,14 @@ from tensorflow.core.framework import summary_pb2
 
 import nets
 import problems
-from l2l import checks
 from l2l import configs
 from l2l import es
 from l2l import evaluation
 from l2l import interrupts
 from l2l import meta_optimizer as meta_optimizer_lib
-from l2l import unroll as unroll_lib
+from l2l.options import GRADIENTS, SCHEDULES, TrainConfig  # pylint: disable=unused-import
 
 
-SCHEDULES = ("constant", "cosine")
-# How the meta-gradient is computed: backprop through each truncated unroll, the same with
-# segments recomputed in the backward pass (bounded memory), or persistent ES (l2l.es).
-GRADIENTS = ("backprop", "checkpointed", "pes")
 FINAL_LEARNING_RATE_FRACTION = 0.02
 # An epoch diverged when its final optimizee loss is not finite or exceeds this multiple of the
 # instance's initial loss: the learned optimizer made the problem worse, not slower.
@@ -57,103 +51,6 @@ def scheduled_learning_rate(learning_rate: float, schedule: str, fraction_done: 
   cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(fraction_done, 0.0), 1.0)))
   return learning_rate * (FINAL_LEARNING_RATE_FRACTION
                           + (1.0 - FINAL_LEARNING_RATE_FRACTION) * cosine)
-
-
-@dataclasses.dataclass
-class TrainConfig:
-  """Options of `meta_train`; train.py's flags have the same names and defaults."""
-  problem: str = "quadratic"
-  save_path: Optional[str] = None
-  overwrite: bool = False
-  num_epochs: int = 2400
-  num_steps: int = 100
-  unroll_length: int = 10
-  learning_rate: float = 3e-3
-  learning_rate_schedule: str = "cosine"
-  max_grad_norm: Optional[float] = None
-  second_derivatives: bool = False
-  objective: str = "log"
-  log_period: int = 100
-  evaluation_period: int = 200
-  evaluation_epochs: int = 20
-  seed: int = 0
-  checkpoint_period: int = 100
-  data_dir: Optional[str] = None
-  rescale: float = 0.0
-  curriculum: Tuple[int, ...] = ()
-  gradient: str = "backprop"
-  segment_length: Optional[int] = None
-  pes_particles: int = 8
-  pes_std: float = 0.01
-  net_layers: Tuple[int, ...] = ()
-
-  def resume_key(self) -> Dict[str, Any]:
-    """The options a resumed run must share with the run that wrote the checkpoint."""
-    return {k: v for k, v in dataclasses.asdict(self).items()
-            if k not in ("save_path", "overwrite", "log_period", "checkpoint_period")}
-
-  def validate(self) -> None:
-    """Raises ValueError naming the first bad option."""
-    for name in ("num_epochs", "num_steps", "unroll_length", "log_period", "evaluation_period",
-                 "evaluation_epochs", "checkpoint_period"):
-      checks.positive_int(name, getattr(self, name))
-    if self.num_steps % self.unroll_length:
-      raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of unroll_length "
-                       f"({self.unroll_length})")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-    if self.learning_rate_schedule not in SCHEDULES:
-      raise ValueError(f"learning_rate_schedule must be one of {SCHEDULES}, got "
-                       f"{self.learning_rate_schedule!r}")
-    if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-      raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm!r}")
-    if self.objective not in unroll_lib.OBJECTIVES:
-      raise ValueError(f"objective must be one of {unroll_lib.OBJECTIVES}, got "
-                       f"{self.objective!r}")
-    if isinstance(self.rescale, bool) or not isinstance(self.rescale, (int, float)) or not (
-        self.rescale >= 0):
-      raise ValueError(f"rescale must be a number >= 0 (the largest |log scale|), got "
-                       f"{self.rescale!r}")
-    if isinstance(self.curriculum, (str, bytes)):
-      raise ValueError(f"curriculum must be a list of step counts, got {self.curriculum!r}")
-    for i, steps in enumerate(self.curriculum):
-      checks.positive_int(f"curriculum[{i}]", steps)
-      if steps % self.unroll_length:
-        raise ValueError(f"curriculum[{i}] ({steps}) must be a multiple of unroll_length "
-                         f"({self.unroll_length})")
-    if len(self.curriculum) > self.num_epochs:
-      raise ValueError(f"curriculum has {len(self.curriculum)} stages, more than num_epochs "
-                       f"({self.num_epochs})")
-    if self.gradient not in GRADIENTS:
-      raise ValueError(f"gradient must be one of {GRADIENTS}, got {self.gradient!r}")
-    if (self.segment_length is None) != (self.gradient != "checkpointed"):
-      raise ValueError("segment_length is required with gradient='checkpointed' and only used "
-                       f"there; got gradient={self.gradient!r}, "
-                       f"segment_length={self.segment_length!r}")
-    if self.segment_length is not None:
-      checks.positive_int("segment_length", self.segment_length)
-    checks.positive_int("pes_particles", self.pes_particles)
-    if not self.pes_std > 0:
-      raise ValueError(f"pes_std must be positive, got {self.pes_std!r}")
-    if self.gradient == "pes" and self.second_derivatives:
-      raise ValueError("second_derivatives has no effect with gradient='pes' (no backprop)")
-    named = configs.get_config(self.problem, data_dir=self.data_dir)  # Raises on a bad problem.
-    if isinstance(self.net_layers, (str, bytes)):
-      raise ValueError(f"net_layers must be a list of layer sizes, got {self.net_layers!r}")
-    for i, size in enumerate(self.net_layers):
-      checks.positive_int(f"net_layers[{i}]", size)
-    if self.net_layers and not any("layers" in c.get("net_options", {})
-                                   for c in named.net_configs.values()):
-      raise ValueError(f"net_layers: no net of problem {self.problem!r} has LSTM layers to "
-                       f"resize (nets {sorted(named.net_configs)})")
-
-  def steps_at(self, epoch: int) -> int:
-    """Optimizee steps of 1-based `epoch`: `num_steps`, or its curriculum stage's step count
-    (the stages split the epochs evenly, in order)."""
-    if not self.curriculum:
-      return self.num_steps
-    return self.curriculum[min((epoch - 1) * len(self.curriculum) // self.num_epochs,
-                               len(self.curriculum) - 1)]
 
 
 def seeded_net_configs(net_configs: Dict[str, Dict[str, Any]], seed: int,
@@ -183,7 +80,10 @@ def _saved_epoch(directory: str) -> int:
   latest = tf.train.latest_checkpoint(directory)
   if latest is None:
     return 0
-  return int(tf.train.load_checkpoint(latest).get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+  try:
+    return int(tf.train.load_checkpoint(latest).get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+  except (tf.errors.OpError, IndexError, ValueError) as e:
+    raise _corrupt_state(latest, e) from None
 
 
 def check_save_path(save_path: Optional[str], overwrite: bool,
@@ -379,7 +279,7 @@ def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal) -> Dict[str,
   untrained = float(untrained_var.numpy())
 
   start = time.time()
-  period_meta, period_final, diverged, last_saved = [], [], [], None
+  period_meta, period_final, diverged = [], [], []
   skipped_before = int(trainer.skipped_steps.numpy())
   for epoch in range(resumed_from + 1, config.num_epochs + 1):
     trainer.learning_rate.assign(scheduled_learning_rate(
@@ -486,7 +386,11 @@ def _restore(checkpoint: tf.train.Checkpoint, prefix: str) -> None:
     status = checkpoint.restore(prefix)
     status.assert_existing_objects_matched()
   except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
-    raise ValueError(f"training state {prefix!r} is corrupt or of another configuration; "
-                     f"delete {os.path.dirname(prefix)!r} or pass --overwrite to start afresh "
-                     f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-                     ) from None
+    raise _corrupt_state(prefix, e) from None
+
+
+def _corrupt_state(prefix: str, error: Exception) -> ValueError:
+  first = (str(error).strip().splitlines() or [""])[0][:200]
+  return ValueError(f"training state {prefix!r} is corrupt or of another configuration "
+                    f"({type(error).__name__}: {first}); delete {os.path.dirname(prefix)!r} "
+                    "or pass --overwrite to start afresh")

@@ -19,8 +19,19 @@ from l2l import checks
 from l2l import recompute
 from nets import base as nets_base
 
-OBJECTIVES = ("sum", "log")
-LOG_EPSILON = 1e-12  # Keeps log f finite when a loss reaches exactly zero.
+from l2l.options import OBJECTIVES  # ("sum", "log")
+# The log objective's floor, relative to a reference loss: each term is log max(f(x_t), floor),
+# floor = LOG_FLOOR * f_ref, where f_ref is the loss at the start of the problem instance
+# (MetaLoss) or of the unroll (`unroll` without `log_floor`), gradient stopped. Without a floor
+# log f is unbounded below when f can reach 0 (a minibatch that huge weights fit exactly): a
+# learned optimizer then gains more from driving some minibatch losses to 0 than it loses on
+# the others, and learns to blow the weights up. Progress down to 1e-6 of the starting loss,
+# six decades (the configurations' tuned baselines end 1-3 decades down at 100-200 steps), is
+# rewarded as before; beyond it a step earns nothing more, so one step's reward is at most
+# log(1e6) = 13.8 over its starting loss.
+LOG_FLOOR = 1e-6
+# The floor's lower bound, for a reference loss of 0 (float32's smallest normal number).
+_TINY = 1.1754944e-38
 LossFn = Callable[[Sequence[tf.Tensor]], tf.Tensor]
 
 
@@ -181,7 +192,8 @@ def checkpointed_steps(loss_fn: LossFn, groups: Sequence[Group], state: UnrollSt
 def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unroll: int,
            second_derivatives: bool = False, loss_weights: Optional[Sequence[float]] = None,
            use_while_loop: Optional[bool] = None, objective: str = "sum",
-           segment_length: Optional[int] = None) -> UnrollResult:
+           segment_length: Optional[int] = None,
+           log_reference: Optional[tf.Tensor] = None) -> UnrollResult:
   """Runs `len_unroll` optimizer steps from `state`.
 
   Args:
@@ -197,13 +209,18 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
     use_while_loop: build a `tf.while_loop` instead of an unrolled Python loop. Default: only
       for long unrolls (T > 50), where an unrolled graph would be slow to build. With
       `segment_length`, it applies to the loop inside each segment (default: segments > 50).
-    objective: "sum" for sum_t w_t f(x_t); "log" for sum_t w_t log f(x_t), which weighs
-      progress by its relative size, so late steps of small loss still count.
+    objective: "sum" for sum_t w_t f(x_t); "log" for sum_t w_t log max(f(x_t), floor), which
+      weighs progress by its relative size, so late steps of small loss still count; the
+      floor, LOG_FLOOR times `log_reference` (default f(x_0)), keeps a loss that reaches 0 from earning an
+      unbounded reward (see LOG_FLOOR).
     segment_length: None backpropagates through the stored trajectory (memory grows with T).
       A positive int checkpoints the unroll: segments of this many steps are recomputed in the
       backward pass, so memory grows with the segment length (plus T / segment_length
       states), for the same meta-gradient. Gradients reach the rules' trainable variables and
       `state`, not other tensors `loss_fn` closes over.
+    log_reference: the loss the log objective's floor is relative to (a scalar, gradient
+      stopped): the problem instance's initial loss when unrolls are truncated; None or NaN
+      means f(x_0) of this unroll.
 
   Returns:
     An `UnrollResult` (meta_loss, losses f(x_0..x_T), final state).
@@ -232,6 +249,12 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
                                        second_derivatives, use_while_loop)
   final = tf.cast(loss_fn(state.params), tf.float32)
   losses = tf.concat([losses, final[None]], axis=0)
-  terms = losses[1:] if objective == "sum" else tf.math.log(losses[1:] + LOG_EPSILON)
+  if objective == "sum":
+    terms = losses[1:]
+  else:
+    reference = losses[0] if log_reference is None else tf.cast(log_reference, tf.float32)
+    reference = tf.where(tf.math.is_nan(reference), losses[0], reference)
+    floor = tf.maximum(LOG_FLOOR * tf.abs(tf.stop_gradient(reference)), _TINY)
+    terms = tf.math.log(tf.maximum(losses[1:], floor))
   meta_loss = tf.reduce_sum(weights * terms)
   return UnrollResult(meta_loss, losses, state)
