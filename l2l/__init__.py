@@ -25,6 +25,8 @@ _LAZY = {
     "keras": ("l2l.keras_optimizer", None),
     # The MAML family (l2l/meta_learning/).
     "functional": ("l2l.meta_learning.functional", None),
+    "functional_forward": ("l2l.meta_learning.functional", "functional_forward"),
+    "named_params": ("l2l.meta_learning.functional", "named_params"),
     "CheckpointedMAML": ("l2l.meta_learning.checkpointed_maml", "CheckpointedMAML"),
     "IMAML": ("l2l.meta_learning.imaml", "IMAML"),
     **{name: ("l2l.meta_learning.inner_optimizers", name) for name in (
