@@ -8,7 +8,15 @@ stdout and --workdir/results.json (with --seeds: one run per seed in --workdir/s
 mean +- std table in --workdir/results_seeds.json). results.json merges: rows of methods not in
 this run are kept when computed with the same settings, so `--methods=iMAML` adds iMAML to an
 existing table (other settings: an error before training).
+
+SIGINT / SIGTERM stop it after the current meta-step, checkpointed in --workdir; it says how
+to resume and exits with 128 + the signal number (a rerun resumes, losing nothing). Exit
+status 3: some method diverged (its row is labelled; the log has the iteration where its
+meta-loss exploded); 2: a damaged checkpoint or results file.
 """
+
+import signal
+import sys
 
 from absl import app
 from absl import flags
@@ -35,7 +43,8 @@ _N_WAY = flags.DEFINE_integer("n_way", 5, "Classes per task (digits).")
 _SPLIT = flags.DEFINE_enum("split", "test", list(fewshot.SPLITS),
                            "Digits: 'test' meta-trains on 0-4 and evaluates on 5-9; "
                            "'validation' (to choose settings) meta-trains on 0-2 and evaluates "
-                           "on the rotations and reflections of 3 and 4.")
+                           "on the rotations and reflections of 3 and 4. Sinusoid: "
+                           "'validation' evaluates on held-out tasks of another seed.")
 _AUGMENT = flags.DEFINE_bool("augment", True, "Digits: the 8 rotations / reflections of each "
                              "meta-training digit are distinct classes.")
 _FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", 100, "Digits Pretrained baseline: "
@@ -46,14 +55,22 @@ _IMAML_LAM = flags.DEFINE_float("imaml_lam", 10.0, "iMAML: proximal regularisati
                                 "lambda (> 0); about 1 / (inner lr x inner steps) lets the inner "
                                 "steps come close to the proximal solution.")
 _IMAML_LR = flags.DEFINE_float("imaml_inner_lr", None, "iMAML: inner step size, in "
-                               "meta-training and evaluation (default: --inner_lr).")
-_IMAML_STEPS = flags.DEFINE_integer("imaml_inner_steps", 10, "iMAML: inner gradient steps (of "
-                                    "size --imaml_inner_lr) on the proximal objective in "
-                                    "meta-training.")
+                               "meta-training and evaluation (default: 1, the Newton step, for "
+                               "--imaml_solver=newton; --inner_lr for gd).")
+_IMAML_STEPS = flags.DEFINE_integer("imaml_inner_steps", 10, "iMAML: inner steps (Newton or "
+                                    "gradient steps) on the proximal objective in meta-training.")
 _IMAML_CG = flags.DEFINE_integer("imaml_cg_steps", 5, "iMAML: conjugate-gradient steps of the "
                                  "implicit meta-gradient.")
 _IMAML_DAMPING = flags.DEFINE_float("imaml_damping", 0.0, "iMAML: added to the identity in the "
                                     "CG system (>= 0).")
+_IMAML_SOLVER = flags.DEFINE_enum("imaml_solver", "newton", ["newton", "gd"], "iMAML: inner "
+                                  "solver of the proximal objective: damped Newton-CG with a "
+                                  "line search (never increases it, stops at --imaml_tol) or "
+                                  "fixed-step gradient descent.")
+_IMAML_NEWTON_CG = flags.DEFINE_integer("imaml_newton_cg_steps", 10, "iMAML, newton solver: CG "
+                                        "iterations per Newton step.")
+_IMAML_TOL = flags.DEFINE_float("imaml_tol", 1e-4, "iMAML, newton solver: relative tolerance "
+                                "on the proximal objective's gradient norm.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of tasks and initializations.")
 _SEEDS = flags.DEFINE_list("seeds", [], "Run once per seed (overrides --seed) and tabulate "
                            "mean +- std over seeds.")
@@ -76,7 +93,8 @@ def main(argv):
       augment=_AUGMENT.value, finetune_steps=_FINETUNE_STEPS.value,
       finetune_lr=_FINETUNE_LR.value, imaml_lam=_IMAML_LAM.value, imaml_inner_lr=_IMAML_LR.value,
       imaml_inner_steps=_IMAML_STEPS.value, imaml_cg_steps=_IMAML_CG.value,
-      imaml_damping=_IMAML_DAMPING.value, workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
+      imaml_damping=_IMAML_DAMPING.value, imaml_solver=_IMAML_SOLVER.value,
+      imaml_newton_cg_steps=_IMAML_NEWTON_CG.value, imaml_tol=_IMAML_TOL.value, workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
       checkpoint_every=_LOG_EVERY.value)
   seeds = cli.int_list("seeds", _SEEDS.value)
   if seeds and len(set(seeds)) != len(seeds):
@@ -85,9 +103,23 @@ def main(argv):
     fewshot.check_workdir(config, seeds)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  results = fewshot.run_seeds(config, seeds) if seeds else fewshot.run(config)
+  try:
+    results = fewshot.run_seeds(config, seeds) if seeds else fewshot.run(config)
+  except fewshot.Interrupted as e:
+    print(f"maml.py: {e.args[0]}", file=sys.stderr)
+    sys.exit(128 + signal.Signals[e.args[1]].value)
+  except ValueError as e:  # A damaged checkpoint or results file found while running.
+    print(f"maml.py: {e}", file=sys.stderr)
+    sys.exit(2)
   logging.info("done")
   print(results["table"])
+  runs = results["runs"] if seeds else [results]
+  diverged = sorted({f"{r['method']} {r['shots']}-shot" for run in runs for r in run["rows"]
+                     if r.get("diverged")})
+  if diverged:
+    print(f"maml.py: diverged (worse than the untrained model after every number of inner "
+          f"steps): {', '.join(diverged)}", file=sys.stderr)
+    sys.exit(3)
 
 
 if __name__ == "__main__":

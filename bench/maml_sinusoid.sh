@@ -1,12 +1,17 @@
 #!/bin/sh
-# Sinusoid regression (Finn et al. 2017 setup) for the MAML family, iMAML and a pretrained
-# baseline, seeds 0, 1 and 2 one after the other, 10,000 meta-iterations per (method, K).
-# Writes /tmp/l2l_sinusoid/seed_<s>/results.json and /tmp/l2l_sinusoid/results_seeds.json and
-# prints the mean +- std table (README.md quotes it). A rerun resumes from the checkpoints;
-# `--methods=iMAML` (say) adds one method to existing results (results.json merges).
-# iMAML: 10 inner steps of size 0.01 on the proximal objective with lam 10 = 1 / (0.01 x 10),
-# 5 CG steps; it goes to nan before 1,000 iterations (README: not in the sinusoid table).
-cd "$(dirname "$0")/.." && exec nice -n 10 python maml.py --problem=sinusoid \
-  --num_iterations="${ITERATIONS:-10000}" --shots=5,10,20 --eval_steps=1,10 \
-  --imaml_lam=10 --imaml_inner_steps=10 --imaml_cg_steps=5 \
+# Sinusoid regression (Finn et al. 2017 setup) for the MAML family, iMAML, MAML + a learned inner
+# optimizer and a pretrained baseline, seeds 0, 1 and 2 one after the other, 10,000
+# meta-iterations per (method, K). Writes $WORKDIR/seed_<s>/results.json and
+# $WORKDIR/results_seeds.json (default WORKDIR /tmp/l2l_sinusoid) and prints the mean +- std
+# table (README.md quotes it); cells where held-out tasks diverged say how many. A rerun resumes
+# from the checkpoints (and re-evaluates); `--methods=iMAML` (say) adds one method to existing
+# results (results.json merges). Exit status 3 if a method diverged (see maml.py).
+# iMAML: 2 damped Newton-CG steps (5 CG iterations each, line search) on the proximal objective
+# with lam $IMAML_LAM (default 1), 5 CG steps for the meta-gradient; at evaluation "1 step" /
+# "10 steps" are Newton steps. MAML+LSTM / FOMAML+LSTM: MAML's step plus a coordinatewise LSTM
+# (8 units) meta-trained with the initialization (fewshot.JOINT_LSTM_*).
+cd "$(dirname "$0")/.." && exec nice -n "${NICE:-10}" "${PYTHON:-python}" maml.py \
+  --problem=sinusoid --num_iterations="${ITERATIONS:-10000}" --shots=5,10,20 --eval_steps=1,10 \
+  --imaml_solver=newton --imaml_lam="${IMAML_LAM:-1}" --imaml_inner_steps=2 \
+  --imaml_newton_cg_steps=5 --imaml_cg_steps=5 \
   --seeds="${SEEDS:-0,1,2}" --workdir="${WORKDIR:-/tmp/l2l_sinusoid}" "$@"

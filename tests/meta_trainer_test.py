@@ -54,12 +54,15 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
                                          adam.step]]
     before = state()
     bad = good._replace(query_y=good.query_y + float("nan"))
-    self.assertTrue(np.isnan(trainer.meta_step(bad)))
-    self.assertEqual(int(trainer.skipped_steps.numpy()), 1)
+    with self.assertLogs("absl", "WARNING") as logs:
+      self.assertTrue(np.isnan(trainer.meta_step(bad)))
+    self.assertIn("meta-step skipped: non-finite meta-loss", logs.output[0])
+    self.assertEqual(trainer.skipped_steps, 1)
+    self.assertIsInstance(trainer.skipped_steps, int)
     for b, a in zip(before, state()):
       self.assertAllEqual(b, a)
     trainer.meta_step(good)
-    self.assertEqual(int(trainer.skipped_steps.numpy()), 1)
+    self.assertEqual(trainer.skipped_steps, 1)
     self.assertNotAllClose(before[0], model.trainable_variables[0].numpy())
 
   @parameterized.parameters(("MAML", False), ("FOMAML", True))
@@ -70,7 +73,7 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     inner, outer = functional_costs(model)
     step_fn = l2l.fomaml_step if first_order else l2l.meta_learning.maml_step
     _, expected = step_fn(tf.nest.map_structure(tf.constant, tasks), inner, outer, before, 2,
-                          0.05)
+                          0.05, per_task=True)
     trainer = l2l.MetaTrainer(l2l.MAML(model, 0.05, 2, first_order=first_order),
                               snt.optimizers.SGD(1.0), meta_trainer.mse, None)
     trainer.meta_step(tasks)
@@ -83,7 +86,7 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     before = functional.values(functional.named_parameters(model))
     inner, _ = functional_costs(model)
     _, expected = l2l.reptile_step(tf.nest.map_structure(tf.constant, tasks), inner, before, 3,
-                                   0.05)
+                                   0.05, per_task=True)
     trainer = l2l.MetaTrainer(l2l.Reptile(model, 0.05, 3), snt.optimizers.SGD(1.0),
                               meta_trainer.mse, None)
     trainer.meta_step(tasks)
@@ -128,7 +131,7 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     before = trainer.evaluate(held_out)["loss"]
     calls = []
     history = trainer.fit(300, 10, eval_every=150, eval_tasks=held_out,
-                          callback=lambda i, loss, h: calls.append(i))
+                          callback=lambda i, loss: calls.append(i))
     self.assertLen(history.meta_losses, 300)
     self.assertEqual(history.eval_iterations, [150, 300])
     self.assertEqual(calls, list(range(1, 301)))
@@ -390,6 +393,82 @@ class BatchNormTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(results[0][0], results[1][0], rtol=1e-5)
     for a, b in zip(results[0][1] + results[0][2], results[1][1] + results[1][2]):
       self.assertAllClose(a, b, rtol=1e-4, atol=1e-6)
+
+
+class FitReportsTest(absltest.TestCase):
+  """Skipped steps as Python ints with warnings, progress with an ETA, the callback's arity,
+  diverged tasks counted by `evaluate`."""
+
+  def trainer(self, loss_fn=meta_trainer.mse, sampler=None):
+    sampler = sampler or problems.tasks.SinusoidTaskSampler(k_support=5, k_query=5, seed=0)
+    return meta_trainer.MetaTrainer(l2l.MAML(built_mlp(), 0.01, 1),
+                                    snt.optimizers.Adam(1e-3), loss_fn, sampler)
+
+  def test_nan_task_data_is_counted_and_warned(self):
+    sampler = problems.tasks.SinusoidTaskSampler(k_support=5, k_query=5, seed=0)
+    sample = sampler.sample
+    # Every other meta-batch has a NaN target.
+    calls = iter(range(100))
+    def nan_every_other(n):
+      tasks = sample(n)
+      return tasks._replace(query_y=tasks.query_y * np.nan) if next(calls) % 2 else tasks
+    sampler.sample = nan_every_other
+    trainer = self.trainer(sampler=sampler)
+    with self.assertLogs("absl", "WARNING") as logs:
+      history = trainer.fit(6, 3, log_every_seconds=None)
+    self.assertEqual(history.skipped_iterations, [2, 4, 6])
+    self.assertEqual(history.skipped_steps, 3)
+    self.assertIsInstance(trainer.skipped_steps, int)
+    self.assertEqual(trainer.skipped_steps, 3)
+    self.assertLen([m for m in logs.output if "meta-step skipped" in m], 3)
+
+  def test_nan_in_the_loss_is_counted_and_warned(self):
+    nan_loss = lambda p, y: meta_trainer.mse(p, y) + tf.constant(np.nan, tf.float32)
+    trainer = self.trainer(loss_fn=nan_loss)
+    with self.assertLogs("absl", "WARNING") as logs:
+      history = trainer.fit(2, 3, log_every_seconds=None)
+    self.assertTrue(np.isnan(history.meta_losses).all())
+    self.assertEqual(history.skipped_steps, 2)
+    self.assertIn("non-finite meta-loss", logs.output[0])
+
+  def test_progress_log_has_an_eta(self):
+    trainer = self.trainer()
+    with self.assertLogs("absl", "INFO") as logs:
+      trainer.fit(3, 2, log_every_seconds=0)
+    progress = [m for m in logs.output if "meta-step " in m and "ETA" in m]
+    self.assertLen(progress, 3)
+    self.assertRegex(progress[0], r"meta-step 1/3 .* steps/s .*elapsed \d+:\d\d:\d\d  ETA "
+                     r"\d+:\d\d:\d\d  skipped 0")
+
+  def test_callback_gets_two_or_three_arguments(self):
+    trainer = self.trainer()
+    two, three, star = [], [], []
+    trainer.fit(2, 2, callback=lambda i, loss: two.append((i, loss)), log_every_seconds=None)
+    history = trainer.fit(2, 2, callback=lambda i, loss, h: three.append(h),
+                          log_every_seconds=None)
+    trainer.fit(1, 2, callback=lambda *a: star.append(len(a)), log_every_seconds=None)
+    self.assertEqual([i for i, _ in two], [1, 2])
+    self.assertTrue(all(isinstance(l, float) for _, l in two))
+    self.assertIs(three[-1], history)
+    self.assertEqual(star, [3])
+    with self.assertRaisesRegex(TypeError, "callback must accept"):
+      trainer.fit(1, 2, callback=lambda i: None)
+
+  def test_evaluate_counts_diverged_tasks(self):
+    trainer = self.trainer()
+    tasks = problems.tasks.SinusoidTaskSampler(k_support=5, k_query=7, seed=3).sample(6)
+    bad = tasks._replace(support_y=tasks.support_y.copy())
+    bad.support_y[[1, 4]] = np.inf
+    with self.assertLogs("absl", "WARNING") as logs:
+      result = trainer.evaluate(bad, 1, chunk_size=4)
+    self.assertEqual(result["diverged"], 2)
+    self.assertIn("2 of 6 tasks diverged", logs.output[0])
+    # The mean is over the other four, each evaluated on its own.
+    others = [trainer.evaluate(tasks._replace(**{f: getattr(tasks, f)[[t]] for f in
+                                                tasks._fields}), 1)["loss"]
+              for t in (0, 2, 3, 5)]
+    self.assertAlmostEqual(result["loss"], np.mean(others), places=5)
+    self.assertEqual(trainer.evaluate(tasks, 1)["diverged"], 0)
 
 
 class FewShotRunTest(absltest.TestCase):

@@ -33,6 +33,7 @@ To add a method: `METHODS["name"] = lambda model, config: <an l2l.MAML subclass>
 import dataclasses
 import json
 import os
+import signal
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -71,9 +72,13 @@ def _anil(model, c):
 
 
 def _imaml(model, c):
-  lr = c.inner_lr if c.imaml_inner_lr is None else c.imaml_inner_lr
+  lr = c.imaml_inner_lr
+  if lr is None:
+    lr = 1.0 if c.imaml_solver == "newton" else c.inner_lr
   return imaml_lib.IMAML(model, lr, c.imaml_inner_steps, lam=c.imaml_lam,
-                         cg_steps=c.imaml_cg_steps, damping=c.imaml_damping)
+                         cg_steps=c.imaml_cg_steps, damping=c.imaml_damping,
+                         solver=c.imaml_solver, newton_cg_steps=c.imaml_newton_cg_steps,
+                         tol=c.imaml_tol)
 
 
 # "MAML + learned inner optimizer": the inner step is MAML's `theta - inner_lr g` plus a small
@@ -142,6 +147,9 @@ class FewShotConfig:
   imaml_inner_steps: int = 10
   imaml_cg_steps: int = 5
   imaml_damping: float = 0.0
+  imaml_solver: str = "newton"
+  imaml_newton_cg_steps: int = 10
+  imaml_tol: float = 1e-4
 
   def method_names(self) -> Tuple[str, ...]:
     if self.methods:
@@ -161,7 +169,8 @@ class FewShotConfig:
     if self.split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
     for name in ("num_iterations", "meta_batch_size", "num_eval_tasks", "n_way", "k_query",
-                 "reptile_inner_steps", "finetune_steps", "imaml_inner_steps", "imaml_cg_steps"):
+                 "reptile_inner_steps", "finetune_steps", "imaml_inner_steps", "imaml_cg_steps",
+                 "imaml_newton_cg_steps"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -173,8 +182,11 @@ class FewShotConfig:
     for name in ("meta_lr", "inner_lr", "finetune_lr"):
       if not getattr(self, name) > 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+    if self.imaml_solver not in imaml_lib.SOLVERS:
+      raise ValueError(f"imaml_solver must be one of {imaml_lib.SOLVERS}, got "
+                       f"{self.imaml_solver!r}")
     for name, lowest in (("imaml_lam", "positive"), ("imaml_damping", "non-negative"),
-                         ("imaml_inner_lr", "positive")):
+                         ("imaml_inner_lr", "positive"), ("imaml_tol", "non-negative")):
       value = getattr(self, name)
       if name == "imaml_inner_lr" and value is None:
         continue
@@ -197,7 +209,9 @@ def _samplers(config: FewShotConfig, shots: int, pretrained: bool
   if config.problem == "sinusoid":
     train = tasks_lib.SinusoidTaskSampler(k_support=shots, k_query=config.k_query,
                                           seed=config.seed)
-    test = tasks_lib.SinusoidTaskSampler(k_support=shots, k_query=100, seed=config.seed + 10_000)
+    # Held-out tasks: their own seed; the validation split (to choose settings) another one.
+    offset = 20_000 if config.split == "validation" else 10_000
+    test = tasks_lib.SinusoidTaskSampler(k_support=shots, k_query=100, seed=config.seed + offset)
     return train, test.sample(config.num_eval_tasks)
   inputs, labels, train_classes, eval_classes = _digits(config)
   n_way = len(train_classes) if pretrained else config.n_way
@@ -299,12 +313,51 @@ def _evaluate_row(config: FewShotConfig, method: str, trainer, test_tasks, row) 
   for steps, result in results.items():
     row[f"loss@{steps}"] = result["loss"]
     row[f"loss_stderr@{steps}"] = result["loss_stderr"]
+    row[f"diverged_tasks@{steps}"] = result.get("diverged", 0)
     if is_digits:
       row[f"accuracy@{steps}"] = result["metric"]
 
 
-def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]:
-  """Meta-trains (or trains) one method for one shot count; returns its results row."""
+class Interrupted(Exception):
+  """SIGINT or SIGTERM stopped `run` after checkpointing; `args[1]` is the signal's name."""
+
+
+class _Interrupt:
+  """Turns SIGINT / SIGTERM into a flag checked after every meta-step (main thread only)."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: signals stay as they are.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *args):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _train_one(config: FewShotConfig, method: str, shots: int,
+               interrupt: Optional[_Interrupt] = None) -> Dict[str, Any]:
+  """Meta-trains (or trains) one method for one shot count; returns its results row.
+
+  The row's "diverged" is True when the query loss after every evaluated number of inner
+  steps is non-finite or above the untrained model's without adaptation ("untrained_loss");
+  "exploded_at" is the first iteration whose meta-loss exceeded 10 times that (or None).
+
+  Raises:
+    Interrupted: `interrupt` caught a signal; the state after the current step was saved.
+    ValueError: a checkpoint in the workdir that cannot be restored.
+  """
   if method == "Prototypes":
     _, test_tasks = _samplers(config, shots, False)
     accuracies = prototype_accuracy(test_tasks)
@@ -322,50 +375,92 @@ def _train_one(config: FewShotConfig, method: str, shots: int) -> Dict[str, Any]
   optimizer = snt.optimizers.Adam(config.meta_lr)
   trainer = meta_trainer.MetaTrainer(algorithm, optimizer, loss_fn, sampler,
                                      metric_fn=meta_trainer.accuracy if is_digits else None)
+  # The untrained model's query loss without adaptation: the bar for "diverged".
+  untrained = trainer.evaluate(test_tasks, 0)["loss"]
   done = tf.Variable(0, dtype=tf.int64, name="iterations_done")
   # Training time so far, so that a resumed run still reports the whole meta-training time.
   seconds = tf.Variable(0., dtype=tf.float64, name="train_seconds")
+  skipped = tf.Variable(0, dtype=tf.int64, name="skipped_steps")
+  exploded_at = tf.Variable(0, dtype=tf.int64, name="exploded_at")
   start = 0
   manager = None
+  name = f"{method} {shots}-shot"
   if config.workdir:
     checkpoint = tf.train.Checkpoint(algorithm=algorithm, optimizer=optimizer, done=done,
-                                     seconds=seconds, skipped_steps=trainer.skipped_steps)
+                                     seconds=seconds, skipped_steps=skipped,
+                                     exploded_at=exploded_at)
     directory = os.path.join(config.workdir, f"{method}_{shots}shot")
     manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
     if manager.latest_checkpoint:
-      checkpoint.restore(manager.latest_checkpoint)
+      try:
+        checkpoint.restore(manager.latest_checkpoint)
+      except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+        raise ValueError(f"cannot restore the checkpoint {manager.latest_checkpoint} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); it is "
+                         f"damaged or from other settings: delete {directory} to start "
+                         f"{name} over") from None
       start = int(done.numpy())
+      trainer.skipped_steps = int(skipped.numpy())
       # The sampler's generator does not checkpoint: skip the tasks already used.
       for _ in range(start):
         sampler.sample(config.meta_batch_size)
-      logging.info("%s %d-shot: resumed from %s at iteration %d", method, shots,
-                   manager.latest_checkpoint, start)
+      logging.info("%s: resumed from %s at iteration %d", name, manager.latest_checkpoint,
+                   start)
   previous_seconds = float(seconds.numpy())
 
-  def callback(iteration, loss, history):
-    del history
-    done.assign(start + iteration)
-    if (start + iteration) % config.log_every == 0:
-      logging.info("%s %d-shot: iteration %d/%d, meta-loss %.4f, skipped %d (non-finite)",
-                   method, shots, start + iteration, config.num_iterations, loss,
-                   int(trainer.skipped_steps.numpy()))
-    if manager and (start + iteration) % config.checkpoint_every == 0:
-      seconds.assign(previous_seconds + time.perf_counter() - fit_start)
-      manager.save(checkpoint_number=start + iteration)
+  def save(iteration):
+    done.assign(iteration)
+    skipped.assign(trainer.skipped_steps)
+    seconds.assign(previous_seconds + time.perf_counter() - fit_start)
+    manager.save(checkpoint_number=iteration)
+
+  def callback(iteration, loss):
+    iteration += start
+    done.assign(iteration)
+    if np.isfinite(loss) and loss > 10 * untrained and not int(exploded_at.numpy()):
+      exploded_at.assign(iteration)
+      logging.warning("%s: meta-loss %.4g at iteration %d, over 10 times the untrained "
+                      "model's query loss (%.4g): meta-training is diverging", name, loss,
+                      iteration, untrained)
+    if iteration % config.log_every == 0:
+      logging.info("%s: iteration %d/%d, meta-loss %.4f, skipped %d (non-finite)", name,
+                   iteration, config.num_iterations, loss, trainer.skipped_steps)
+    if manager and iteration % config.checkpoint_every == 0:
+      save(iteration)
+    if interrupt is not None and interrupt.signal is not None:
+      if manager:
+        save(iteration)
+        raise Interrupted(f"{interrupt.signal}: stopped {name} at iteration {iteration}/"
+                          f"{config.num_iterations}; saved in {manager.directory}; run the "
+                          f"same command to resume", interrupt.signal)
+      raise Interrupted(f"{interrupt.signal}: stopped {name} at iteration {iteration}/"
+                        f"{config.num_iterations}; nothing saved (no workdir)",
+                        interrupt.signal)
 
   fit_start = time.perf_counter()
   history = trainer.fit(config.num_iterations - start, config.meta_batch_size,
-                        callback=callback) if start < config.num_iterations else None
+                        callback=callback, log_every_seconds=None
+                        ) if start < config.num_iterations else None
   if history is not None:
     seconds.assign(previous_seconds + history.seconds)
   if manager and history is not None:
-    manager.save(checkpoint_number=config.num_iterations)
+    save(config.num_iterations)
+    seconds.assign(previous_seconds + history.seconds)
   row: Dict[str, Any] = {"method": method, "shots": shots,
                          "train_seconds": float(seconds.numpy()),
                          "final_meta_loss": history.meta_losses[-1] if history else None,
-                         "skipped_steps": int(trainer.skipped_steps.numpy())}
+                         "skipped_steps": trainer.skipped_steps,
+                         "untrained_loss": untrained,
+                         "exploded_at": int(exploded_at.numpy()) or None}
   _evaluate_row(config, method, trainer, test_tasks, row)
-  logging.info("%s %d-shot: %s", method, shots, row)
+  losses = [row[f"loss@{s}"] for s in config.eval_steps]
+  row["diverged"] = not any(np.isfinite(l) and l <= untrained for l in losses)
+  if row["diverged"]:
+    logging.warning("%s diverged: its query loss after %s inner steps is %s, the untrained "
+                    "model's without adaptation %.4g (meta-loss over 10x that from iteration "
+                    "%s)", name, "/".join(map(str, config.eval_steps)),
+                    "/".join(f"{l:.4g}" for l in losses), untrained, row["exploded_at"])
+  logging.info("%s: %s", name, row)
   return row
 
 
@@ -380,13 +475,14 @@ def _header(config: FewShotConfig) -> List[str]:
           "|---" * (len(_columns(config)) + 2) + "|"]
 
 
-def _footnotes(config: FewShotConfig) -> List[str]:
+def _footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, Any]]]) -> List[str]:
   notes = []
   if config.problem == "digits" and "Pretrained" in config.method_names():
     notes.append(f"Pretrained: a new linear head fitted with {config.finetune_steps} steps "
                  f"(lr {config.finetune_lr}) on frozen features, in every column.")
   if "Prototypes" in config.method_names():
     notes.append("Prototypes: nearest support class mean in pixel space, no training.")
+  notes += _divergence_footnotes(config, per_seed)
   return [""] + notes if notes else []
 
 
@@ -395,23 +491,52 @@ def _cell(row: Dict[str, Any], config: FewShotConfig, steps: int) -> float:
   return row[f"{key}@{steps}"]
 
 
+def _diverged_note(count: int, total: int) -> str:
+  return f" ({count}/{total} div.)" if count else ""
+
+
+def _label(method: str, rows: List[Dict[str, Any]]) -> str:
+  diverged = [r["shots"] for r in rows if r["method"] == method and r.get("diverged")]
+  return method + (f" (diverged: {', '.join(map(str, diverged))}-shot)" if diverged else "")
+
+
+def _divergence_footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, Any]]]
+                          ) -> List[str]:
+  rows = [r for run_rows in per_seed for r in run_rows]
+  notes = []
+  if any(r.get(f"diverged_tasks@{s}") for r in rows for s in config.eval_steps):
+    notes.append(f"(n/N div.): n of the N held-out tasks ({config.num_eval_tasks} per seed) "
+                 "diverged (non-finite query loss); the cell is over the others.")
+  if any(r.get("diverged") for r in rows):
+    notes.append("diverged: the query loss after every evaluated number of inner steps is "
+                 "non-finite or above the untrained model's without adaptation.")
+  return notes
+
+
 def table(rows: List[Dict[str, Any]], config: FewShotConfig) -> str:
-  """A Markdown table: one row per method, one column per (shots, eval steps)."""
+  """A Markdown table: one row per method, one column per (shots, eval steps).
+
+  A cell where some held-out tasks diverged says how many ("(3/600 div.)") and is the mean
+  over the others; a method that diverged (see `_train_one`) is labelled so.
+  """
   lines = _header(config)
   for method in config.method_names():
     cells, seconds = [], 0.
     for k, s in _columns(config):
       row = next(r for r in rows if r["method"] == method and r["shots"] == k)
-      cells.append(f"{_cell(row, config, s):.3f}")
+      cells.append(f"{_cell(row, config, s):.3f}"
+                   + _diverged_note(row.get(f"diverged_tasks@{s}", 0), config.num_eval_tasks))
       seconds += row["train_seconds"] / len(config.eval_steps)
-    lines.append(f"| {method} | " + " | ".join(cells) + f" | {seconds:.0f} |")
-  return "\n".join(lines + _footnotes(config))
+    lines.append(f"| {_label(method, rows)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+  return "\n".join(lines + _footnotes(config, [rows]))
 
 
 def seeds_table(per_seed: List[List[Dict[str, Any]]], config: FewShotConfig) -> str:
   """Like `table`, each cell the mean +- standard deviation (ddof 1) over seeds.
 
   "train s" is the meta-training time summed over the shot counts, mean +- std over seeds.
+  Diverged tasks are summed over seeds ("(5/1800 div.)"); each seed's figure is over its
+  other tasks.
   """
   def stats(values):
     values = np.asarray(values, np.float64)
@@ -419,18 +544,22 @@ def seeds_table(per_seed: List[List[Dict[str, Any]]], config: FewShotConfig) -> 
     return values.mean(), std
 
   lines = _header(config)
+  rows = [r for run_rows in per_seed for r in run_rows]
   for method in config.method_names():
     cells = []
     for k, s in _columns(config):
-      values = [_cell(next(r for r in rows if r["method"] == method and r["shots"] == k),
-                      config, s) for rows in per_seed]
-      mean, std = stats(values)
-      cells.append(f"{mean:.3f} ± {std:.3f}")
-    times = [sum(r["train_seconds"] for r in rows if r["method"] == method)
-             for rows in per_seed]
+      found = [next(r for r in run_rows if r["method"] == method and r["shots"] == k)
+               for run_rows in per_seed]
+      mean, std = stats([_cell(r, config, s) for r in found])
+      diverged = sum(r.get(f"diverged_tasks@{s}", 0) for r in found)
+      cells.append(f"{mean:.3f} ± {std:.3f}"
+                   + _diverged_note(diverged, config.num_eval_tasks * len(per_seed)))
+    times = [sum(r["train_seconds"] for r in run_rows if r["method"] == method)
+             for run_rows in per_seed]
     mean, std = stats(times)
-    lines.append(f"| {method} | " + " | ".join(cells) + f" | {mean:.0f} ± {std:.0f} |")
-  return "\n".join(lines + _footnotes(config))
+    lines.append(f"| {_label(method, rows)} | " + " | ".join(cells)
+                 + f" | {mean:.0f} ± {std:.0f} |")
+  return "\n".join(lines + _footnotes(config, per_seed))
 
 
 def _write(path: str, results: Dict[str, Any]) -> None:
@@ -444,7 +573,13 @@ _RUN_ONLY_FIELDS = ("methods", "workdir", "log_every", "checkpoint_every")
 _METHOD_FIELDS = {"reptile_inner_steps": "Reptile", "finetune_steps": "Pretrained",
                   "finetune_lr": "Pretrained", "imaml_lam": "iMAML", "imaml_inner_lr": "iMAML",
                   "imaml_inner_steps": "iMAML", "imaml_cg_steps": "iMAML",
-                  "imaml_damping": "iMAML"}
+                  "imaml_damping": "iMAML", "imaml_solver": "iMAML",
+                  "imaml_newton_cg_steps": "iMAML", "imaml_tol": "iMAML"}
+
+
+# Settings whose default changed after they were added: results files without them ran with
+# these values (iMAML's inner solver was gradient descent before "newton" existed).
+_LEGACY_DEFAULTS = {"imaml_solver": "gd"}
 
 
 def _as_json(config: FewShotConfig) -> Dict[str, Any]:
@@ -460,14 +595,19 @@ def _kept_rows(config: FewShotConfig) -> Tuple[List[Dict[str, Any]], Tuple[str, 
   path = os.path.join(config.workdir, "results.json") if config.workdir else ""
   if not path or not os.path.exists(path):
     return [], ()
-  with open(path) as f:
-    previous = json.load(f)
+  try:
+    with open(path) as f:
+      previous = json.load(f)
+    previous["rows"], previous["config"]  # pylint: disable=pointless-statement
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path} is not a results file of maml.py ({type(e).__name__}: {e}); "
+                     f"delete it (the checkpoints next to it are kept)") from None
   methods = tuple(dict.fromkeys(r["method"] for r in previous["rows"]
                                 if r["method"] not in config.method_names()))
   if not methods:
     return [], ()
-  # Settings added after the file was written: it ran with their defaults.
-  saved = {**_as_json(FewShotConfig()), **previous["config"]}
+  # Settings added after the file was written: it ran with their defaults then.
+  saved = {**_as_json(FewShotConfig()), **_LEGACY_DEFAULTS, **previous["config"]}
   current = _as_json(config)
   different = [name for name in current
                if name not in _RUN_ONLY_FIELDS and saved[name] != current[name]
@@ -487,14 +627,21 @@ def run(config: FewShotConfig) -> Dict[str, Any]:
   their rows are kept: `rows`, `table` and the written file cover both, and the returned
   `config["methods"]` lists them all. A method run again replaces its rows.
 
+  SIGINT and SIGTERM stop it after the current meta-step, which is checkpointed (a rerun
+  resumes there and gives the same results as an uninterrupted run).
+
   Raises:
     ValueError: an invalid config, or kept rows computed with other settings (checked before
-      training).
+      training), or a workdir that is a file or holds a damaged checkpoint / results.json.
+    Interrupted: SIGINT or SIGTERM arrived.
   """
-  config.validate()
+  check_workdir(config)
   kept, kept_methods = _kept_rows(config)
-  rows = [_train_one(config, method, shots)
-          for shots in config.shots for method in config.method_names()]
+  rows = []
+  with _Interrupt() as interrupt:
+    for shots in config.shots:
+      for method in config.method_names():
+        rows.append(_train_one(config, method, shots, interrupt))
   if kept:
     order = tuple(METHODS) + BASELINES
     methods = sorted(kept_methods + config.method_names(), key=order.index)
@@ -518,6 +665,8 @@ def check_workdir(config: FewShotConfig, seeds: Sequence[int] = ()) -> None:
   That is, for an invalid config or results in the workdir that could not be merged (rows of
   other methods computed with other settings).
   """
+  if config.workdir and os.path.exists(config.workdir) and not os.path.isdir(config.workdir):
+    raise ValueError(f"workdir {config.workdir} exists and is not a directory")
   for seed_config in _seed_configs(config, seeds) if seeds else [config]:
     seed_config.validate()
     _kept_rows(seed_config)

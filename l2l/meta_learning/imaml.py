@@ -4,7 +4,9 @@ The inner problem is proximally regularised towards the meta-parameters theta,
 
     phi*(theta) = argmin_phi  L_support(phi) + lam / 2 ||phi - theta||^2,
 
-solved approximately by `inner_steps` of gradient descent from theta (not differentiated). At
+solved approximately from theta (not differentiated) by `inner_steps` of gradient descent
+(solver "gd") or of damped Newton-CG with a line search (solver "newton", which never
+increases the objective and stops at a relative tolerance). At
 the optimum, grad L_support(phi*) + lam (phi* - theta) = 0, so by the implicit function theorem
 
     d phi* / d theta = (I + H / lam)^-1,      H = Hessian of L_support at phi*,
@@ -133,6 +135,110 @@ def proximal_solve(support_loss: Callable[[TensorList], tf.Tensor], theta: Tenso
   return [tf.stop_gradient(p) for p in phi]
 
 
+def _global_norm(tensors: TensorList) -> tf.Tensor:
+  return tf.sqrt(_dot(tensors, tensors))
+
+
+def proximal_solve_newton(support_loss: Callable[[TensorList], tf.Tensor], theta: TensorList,
+                          lam: float, lr: float, steps: int, cg_steps: int = 10,
+                          tol: float = 1e-4, backtracks: int = 10,
+                          return_residual: bool = False):
+  """`steps` damped Newton-CG steps on F(phi) = L(phi) + lam / 2 ||phi - theta||^2 from theta.
+
+  Each step solves (H + lam I) d = -grad F(phi) by `cg_steps` of truncated conjugate gradient
+  (Hessian-vector products; at a direction of non-positive curvature CG stops, and if that is
+  its first direction d is the steepest-descent direction -grad F), then takes the largest of
+  `lr`, `lr / 2`, ..., `lr / 2^(backtracks - 1)` times d that decreases F by the Armijo amount
+  (1e-4 x step x |grad F . d|); if none does, phi stays. So F never increases: no divergence,
+  whatever the curvature. Once ||grad F(phi)|| <= `tol` x ||grad F(theta)|| (the tolerance,
+  relative to the start) phi stops changing. With `lr` = 1 this is Newton's method with a
+  backtracking line search: on a quadratic L one step reaches the solution (given enough CG
+  steps), and near a minimum with positive-definite H + lam I convergence is quadratic.
+
+  Runs in a `tf.while_loop` with the gradient of theta stopped (nothing kept for backprop).
+
+  Args:
+    support_loss: L as a function of the parameter list.
+    theta: the point of the proximal term and the start.
+    lam: proximal strength (> 0).
+    lr: the first (largest) step along the Newton direction, usually 1.
+    steps: Newton steps (>= 0).
+    cg_steps: CG iterations per Newton step (>= 1).
+    tol: relative gradient-norm tolerance (>= 0).
+    backtracks: step sizes tried per Newton step (>= 1).
+    return_residual: also return ||grad F(phi)|| / ||grad F(theta)|| at the end.
+
+  Returns:
+    phi (a list like `theta`), and with `return_residual` the relative residual (a scalar).
+  """
+  theta = [tf.stop_gradient(tf.convert_to_tensor(t)) for t in theta]
+  dtype = theta[0].dtype
+  lam_t = maml_lib.to_dtype(lam, dtype)
+
+  def objective(phi):
+    return support_loss(phi) + 0.5 * lam_t * _dot([p - t for p, t in zip(phi, theta)],
+                                                   [p - t for p, t in zip(phi, theta)])
+
+  def gradient(phi):
+    with tf.GradientTape() as tape:
+      tape.watch(phi)
+      value = objective(phi)
+    return value, tape.gradient(value, phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+  def matvec(phi):
+    def apply(v):
+      hv = hessian_vector_product(support_loss, phi, v)
+      return [h + lam_t * x for h, x in zip(hv, v)]
+    return apply
+
+  _, grad0 = gradient(theta)
+  norm0 = _global_norm(grad0)
+  threshold = maml_lib.to_dtype(tol, dtype) * norm0
+  scales = [maml_lib.to_dtype(lr * 0.5 ** j, dtype) for j in range(backtracks)]
+
+  def body(k, phi):
+    value, grads = gradient(phi)
+    converged = _global_norm(grads) <= threshold
+    direction = conjugate_gradient(matvec(phi), [-g for g in grads], cg_steps)
+    slope = _dot(grads, direction)
+    # A direction that is not a descent direction (rounding): use steepest descent.
+    descent = slope < 0.
+    direction = [tf.where(descent, d, -g) for d, g in zip(direction, grads)]
+    slope = tf.where(descent, slope, -_dot(grads, grads))
+    chosen = tf.zeros([], dtype)
+    # From the smallest step to the largest: the last one accepted is the largest.
+    for scale in reversed(scales):
+      candidate = [p + scale * d for p, d in zip(phi, direction)]
+      trial = objective(candidate)
+      ok = tf.math.is_finite(trial) & (trial <= value + 1e-4 * scale * slope)
+      chosen = tf.where(ok, scale, chosen)
+    chosen = tf.where(converged, tf.zeros_like(chosen), chosen)
+    return k + 1, [p + chosen * d for p, d in zip(phi, direction)]
+
+  phi = theta
+  if steps:
+    _, phi = tf.while_loop(lambda k, _: k < steps, body, (tf.constant(0), theta),
+                           maximum_iterations=steps)
+  phi = [tf.stop_gradient(p) for p in phi]
+  if not return_residual:
+    return phi
+  _, grads = gradient(phi)
+  return phi, tf.math.divide_no_nan(_global_norm(grads), norm0)
+
+
+SOLVERS = ("gd", "newton")
+
+
+def solve_proximal(support_loss: Callable[[TensorList], tf.Tensor], theta: TensorList,
+                   lam: float, lr: float, steps: int, solver: str = "gd",
+                   newton_cg_steps: int = 10, tol: float = 1e-4) -> TensorList:
+  """The inner solve of `solver`: "gd" (`proximal_solve`) or "newton" (`proximal_solve_newton`,
+  `newton_cg_steps` CG iterations per step, relative tolerance `tol`)."""
+  if solver == "newton":
+    return proximal_solve_newton(support_loss, theta, lam, lr, steps, newton_cg_steps, tol)
+  return proximal_solve(support_loss, theta, lam, lr, steps)
+
+
 def _implicit_matvec(support_loss: Callable[[TensorList], tf.Tensor], phi: TensorList,
                      lam: float, damping: float) -> Callable[[TensorList], TensorList]:
   """x -> (I (1 + damping) + H / lam) x, H the Hessian of `support_loss` at `phi`."""
@@ -146,17 +252,20 @@ def _implicit_matvec(support_loss: Callable[[TensorList], tf.Tensor], phi: Tenso
 def implicit_meta_gradient(support_loss: Callable[[TensorList], tf.Tensor],
                            query_loss: Callable[[TensorList], tf.Tensor], theta: TensorList,
                            lam: float, lr: float, steps: int, cg_steps: int,
-                           damping: float = 0.0):
+                           damping: float = 0.0, solver: str = "gd",
+                           newton_cg_steps: int = 10, tol: float = 1e-4):
   """The query loss at phi*(theta) and its implicit meta-gradient, without `tf.custom_gradient`.
 
   Same numbers as differentiating `query_loss(implicit_adapt(...))`, but computed forward
   (query gradient at phi*, then CG), so it works inside `tf.vectorized_map`, whose vectorized
   ops drop a `tf.custom_gradient` (the meta-gradient through `implicit_adapt` there is zero).
 
+  `solver`, `newton_cg_steps`, `tol`: the inner solve (`solve_proximal`).
+
   Returns:
     `(query_loss(phi*), [meta-gradient per entry of theta])`, no gradient flowing back.
   """
-  phi = proximal_solve(support_loss, theta, lam, lr, steps)
+  phi = solve_proximal(support_loss, theta, lam, lr, steps, solver, newton_cg_steps, tol)
   with tf.GradientTape() as tape:
     tape.watch(phi)
     value = query_loss(phi)
@@ -167,7 +276,8 @@ def implicit_meta_gradient(support_loss: Callable[[TensorList], tf.Tensor],
 
 def implicit_adapt(support_loss: Callable[[TensorList], tf.Tensor], theta: TensorList,
                    lam: float, lr: float, steps: int, cg_steps: int,
-                   damping: float = 0.0) -> TensorList:
+                   damping: float = 0.0, solver: str = "gd", newton_cg_steps: int = 10,
+                   tol: float = 1e-4) -> TensorList:
   """phi*(theta) whose gradient is the implicit one, (I (1 + damping) + H / lam)^-1 v.
 
   Args:
@@ -178,6 +288,7 @@ def implicit_adapt(support_loss: Callable[[TensorList], tf.Tensor], theta: Tenso
     steps: inner steps (>= 0).
     cg_steps: conjugate-gradient iterations of the backward pass (>= 1).
     damping: added to the identity's coefficient in the backward system (>= 0).
+    solver, newton_cg_steps, tol: the inner solve (`solve_proximal`).
 
   Returns:
     The approximate minimiser phi*, differentiable in `theta` by the implicit gradient.
@@ -186,7 +297,8 @@ def implicit_adapt(support_loss: Callable[[TensorList], tf.Tensor], theta: Tenso
 
   @tf.custom_gradient
   def solve(*theta_args):
-    phi = proximal_solve(support_loss, list(theta_args), lam, lr, steps)
+    phi = solve_proximal(support_loss, list(theta_args), lam, lr, steps, solver,
+                         newton_cg_steps, tol)
 
     def grad(*upstream):
       v = [tf.zeros_like(p) if u is None else u for p, u in zip(phi, upstream)]
@@ -202,11 +314,17 @@ class IMAML(maml_lib.MAML):
 
   Args:
     module: a built Sonnet module; its trainable variables are theta.
-    inner_lr: step size of the inner gradient descent on the proximal objective.
-    inner_steps: default number of inner steps per `adapt`.
+    inner_lr: step size of the inner gradient descent on the proximal objective ("gd"), or the
+      largest step along the Newton direction ("newton", usually 1).
+    inner_steps: default number of inner steps per `adapt` (gradient or Newton steps).
     lam: proximal regularisation strength lambda (> 0): larger keeps phi* closer to theta.
     cg_steps: conjugate-gradient iterations for the meta-gradient.
     damping: extra weight on the identity in the CG system (>= 0).
+    solver: the inner solver: "gd" (fixed-step gradient descent, `proximal_solve`) or "newton"
+      (damped Newton-CG with a backtracking line search, `proximal_solve_newton`: F never
+      increases, and it stops at the relative tolerance `tol`).
+    newton_cg_steps: CG iterations per Newton step (>= 1).
+    tol: the Newton solver's relative gradient-norm tolerance (>= 0).
     allow_unused: parameters the support loss does not use get zero gradients (else error).
     name: module name.
 
@@ -216,6 +334,7 @@ class IMAML(maml_lib.MAML):
 
   def __init__(self, module: tf.Module, inner_lr: float = 0.01, inner_steps: int = 10,
                lam: float = 1.0, cg_steps: int = 5, damping: float = 0.0,
+               solver: str = "gd", newton_cg_steps: int = 10, tol: float = 1e-4,
                allow_unused: bool = False, name: Optional[str] = None):
     super().__init__(module, inner_lr, inner_steps, first_order=False, adapt_names=None,
                      allow_unused=allow_unused, name=name)
@@ -224,6 +343,14 @@ class IMAML(maml_lib.MAML):
     if not isinstance(cg_steps, int) or isinstance(cg_steps, bool) or cg_steps < 1:
       raise ValueError(f"cg_steps must be a positive integer, got {cg_steps!r}")
     self.cg_steps = cg_steps
+    if solver not in SOLVERS:
+      raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    self.solver = solver
+    if (not isinstance(newton_cg_steps, int) or isinstance(newton_cg_steps, bool)
+        or newton_cg_steps < 1):
+      raise ValueError(f"newton_cg_steps must be a positive integer, got {newton_cg_steps!r}")
+    self.newton_cg_steps = newton_cg_steps
+    self.tol = _check_positive("tol", tol, allow_zero=True)
     if functional.named_buffers(module):
       raise ValueError(f"IMAML does not support modules with buffers (BatchNorm statistics); "
                        f"module {module.name!r} has {list(functional.named_buffers(module))}")
@@ -255,7 +382,8 @@ class IMAML(maml_lib.MAML):
       maml_lib.gradients(dict(zip(names, theta)), lambda p: at(support_loss)(
           [p[n] for n in names]), names)
     value, grads = implicit_meta_gradient(at(support_loss), at(query_loss), theta, self.lam,
-                                          self.inner_lr, steps, self.cg_steps, self.damping)
+                                          self.inner_lr, steps, self.cg_steps, self.damping,
+                                          self.solver, self.newton_cg_steps, self.tol)
     return value, dict(zip(names, grads))
 
 
@@ -282,10 +410,11 @@ class ImplicitLearner(maml_lib.Learner):
     if not maml.allow_unused:
       maml_lib.gradients(dict(zip(names, theta)), lambda p: loss([p[n] for n in names]), names)
     phi = implicit_adapt(loss, theta, maml.lam, maml.inner_lr, steps, maml.cg_steps,
-                         maml.damping)
+                         maml.damping, maml.solver, maml.newton_cg_steps, maml.tol)
     self.params = dict(zip(names, phi))
     return self
 
 
 __all__ = ["IMAML", "ImplicitLearner", "conjugate_gradient", "hessian_vector_product",
-           "implicit_adapt", "implicit_meta_gradient", "proximal_solve"]
+           "implicit_adapt", "implicit_meta_gradient", "proximal_solve",
+           "proximal_solve_newton", "solve_proximal"]

@@ -13,9 +13,11 @@ computation (`tf.vectorized_map`); the step is a `tf.function`, traced once per 
 """
 
 import dataclasses
+import inspect
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+from absl import logging
 import numpy as np
 import sonnet as snt
 import tensorflow as tf
@@ -30,11 +32,39 @@ LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 @dataclasses.dataclass
 class History:
-  """What `fit` records: the meta-loss of every iteration and the periodic evaluations."""
+  """What `fit` records: the meta-loss of every iteration, the periodic evaluations, and the
+  iterations (1-based) whose meta-step was skipped for a non-finite meta-loss or meta-gradient
+  (`skipped_steps` is their count, a Python int)."""
   meta_losses: List[float] = dataclasses.field(default_factory=list)
   eval_iterations: List[int] = dataclasses.field(default_factory=list)
   eval_results: List[Dict[str, float]] = dataclasses.field(default_factory=list)
   seconds: float = 0.0
+  skipped_iterations: List[int] = dataclasses.field(default_factory=list)
+
+  @property
+  def skipped_steps(self) -> int:
+    return len(self.skipped_iterations)
+
+
+def _callback_arity(callback: Callable[..., Any]) -> int:
+  """2 or 3: how many positional arguments `callback` takes (3 if it accepts a third)."""
+  try:
+    parameters = inspect.signature(callback).parameters.values()
+  except (TypeError, ValueError):  # No signature (some builtins): the documented two.
+    return 2
+  positional = [p for p in parameters
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+  if any(p.kind == p.VAR_POSITIONAL for p in parameters) or len(positional) >= 3:
+    return 3
+  if len(positional) < 2:
+    raise TypeError(f"callback must accept (iteration, loss) or (iteration, loss, history), "
+                    f"got a callable with signature {inspect.signature(callback)}")
+  return 2
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -82,9 +112,15 @@ class MetaTrainer:
     if callable(initialize) and maml.trainable_variables:
       with tf.init_scope():
         initialize(maml.trainable_variables)
-    self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
-    self._step = tf.function(self._meta_step)
-    self._evaluate = tf.function(self._evaluate_batch)
+    # Meta-steps skipped for a non-finite meta-loss or meta-gradient, a Python int (the
+    # variable is the graph's side of the count).
+    self.skipped_steps = 0
+    self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+    # No AutoGraph: the step's control flow is Python over static values and explicit
+    # tf.cond / tf.while_loop, and AutoGraph re-reads the source files of every function it
+    # converts (a file edited while a run is going then fails to trace).
+    self._step = tf.function(self._meta_step, autograph=False)
+    self._evaluate = tf.function(self._evaluate_batch, autograph=False)
 
   def _map_tasks(self, fn, tasks: tasks_lib.Task):
     if self.batched:
@@ -141,12 +177,25 @@ class MetaTrainer:
 
     # A non-finite meta-gradient or loss (e.g. one task's inner loop diverged) skips the whole
     # update: the model, its buffers and the meta-optimizer's state stay as they were.
-    meta_optimizer_lib.apply_if_finite([loss, *grads], apply, self.skipped_steps)
-    return loss
+    applied = meta_optimizer_lib.apply_if_finite([loss, *grads], apply, self._skipped)
+    return loss, applied
 
   def meta_step(self, tasks: tasks_lib.Task) -> float:
-    """One meta-update on a batch of tasks; returns the mean post-adaptation query loss."""
-    return float(self._step(tf.nest.map_structure(tf.convert_to_tensor, tasks)))
+    """One meta-update on a batch of tasks; returns the mean post-adaptation query loss.
+
+    A non-finite meta-loss or meta-gradient (NaN in the task data or the loss, a diverging
+    inner loop) leaves the model and the meta-optimizer unchanged, adds one to
+    `skipped_steps` and logs a warning (the first five times, then every 100th).
+    """
+    loss, applied = self._step(tf.nest.map_structure(tf.convert_to_tensor, tasks))
+    loss = float(loss)
+    if not bool(applied):
+      self.skipped_steps += 1
+      if self.skipped_steps <= 5 or self.skipped_steps % 100 == 0:
+        logging.warning("meta-step skipped: non-finite meta-%s (meta-loss %s); %d skipped so "
+                        "far (NaN or Inf in the tasks or the loss, or a diverging inner loop?)",
+                        "gradient" if np.isfinite(loss) else "loss", loss, self.skipped_steps)
+    return loss
 
   def _evaluate_batch(self, tasks: tasks_lib.Task, steps: int):
     def task_fn(task):
@@ -169,7 +218,10 @@ class MetaTrainer:
       chunk_size: tasks per compiled call.
 
     Returns:
-      `{"loss": mean, "loss_stderr": standard error over tasks[, "metric": mean]}`.
+      `{"loss": mean, "loss_stderr": standard error over tasks, "diverged": number of tasks
+      whose loss is not finite[, "metric": mean]}`. When some tasks diverged (their inner
+      steps overflowed) "loss", "loss_stderr" and "metric" are over the other tasks, and a
+      warning says how many; if every task diverged they are nan.
     """
     steps = self.maml.inner_steps if steps is None else maml_lib.check_steps(steps, "steps")
     losses, metrics = [], []
@@ -180,43 +232,77 @@ class MetaTrainer:
       losses.append(loss.numpy())
       metrics.append(metric.numpy())
     losses, metrics = np.concatenate(losses), np.concatenate(metrics)
-    result = {"loss": float(losses.mean()),
+    finite = np.isfinite(losses)
+    diverged = int((~finite).sum())
+    if diverged:
+      logging.warning("%d of %d tasks diverged after %d inner steps (non-finite query loss); "
+                      "the mean is over the other %d", diverged, len(losses), steps,
+                      int(finite.sum()))
+      losses, metrics = losses[finite], metrics[finite]
+    mean = lambda a: float(a.mean()) if len(a) else float("nan")
+    result = {"loss": mean(losses),
               "loss_stderr": float(losses.std(ddof=1) / np.sqrt(len(losses)))
-              if len(losses) > 1 else 0.0}
+              if len(losses) > 1 else 0.0,
+              "diverged": diverged}
     if self.metric_fn is not None:
-      result["metric"] = float(metrics.mean())
+      result["metric"] = mean(metrics)
     return result
 
   def fit(self, num_iterations: int, meta_batch_size: int, eval_every: Optional[int] = None,
           eval_tasks: Optional[tasks_lib.Task] = None,
-          callback: Optional[Callable[[int, float, History], None]] = None) -> History:
+          callback: Optional[Callable[..., Any]] = None,
+          log_every_seconds: float = 30.0) -> History:
     """Runs `num_iterations` meta-steps on fresh tasks from the sampler.
+
+    Progress (iteration, meta-loss, steps per second, elapsed time and ETA, skipped steps) is
+    logged at most every `log_every_seconds` and after the last step; skipped (non-finite)
+    meta-steps are logged as warnings (see `meta_step`).
 
     Args:
       num_iterations: meta-steps to run.
       meta_batch_size: tasks per meta-step.
       eval_every: evaluate `eval_tasks` every this many iterations (and after the last).
       eval_tasks: held-out tasks for the periodic evaluation.
-      callback: called as `callback(iteration, meta_loss, history)` after every step (progress
-        logging, checkpoints).
+      callback: called as `callback(iteration, meta_loss)` after every step (progress,
+        checkpoints), or `callback(iteration, meta_loss, history)` if it accepts a third
+        positional argument.
+      log_every_seconds: seconds between progress lines (0: every step; None: no progress log).
 
     Returns:
-      The `History`.
+      The `History` (`history.skipped_steps`: the meta-steps of this call that were skipped).
+
+    Raises:
+      ValueError / TypeError: bad arguments (a callback that cannot take two arguments).
     """
     maml_lib.check_steps(num_iterations, "num_iterations")
     if not isinstance(meta_batch_size, int) or meta_batch_size < 1:
       raise ValueError(f"meta_batch_size must be a positive integer, got {meta_batch_size!r}")
     if (eval_every is None) != (eval_tasks is None):
       raise ValueError("eval_every and eval_tasks go together: give both or neither")
+    arity = _callback_arity(callback) if callback is not None else 0
     history = History()
     start = time.perf_counter()
+    last_log = start
     for iteration in range(1, num_iterations + 1):
+      skipped_before = self.skipped_steps
       loss = self.meta_step(self.task_sampler.sample(meta_batch_size))
       history.meta_losses.append(loss)
+      if self.skipped_steps != skipped_before:
+        history.skipped_iterations.append(iteration)
       if eval_every and (iteration % eval_every == 0 or iteration == num_iterations):
         history.eval_iterations.append(iteration)
         history.eval_results.append(self.evaluate(eval_tasks))
+      now = time.perf_counter()
+      if log_every_seconds is not None and (now - last_log >= log_every_seconds
+                                            or iteration == num_iterations):
+        last_log = now
+        elapsed = now - start
+        rate = iteration / elapsed if elapsed > 0 else float("inf")
+        logging.info("meta-step %d/%d  meta-loss %.4g  %.1f steps/s  elapsed %s  ETA %s  "
+                     "skipped %d", iteration, num_iterations, loss, rate, _duration(elapsed),
+                     _duration((num_iterations - iteration) / rate if rate > 0 else 0.),
+                     history.skipped_steps)
       if callback is not None:
-        callback(iteration, loss, history)
+        callback(*(iteration, loss, history)[:arity])
     history.seconds = time.perf_counter() - start
     return history
