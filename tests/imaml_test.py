@@ -139,11 +139,11 @@ class IMAMLTest(tf.test.TestCase, parameterized.TestCase):
     xs = xs * 100.
     loss = lambda v: mse(tf.linalg.matvec(tf.constant(xs), v[0]), tf.constant(ys))
     objective = lambda v: float(loss([tf.constant(v)])) + 0.5 * np.sum((v - theta) ** 2)
-    gd = imaml.proximal_solve(loss, [tf.constant(theta)], 1.0, 1.0, 30)
+    gd = imaml.proximal_solve(loss, [tf.constant(theta)], 1.0, 1.0, 100)
     self.assertFalse(np.isfinite(gd[0].numpy()).all())
     values = [objective(theta)]
     for steps in range(1, 5):
-      phi = imaml.proximal_solve_newton(loss, [tf.constant(theta)], 1.0, 1000.0, steps,
+      phi = imaml.proximal_solve_newton(loss, [tf.constant(theta)], 1.0, 100.0, steps,
                                         cg_steps=2)
       values.append(objective(phi[0].numpy()))
     self.assertTrue(np.all(np.isfinite(values)))

@@ -24,6 +24,15 @@ regularised support loss (`imaml_lam`), `imaml_cg_steps` conjugate-gradient step
 (`imaml_damping`) for the meta-gradient. At evaluation it takes `eval_steps` steps of its own
 inner update (step size `imaml_inner_lr`, on its proximal objective).
 
+"MAML+LSTM" / "FOMAML+LSTM": MAML (second / first order) whose inner step is gradient descent
+plus a small coordinatewise LSTM's correction (`maml.ResidualRule`), the LSTM meta-trained
+with the initialization.
+
+Nothing passes silently: held-out tasks whose loss is not finite are counted per cell (the
+cell is the mean over the others), a method worse than the untrained model after every
+evaluated number of inner steps is marked diverged, and SIGINT / SIGTERM checkpoint the
+current step and raise `Interrupted` (a rerun resumes).
+
 To add a method: `METHODS["name"] = lambda model, config: <an l2l.MAML subclass>`.
 
 `run` merges into an existing `workdir/results.json`: rows of methods not in this run are kept
@@ -321,6 +330,9 @@ def _evaluate_row(config: FewShotConfig, method: str, trainer, test_tasks, row) 
 class Interrupted(Exception):
   """SIGINT or SIGTERM stopped `run` after checkpointing; `args[1]` is the signal's name."""
 
+  def __str__(self):
+    return str(self.args[0])
+
 
 class _Interrupt:
   """Turns SIGINT / SIGTERM into a flag checked after every meta-step (main thread only)."""
@@ -408,10 +420,11 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
                    start)
   previous_seconds = float(seconds.numpy())
 
-  def save(iteration):
+  def save(iteration, total_seconds=None):
     done.assign(iteration)
     skipped.assign(trainer.skipped_steps)
-    seconds.assign(previous_seconds + time.perf_counter() - fit_start)
+    seconds.assign(previous_seconds + time.perf_counter() - fit_start
+                   if total_seconds is None else total_seconds)
     manager.save(checkpoint_number=iteration)
 
   def callback(iteration, loss):
@@ -444,8 +457,7 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
   if history is not None:
     seconds.assign(previous_seconds + history.seconds)
   if manager and history is not None:
-    save(config.num_iterations)
-    seconds.assign(previous_seconds + history.seconds)
+    save(config.num_iterations, previous_seconds + history.seconds)
   row: Dict[str, Any] = {"method": method, "shots": shots,
                          "train_seconds": float(seconds.numpy()),
                          "final_meta_loss": history.meta_losses[-1] if history else None,
@@ -496,7 +508,7 @@ def _diverged_note(count: int, total: int) -> str:
 
 
 def _label(method: str, rows: List[Dict[str, Any]]) -> str:
-  diverged = [r["shots"] for r in rows if r["method"] == method and r.get("diverged")]
+  diverged = sorted({r["shots"] for r in rows if r["method"] == method and r.get("diverged")})
   return method + (f" (diverged: {', '.join(map(str, diverged))}-shot)" if diverged else "")
 
 

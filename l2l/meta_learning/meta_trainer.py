@@ -116,11 +116,8 @@ class MetaTrainer:
     # variable is the graph's side of the count).
     self.skipped_steps = 0
     self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
-    # No AutoGraph: the step's control flow is Python over static values and explicit
-    # tf.cond / tf.while_loop, and AutoGraph re-reads the source files of every function it
-    # converts (a file edited while a run is going then fails to trace).
-    self._step = tf.function(self._meta_step, autograph=False)
-    self._evaluate = tf.function(self._evaluate_batch, autograph=False)
+    self._step = tf.function(self._meta_step)
+    self._evaluate = tf.function(self._evaluate_batch)
 
   def _map_tasks(self, fn, tasks: tasks_lib.Task):
     if self.batched:
