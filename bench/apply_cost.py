@@ -10,7 +10,9 @@ and labels; one training step (forward, backward, update) inside `tf.function`, 
 * `mlp_rule`: `l2l.LearnedOptimizer` around the versatile per-parameter rule
   (`nets.PerParameterMLP`, default sizes, random non-zero weights in every layer) with its fused
   forward op (`nets/mlp_rule_kernels.cc`);
-* `mlp_rule_reference`: the same rule with `fused=False` (the reference TF ops).
+* `mlp_rule_reference`: the same rule with `fused=False` (the reference TF ops);
+* `mlp_rule_tensor`: the fused rule with `tensor_features=True` (a step size per tensor from
+  its schedule features: the configuration of `versatile-mlp-v2`).
 
 The LSTM's weights are its random initialization, not trained ones: a trained optimizer runs the
 same operations on the same shapes, so the cost is the same. Each optimizer trains its own copy of
@@ -70,7 +72,7 @@ def learned_optimizer():
   return l2l.LearnedOptimizer(l2l.MetaOptimizer(cw=net))
 
 
-def mlp_rule_optimizer(fused: bool, seed: int = 0):
+def mlp_rule_optimizer(fused: bool, seed: int = 0, tensor_features: bool = False):
   """`l2l.LearnedOptimizer` of `nets.PerParameterMLP` with random weights in every layer.
 
   The untrained rule's last layers are zero; a trained rule's are not, and the cost must not
@@ -79,7 +81,7 @@ def mlp_rule_optimizer(fused: bool, seed: int = 0):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import l2l  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  rule = nets.PerParameterMLP(seed=seed, fused=fused)
+  rule = nets.PerParameterMLP(seed=seed, fused=fused, tensor_features=tensor_features)
   rng = np.random.default_rng(seed)
   for w, b in [*rule.layers, *rule.schedule_layers]:
     w.assign(rng.normal(size=w.shape).astype(np.float32) / np.sqrt(w.shape[0]))
@@ -98,7 +100,8 @@ def main(argv: Optional[List[str]] = None) -> None:
            "adam": build_step(snt.optimizers.Adam(1e-3)),
            "no_update": build_step(None),
            "mlp_rule": build_step(mlp_rule_optimizer(fused=True)),
-           "mlp_rule_reference": build_step(mlp_rule_optimizer(fused=False))}
+           "mlp_rule_reference": build_step(mlp_rule_optimizer(fused=False)),
+           "mlp_rule_tensor": build_step(mlp_rule_optimizer(fused=True, tensor_features=True))}
   times = {name: [] for name in steps}
   for round_ in range(args.warmup + args.steps * args.repeats):
     for name, step in steps.items():
@@ -130,6 +133,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"reference_ratio_vs_adam_max={max(reference):.2f} update_ratio_vs_adam="
         f"{(ms['mlp_rule'] - ms['no_update']) / max(ms['adam'] - ms['no_update'], 1e-3):.1f}",
         flush=True)
+  tensor = block_ratios("mlp_rule_tensor")
+  print(f"case=apply_1m_mlp_rule_tensor_features ms_per_step={ms['mlp_rule_tensor']:.2f} "
+        f"ms_per_step_adam={ms['adam']:.2f} ratio_vs_adam={statistics.median(tensor):.2f} "
+        f"ratio_vs_adam_min={min(tensor):.2f} ratio_vs_adam_max={max(tensor):.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ EPSILON = 1e-8
 FEATURE_CLIP = 10.
 NUM_FEATURES = 9
 NUM_PROGRESS_FEATURES = 4
+NUM_TENSOR_FEATURES = 3  # `schedule_features`: snr at 0.9 and 0.99, cos(g, m_0.9).
+SCHEDULE_SAMPLE = 4096  # Coordinates per tensor that `schedule_features` reads (at most ~this).
 Tensors = Tuple[tf.Tensor, ...]
 
 
@@ -118,21 +120,71 @@ def tensor_features(g: tf.Tensor, p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, row:
   return features, tf.reshape(adam_direction, [-1]), (m, v, row, col)
 
 
-def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tensor,
-               layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
+def schedule_features(g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+  """The tensor's `[NUM_TENSOR_FEATURES]` inputs to the schedule: how its optimization is going.
+
+  From the statistics *before* this step (`m`, `v` as in `MLPRuleState`; zeros at step 1) and the
+  new gradient `g`, on at most about `SCHEDULE_SAMPLE` coordinates taken at a fixed stride:
+
+      snr_b = mean(|m_b| / (sqrt(v) + eps))   b = 0.9, 0.99 (bias-corrected): ~1 while the
+                                              gradient keeps its sign, ~sqrt((1 - b) / (1 + b))
+                                              when it is noise or oscillates
+      cos = <g, m_0.9> / (|g| |m_0.9|)        < 0 when the new gradient reverses the momentum
+
+  All three are invariant to the scales of the loss and the parameters, and to the tensor's size:
+  they let the learned schedule slow down a tensor that oscillates or has reached its noise floor
+  (what tuned Adam does with a smaller learning rate on a deeper or convolutional net), whatever
+  the task. At step 1 they are 0.
+  """
+  n = int(g.shape.num_elements())
+  stride = max(1, -(-n // SCHEDULE_SAMPLE))
+  g = tf.reshape(g, [-1])[::stride]
+  m = tf.reshape(m, [-1, len(MOMENTUM_DECAYS)])[::stride]
+  v = tf.reshape(v, [-1])[::stride]
+  previous = step - 1.
+  decays = tf.constant(MOMENTUM_DECAYS, g.dtype)
+  m_hat = m / tf.maximum(1. - tf.pow(decays, previous), 1e-8)  # m = 0 at step 1: then 0.
+  v_hat = v / tf.maximum(1. - tf.pow(RMS_DECAY, previous), 1e-8)
+  inv_rms = 1. / (tf.sqrt(v_hat) + EPSILON)
+  snr = [tf.reduce_mean(tf.abs(m_hat[:, i]) * inv_rms) for i in (1, 2)]
+  m_fast = m[:, ADAM_MOMENTUM]
+  cos = tf.reduce_sum(g * m_fast) / (tf.norm(g) * tf.norm(m_fast) + 1e-30)
+  return tf.clip_by_value(tf.stack([*snr, cos]), -2., 2.)
+
+
+def step_sizes(progress: tf.Tensor, tensor_features: Optional[tf.Tensor], num_tensors: int,
                schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
-               direction_scale: float, magnitude_scale: float,
                schedule_scale: float = 2.) -> tf.Tensor:
+  """The learned step size of each of `num_tensors` tensors, `[num_tensors]`:
+
+      lr * exp(c_q tanh(q)),   q = schedule MLP(progress [, the tensor's schedule_features])
+
+  With `tensor_features` None (the rule's `tensor_features=False`) the schedule reads the
+  progress only and every tensor gets the same step size. Computed in the progress' dtype.
+  """
+  dtype = progress.dtype
+  inputs = tf.tile(progress[None], [num_tensors, 1])
+  if tensor_features is not None:
+    inputs = tf.concat([inputs, tf.cast(tensor_features, dtype)], axis=1)
+  q = inputs
+  for i, (w, b) in enumerate(schedule_layers):
+    q = tf.matmul(q, tf.cast(w, dtype)) + tf.cast(b, dtype)
+    if i + 1 < len(schedule_layers):
+      q = tf.nn.relu(q)
+  return tf.exp(tf.cast(log_lr, dtype) + schedule_scale * tf.tanh(q[:, 0]))
+
+
+def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tensor,
+               layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], step_size: tf.Tensor,
+               direction_scale: float, magnitude_scale: float) -> tf.Tensor:
   """The updates [n] of n coordinates from their features [n, F] and the progress [P].
 
   `layers` are the (w, b) of the per-coordinate MLP (ReLU between layers, 2 outputs: d, m);
-  `schedule_layers` those of the schedule MLP of the progress (1 output). Everything is computed
-  in the features' dtype.
+  `step_size` is the schedule's step size (`step_sizes`), a scalar or one per coordinate [n].
+  Everything is computed in the features' dtype.
   """
   dtype = features.dtype
   layers = [(tf.cast(w, dtype), tf.cast(b, dtype)) for w, b in layers]
-  schedule_layers = [(tf.cast(w, dtype), tf.cast(b, dtype)) for w, b in schedule_layers]
-  log_lr = tf.cast(log_lr, dtype)
   progress = tf.cast(progress, dtype)
   n = tf.shape(features)[0]
   h = tf.concat([features, tf.tile(progress[None], [n, 1])], axis=1)
@@ -140,28 +192,42 @@ def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tens
     h = tf.matmul(h, w) + b
     if i + 1 < len(layers):
       h = tf.nn.relu(h)
-  s = progress[None]
-  for i, (w, b) in enumerate(schedule_layers):
-    s = tf.matmul(s, w) + b
-    if i + 1 < len(schedule_layers):
-      s = tf.nn.relu(s)
-  step_size = tf.exp(log_lr + schedule_scale * tf.tanh(s[0, 0]))
   direction = adam_direction + direction_scale * tf.tanh(h[:, 0])
-  return -step_size * direction * tf.exp(magnitude_scale * tf.tanh(h[:, 1]))
+  return -tf.cast(step_size, dtype) * direction * tf.exp(magnitude_scale * tf.tanh(h[:, 1]))
+
+
+def tensor_step_sizes(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: tf.Tensor,
+                      progress: tf.Tensor, schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
+                      log_lr: tf.Tensor, schedule_scale: float,
+                      use_tensor_features: bool) -> tf.Tensor:
+  """`step_sizes` of the tensors of `grads` (the schedule's features from the state before the
+  step when `use_tensor_features`)."""
+  features = None
+  if use_tensor_features:
+    features = tf.stack([schedule_features(g, m_, tf.cast(v_, g.dtype), tf.cast(step, g.dtype))
+                         for g, m_, v_ in zip(grads, m, v)])
+  return step_sizes(progress, features, len(grads), schedule_layers, log_lr, schedule_scale)
 
 
 def rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], m: Tensors, v: Tensors,
               row: Tensors, col: Tensors, step: tf.Tensor, num_steps: tf.Tensor,
               layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
               schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
-              direction_scale: float, magnitude_scale: float, schedule_scale: float
+              direction_scale: float, magnitude_scale: float, schedule_scale: float,
+              use_tensor_features: bool = False
               ) -> Tuple[List[tf.Tensor], Tuple[Tensors, Tensors, Tensors, Tensors]]:
   """One step of the rule with the reference ops: `(updates, (m', v', row', col'))`.
 
-  `tensor_features` per tensor, then one `mlp_update` over every coordinate of every tensor, in
-  the gradients' dtype. `nets.mlp_rule_fused.fused_rule_step` computes the same (float32) with
-  one fused op per tensor.
+  `tensor_features` per tensor, the schedule's step size per tensor (`tensor_step_sizes`), then
+  one `mlp_update` over every coordinate of every tensor, in the gradients' dtype.
+  `nets.mlp_rule_fused.fused_rule_step` computes the same (float32) with one fused op per tensor.
   """
+  if not grads:
+    return [], ((),) * 4
+  dtype = grads[0].dtype
+  progress = progress_features(tf.cast(step, dtype), tf.cast(num_steps, dtype))
+  sizes_per_tensor = tensor_step_sizes(grads, m, v, step, progress, schedule_layers, log_lr,
+                                       schedule_scale, use_tensor_features)
   features, directions, new_stats = [], [], []
   for g, p, m_, v_, row_, col_ in zip(grads, params, m, v, row, col):
     f, d, s = tensor_features(g, tf.cast(p, g.dtype), m_, v_, row_, col_, tf.cast(step, g.dtype))
@@ -169,13 +235,11 @@ def rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], m: Tensor
     directions.append(d)
     new_stats.append(s)
   sizes = [int(g.shape.num_elements()) for g in grads]
-  flat = mlp_update(tf.concat(features, 0), tf.concat(directions, 0),
-                    progress_features(tf.cast(step, grads[0].dtype),
-                                      tf.cast(num_steps, grads[0].dtype)), layers,
-                    schedule_layers, log_lr, direction_scale, magnitude_scale, schedule_scale)
+  flat = mlp_update(tf.concat(features, 0), tf.concat(directions, 0), progress, layers,
+                    tf.repeat(sizes_per_tensor, sizes), direction_scale, magnitude_scale)
   updates = [tf.cast(tf.reshape(u, g.shape), g.dtype)
              for u, g in zip(tf.split(flat, sizes), grads)]
-  stats = tuple(tuple(s) for s in zip(*new_stats)) if new_stats else ((),) * 4
+  stats = tuple(tuple(s) for s in zip(*new_stats))
   return updates, stats
 
 
@@ -192,6 +256,9 @@ class PerParameterMLP(base.UpdateRule):
     direction_scale: c_d, the bound of the MLP's direction change.
     magnitude_scale: c_m, the bound of the MLP's log-magnitude output.
     schedule_scale: c_q, the bound of the schedule's log-factor.
+    tensor_features: the schedule also reads each tensor's `schedule_features` (whether its
+      gradient keeps its sign), so that it sets a step size per tensor; False: one step size
+      from the progress alone (the rule of `versatile-mlp-v1`).
     default_num_steps: the horizon T when the caller gives none.
     seed: seed of the hidden layers' initial weights (N(0, 1 / fan_in)).
     fused: run the forward step as one fused C++ op per tensor on CPU
@@ -205,7 +272,7 @@ class PerParameterMLP(base.UpdateRule):
                learning_rate: float = 1e-3, direction_scale: float = 1.0,
                magnitude_scale: float = 2.0, schedule_scale: float = 2.0,
                default_num_steps: int = 1000, seed: int = 0, fused: bool = True,
-               name: str = "per_parameter_mlp"):
+               tensor_features: bool = False, name: str = "per_parameter_mlp"):
     super().__init__(name=name)
     hidden_sizes = [int(h) for h in hidden_sizes]
     if not hidden_sizes or min(hidden_sizes) < 1 or int(schedule_hidden_size) < 1:
@@ -225,8 +292,9 @@ class PerParameterMLP(base.UpdateRule):
                            magnitude_scale=float(magnitude_scale),
                            schedule_scale=float(schedule_scale),
                            default_num_steps=default_num_steps, seed=int(seed),
-                           fused=bool(fused))
+                           fused=bool(fused), tensor_features=bool(tensor_features))
     self.fused = bool(fused)
+    self.tensor_features = bool(tensor_features)
     self.direction_scale = float(direction_scale)
     self.magnitude_scale = float(magnitude_scale)
     self.schedule_scale = float(schedule_scale)
@@ -247,7 +315,8 @@ class PerParameterMLP(base.UpdateRule):
       self.layers = layer_stack([NUM_FEATURES + NUM_PROGRESS_FEATURES] + hidden_sizes + [2],
                                 "mlp")
       self.schedule_layers = layer_stack(
-          [NUM_PROGRESS_FEATURES, int(schedule_hidden_size), 1], "schedule")
+          [NUM_PROGRESS_FEATURES + NUM_TENSOR_FEATURES * self.tensor_features,
+           int(schedule_hidden_size), 1], "schedule")
       self.log_lr = tf.Variable(math.log(learning_rate), dtype=tf.float32, name="log_lr")
 
   def initial_state(self, params: Sequence[tf.Tensor],
@@ -283,7 +352,7 @@ class PerParameterMLP(base.UpdateRule):
     step = state.step + 1.
     args = (grads, params, state.m, state.v, state.row, state.col, step, state.num_steps,
             self.layers, self.schedule_layers, self.log_lr, self.direction_scale,
-            self.magnitude_scale, self.schedule_scale)
+            self.magnitude_scale, self.schedule_scale, self.tensor_features)
     if self.fused and mlp_rule_fused.applies(grads, params, state):
       updates, (m, v, row, col) = mlp_rule_fused.fused_rule_step(*args)
     else:

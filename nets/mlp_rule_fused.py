@@ -4,8 +4,8 @@
 Adafactor's row and column statistics), the nine features, the per-coordinate MLP and the update
 in two passes over memory (the reductions, then everything per coordinate), where the reference
 ops of `nets.mlp_rule` (`tensor_features`, `mlp_update`) make ~60 passes and write out every
-intermediate. The schedule MLP's step size (one scalar per step) and the progress features stay
-TF ops. Results agree with the reference to float32 round-off (tests/mlp_rule_fused_test.py).
+intermediate. The schedule's step sizes (one scalar per tensor and step) and the progress
+features stay TF ops. Results agree with the reference to float32 round-off (tests/mlp_rule_fused_test.py).
 
 Only the forward step is fused. `fused_rule_step` wraps it in `tf.custom_gradient` whose gradient
 recomputes the reference step (`nets.mlp_rule.rule_step`) and differentiates it, so gradients to
@@ -49,35 +49,23 @@ def applies(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], state: Any)
   return mlp_rule_kernels() is not None
 
 
-def _step_size(progress: tf.Tensor, schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
-               log_lr: tf.Tensor, num_inputs: int, schedule_scale: float) -> tf.Tensor:
-  """The schedule's step size, by `mlp_update` itself (the same ops as the reference).
-
-  With a zero per-coordinate MLP and an Adam direction of -1, `mlp_update`'s one update is
-  `-step_size * (-1 + c_d tanh(0)) * exp(c_m tanh(0))`: the step size.
-  """
-  from nets import mlp_rule  # pylint: disable=g-import-not-at-top (mlp_rule imports this module)
-  return mlp_rule.mlp_update(tf.zeros([1, mlp_rule.NUM_FEATURES]), -tf.ones([1]), progress,
-                             [(tf.zeros([num_inputs, 2]), tf.zeros([2]))], schedule_layers,
-                             log_lr, 1., 1., schedule_scale)[0]
-
-
 def _forward(kernels: Any, grads, params, m, v, row, col, step, num_steps, layers,
              schedule_layers, log_lr, direction_scale: float, magnitude_scale: float,
-             schedule_scale: float):
+             schedule_scale: float, use_tensor_features: bool):
   """The fused forward step: (updates, m', v', row', col'), one op per tensor."""
   from nets import mlp_rule  # pylint: disable=g-import-not-at-top (mlp_rule imports this module)
   progress = mlp_rule.progress_features(step, num_steps)
-  step_size = _step_size(progress, schedule_layers, log_lr, int(layers[0][0].shape[0]),
-                         schedule_scale)
+  # The schedule (one step size per tensor) by the reference's own ops: a few small ops.
+  sizes = mlp_rule.tensor_step_sizes(grads, m, v, step, progress, schedule_layers, log_lr,
+                                     schedule_scale, use_tensor_features)
   attrs = dict(decays=[float(d) for d in mlp_rule.MOMENTUM_DECAYS],
                adam_momentum=mlp_rule.ADAM_MOMENTUM, rms_decay=mlp_rule.RMS_DECAY,
                rms_rate=1. - mlp_rule.RMS_DECAY, epsilon=mlp_rule.EPSILON,
                feature_clip=mlp_rule.FEATURE_CLIP, direction_scale=float(direction_scale),
                magnitude_scale=float(magnitude_scale))
   ws, bs = [w for w, _ in layers], [b for _, b in layers]
-  outs = [kernels.l2l_mlp_rule_step(*t, step, progress, step_size, ws, bs, **attrs)
-          for t in zip(grads, params, m, v, row, col)]
+  outs = [kernels.l2l_mlp_rule_step(*t, step, progress, sizes[i], ws, bs, **attrs)
+          for i, t in enumerate(zip(grads, params, m, v, row, col))]
   return tuple(list(x) for x in zip(*outs))
 
 
@@ -86,7 +74,8 @@ def fused_rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor],
                     col: Sequence[tf.Tensor], step: tf.Tensor, num_steps: tf.Tensor,
                     layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
                     schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
-                    direction_scale: float, magnitude_scale: float, schedule_scale: float
+                    direction_scale: float, magnitude_scale: float, schedule_scale: float,
+                    use_tensor_features: bool = False
                     ) -> Tuple[List[tf.Tensor], Tuple[Tuple[tf.Tensor, ...], ...]]:
   """`nets.mlp_rule.rule_step` with a fused forward pass and the reference's gradients.
 
@@ -114,7 +103,7 @@ def fused_rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor],
     sw = rest[2 + 2 * num_layers:2 + 2 * (num_layers + num_schedule)]
     pairs = lambda t: [(t[2 * i], t[2 * i + 1]) for i in range(len(t) // 2)]
     return (*lists, step, num_steps, pairs(lw), pairs(sw), rest[-1], direction_scale,
-            magnitude_scale, schedule_scale)
+            magnitude_scale, schedule_scale, use_tensor_features)
 
   def reference(args) -> List[tf.Tensor]:
     updates, stats = mlp_rule.rule_step(*unflatten(args))

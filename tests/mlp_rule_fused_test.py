@@ -35,9 +35,10 @@ def _assert_close(test, a, b, rtol=1e-5):
   test.assertAllClose(a, b, rtol=rtol, atol=rtol * max(1e-30, float(np.max(np.abs(a)))))
 
 
-def _trained_looking_rule(fused, seed=0, hidden_sizes=(8, 8)):
+def _trained_looking_rule(fused, seed=0, hidden_sizes=(8, 8), tensor_features=False):
   """A rule with every weight drawn (the untrained rule's last layers are zero: Adam)."""
-  rule = nets.PerParameterMLP(hidden_sizes=hidden_sizes, seed=seed, fused=fused)
+  rule = nets.PerParameterMLP(hidden_sizes=hidden_sizes, seed=seed, fused=fused,
+                              tensor_features=tensor_features)
   rng = np.random.default_rng(seed + 1)
   for w, b in [*rule.layers, *rule.schedule_layers]:
     w.assign(rng.normal(size=w.shape).astype(np.float32) / np.sqrt(w.shape[0]))
@@ -76,12 +77,16 @@ class MlpRuleFusedTest(tf.test.TestCase, parameterized.TestCase):
     if mlp_rule_fused.mlp_rule_kernels() is None:
       self.skipTest(f"fused op unavailable: {mlp_rule_fused._kernels.get('error')}")
 
-  @parameterized.named_parameters(("shapes", SHAPES, (8, 8)), ("large", LARGE, (8, 8)),
-                                  ("other_widths", SHAPES, (5, 16, 3)))
-  def test_steps_match_the_reference(self, shapes, hidden_sizes):
+  @parameterized.named_parameters(("shapes", SHAPES, (8, 8), False),
+                                  ("large", LARGE, (8, 8), False),
+                                  ("other_widths", SHAPES, (5, 16, 3), False),
+                                  ("tensor_features", SHAPES + LARGE, (8, 8), True))
+  def test_steps_match_the_reference(self, shapes, hidden_sizes, tensor_features):
     # 7 steps over a horizon of 5: the progress features saturate on the last ones.
-    fused = _run(_trained_looking_rule(True, hidden_sizes=hidden_sizes), shapes, 7)
-    reference = _run(_trained_looking_rule(False, hidden_sizes=hidden_sizes), shapes, 7)
+    fused = _run(_trained_looking_rule(True, hidden_sizes=hidden_sizes,
+                                       tensor_features=tensor_features), shapes, 7)
+    reference = _run(_trained_looking_rule(False, hidden_sizes=hidden_sizes,
+                                           tensor_features=tensor_features), shapes, 7)
     for (fu, fs), (ru, rs) in zip(fused, reference):
       for a, b in zip(ru, fu):
         self.assertGreater(float(tf.reduce_max(tf.abs(a))), 0.)
@@ -89,8 +94,9 @@ class MlpRuleFusedTest(tf.test.TestCase, parameterized.TestCase):
       for a, b in zip(tf.nest.flatten(rs), tf.nest.flatten(fs)):
         _assert_close(self, a, b)
 
-  def test_fused_step_matches_the_pure_functions(self):
-    rule = _trained_looking_rule(True)
+  @parameterized.parameters(False, True)
+  def test_fused_step_matches_the_pure_functions(self, tensor_features):
+    rule = _trained_looking_rule(True, tensor_features=tensor_features)
     params = _tensors(SHAPES, 0)
     grads = _tensors(SHAPES, 1)
     state = rule.initial_state(params, num_steps=10)
@@ -110,10 +116,14 @@ class MlpRuleFusedTest(tf.test.TestCase, parameterized.TestCase):
       for a, b in zip(stats, (new_state.m[i], new_state.v[i], new_state.row[i],
                               new_state.col[i])):
         _assert_close(self, a, b)
-    flat = mlp_rule.mlp_update(tf.concat(features, 0), tf.concat(directions, 0),
-                               mlp_rule.progress_features(step, state.num_steps), rule.layers,
-                               rule.schedule_layers, rule.log_lr, rule.direction_scale,
-                               rule.magnitude_scale, rule.schedule_scale)
+    progress = mlp_rule.progress_features(step, state.num_steps)
+    sizes = mlp_rule.tensor_step_sizes(grads, state.m, state.v, step, progress,
+                                       rule.schedule_layers, rule.log_lr, rule.schedule_scale,
+                                       rule.tensor_features)
+    flat = mlp_rule.mlp_update(tf.concat(features, 0), tf.concat(directions, 0), progress,
+                               rule.layers, tf.repeat(sizes, [int(g.shape.num_elements())
+                                                              for g in grads]),
+                               rule.direction_scale, rule.magnitude_scale)
     _assert_close(self, flat, tf.concat([tf.reshape(u, [-1]) for u in updates], 0))
 
   def test_bit_for_bit_repeatable(self):
@@ -123,10 +133,10 @@ class MlpRuleFusedTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(tf.nest.flatten(first), tf.nest.flatten(second)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-  def _gradients(self, fused, order, use_tf_function):
+  def _gradients(self, fused, order, use_tf_function, tensor_features=False):
     """Gradients of a two-step unroll's loss to every input and weight (order 1), or of the
     squared norm of its gradient to the parameters to the weights (order 2)."""
-    rule = _trained_looking_rule(fused)
+    rule = _trained_looking_rule(fused, tensor_features=tensor_features)
     shapes = [[], [7], [13, 11], [3, 5, 9]]
     params0 = _tensors(shapes, 0)
     targets = _tensors(shapes, 1)
@@ -165,12 +175,15 @@ class MlpRuleFusedTest(tf.test.TestCase, parameterized.TestCase):
       run = tf.function(run)
     return run(params0, state0)
 
-  @parameterized.named_parameters(("eager", 1, False), ("tf_function", 1, True),
-                                  ("second_order_eager", 2, False),
-                                  ("second_order_tf_function", 2, True))
-  def test_gradients_match_the_reference(self, order, use_tf_function):
-    fused = tf.nest.flatten(self._gradients(True, order, use_tf_function))
-    reference = tf.nest.flatten(self._gradients(False, order, use_tf_function))
+  @parameterized.named_parameters(("eager", 1, False, False), ("tf_function", 1, True, False),
+                                  ("second_order_eager", 2, False, False),
+                                  ("second_order_tf_function", 2, True, False),
+                                  ("tensor_features", 1, True, True),
+                                  ("tensor_features_second_order", 2, False, True))
+  def test_gradients_match_the_reference(self, order, use_tf_function, tensor_features):
+    fused = tf.nest.flatten(self._gradients(True, order, use_tf_function, tensor_features))
+    reference = tf.nest.flatten(self._gradients(False, order, use_tf_function,
+                                                tensor_features))
     self.assertLen(fused, len(reference))
     nonzero = 0
     for a, b in zip(reference, fused):

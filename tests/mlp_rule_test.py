@@ -41,7 +41,24 @@ def np_features(g, p, m, v, row, col, t):
   return features, (m_hat[..., 1] / denom).ravel(), (m, v, row, col)
 
 
-def np_update(features, direction, s, weights, log_lr, c_d=1.0, c_m=2.0, c_q=2.0):
+def np_schedule_features(g, m, v, t, sample=4096):
+  """NumPy float64: the schedule's per-tensor features from the statistics before step t."""
+  n = g.size
+  stride = -(-n // sample)
+  g, m, v = g.ravel()[::stride], m.reshape(-1, 3)[::stride], v.ravel()[::stride]
+  if t == 1:
+    m_hat, v_hat = m, v  # Zeros.
+  else:
+    m_hat, v_hat = m / (1 - DECAYS ** (t - 1)), v / (1 - B2 ** (t - 1))
+  denom = np.sqrt(v_hat) + EPS
+  snr = [np.mean(np.abs(m_hat[:, i]) / denom) for i in (1, 2)]
+  cos = g @ m[:, 1] / (np.linalg.norm(g) * np.linalg.norm(m[:, 1]) + 1e-30)
+  return np.clip(np.array(snr + [cos]), -2, 2)
+
+
+def np_update(features, direction, s, weights, log_lr, c_d=1.0, c_m=2.0, c_q=2.0,
+              schedule_inputs=None, sizes=None):
+  """The updates; `schedule_inputs` [k, 3] per tensor of `sizes` coordinates, or None."""
   progress = np.array([s, s * s, np.tanh(10 * s), np.tanh(10 * (1 - s))])
   h = np.concatenate([features, np.tile(progress, (len(features), 1))], axis=1)
   layers, schedule = weights
@@ -49,10 +66,14 @@ def np_update(features, direction, s, weights, log_lr, c_d=1.0, c_m=2.0, c_q=2.0
     h = h @ w + b
     h = np.maximum(h, 0) if i + 1 < len(layers) else h
   q = progress[None]
+  if schedule_inputs is not None:
+    q = np.concatenate([np.tile(progress, (len(schedule_inputs), 1)), schedule_inputs], axis=1)
   for i, (w, b) in enumerate(schedule):
     q = q @ w + b
     q = np.maximum(q, 0) if i + 1 < len(schedule) else q
-  return (-np.exp(log_lr + c_q * np.tanh(q[0, 0])) * (direction + c_d * np.tanh(h[:, 0]))
+  step_size = np.exp(log_lr + c_q * np.tanh(q[:, 0]))
+  step_size = step_size[0] if schedule_inputs is None else np.repeat(step_size, sizes)
+  return (-step_size * (direction + c_d * np.tanh(h[:, 0]))
           * np.exp(c_m * np.tanh(h[:, 1])))
 
 
@@ -91,10 +112,12 @@ class PerParameterMLPTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(a, b, rtol=1e-12)
       p = p + 0.1 * rng.normal(size=shape)
 
-  def test_update_against_numpy_over_steps(self):
-    rule = nets.PerParameterMLP(learning_rate=3e-3, seed=1)
+  @parameterized.parameters(False, True)
+  def test_update_against_numpy_over_steps(self, tensor_features):
+    rule = nets.PerParameterMLP(learning_rate=3e-3, seed=1, tensor_features=tensor_features)
     randomize(rule, 0)
-    shapes = [(4, 6), (6,), (2, 2, 3)]
+    # (70, 80): more coordinates than the schedule's sample of 4096 (strided).
+    shapes = [(4, 6), (6,), (2, 2, 3)] + [(70, 80)] * tensor_features
     rng = np.random.default_rng(1)
     params = [rng.normal(size=s) for s in shapes]
     state = rule.initial_state([tf.constant(p) for p in params], num_steps=7)
@@ -106,10 +129,14 @@ class PerParameterMLPTest(tf.test.TestCase, parameterized.TestCase):
       grads = [rng.normal(size=s) for s in shapes]
       updates, state = rule([tf.constant(g) for g in grads], state,
                             params=[tf.constant(p) for p in params])
+      schedule_inputs = (np.stack([np_schedule_features(g, st[0], st[1], t)
+                                   for g, st in zip(grads, stats)])
+                         if tensor_features else None)
       feats, dirs, new_stats = zip(*[np_features(g, p, *st, t)
                                      for g, p, st, in zip(grads, params, stats)])
       expected = np_update(np.concatenate(feats), np.concatenate(dirs), min(t / 7, 1.),
-                           weights, log_lr)
+                           weights, log_lr, schedule_inputs=schedule_inputs,
+                           sizes=[int(np.prod(s)) for s in shapes])
       sizes = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
       for i, (u, s) in enumerate(zip(updates, shapes)):
         self.assertEqual(u.shape, s)
@@ -119,8 +146,9 @@ class PerParameterMLPTest(tf.test.TestCase, parameterized.TestCase):
       params = [p + u.numpy() for p, u in zip(params, updates)]
     self.assertEqual(float(state.step), 9.)
 
-  def test_untrained_is_adam(self):
-    rule = nets.PerParameterMLP(learning_rate=0.01)
+  @parameterized.parameters(False, True)
+  def test_untrained_is_adam(self, tensor_features):
+    rule = nets.PerParameterMLP(learning_rate=0.01, tensor_features=tensor_features)
     adam = snt.optimizers.Adam(0.01)
     rng = np.random.default_rng(2)
     variables = [tf.Variable(rng.normal(size=s).astype(np.float32)) for s in ((3, 4), (4,))]
