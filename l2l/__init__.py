@@ -63,6 +63,26 @@ def __getattr__(name: str):
 def __dir__():
   return sorted(set(globals()) | set(_LAZY))
 
+
+def _submodules_on_demand(package_name: str) -> None:
+  """Lets `l2l.<package>.<module>` resolve after `import l2l` (as the README writes such names)
+  by importing the module on first access; the subpackages' own __init__ import nothing."""
+  package = _importlib.import_module(package_name)
+  if "__getattr__" in vars(package):
+    return
+
+  def get(name):
+    if not name.startswith("__") and _importlib_util.find_spec(f"{package_name}.{name}"):
+      return _importlib.import_module(f"{package_name}.{name}")
+    raise AttributeError(f"module {package_name!r} has no attribute {name!r}")
+
+  package.__getattr__ = get
+
+
+for _package in ("l2l.meta_learning", "l2l.versatile"):
+  _submodules_on_demand(_package)
+del _package
+
 __all__ = [
     # Learned optimizers.
     "Problem", "VariableSpec", "MetaOptimizer", "MetaLoss", "MetaMinimize",

@@ -118,5 +118,40 @@ class ReadmeTest(absltest.TestCase):
     self.assertTrue(np.isfinite(float(run.namespace["pes"].last_meta_loss)))
 
 
+def l2l_names():
+  """Every dotted `l2l.xxx` path in the README's code blocks and inline code."""
+  with open(README) as f:
+    text = f.read()
+  chunks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+  chunks += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+  return sorted({m.group(0) for chunk in chunks
+                 for m in re.finditer(r"(?<![\w./-])l2l(?:\.[A-Za-z_]\w*)+(?![\w-])", chunk)})
+
+
+class ReadmeNamesTest(absltest.TestCase):
+  """Every `l2l.xxx` name the README uses resolves after `import l2l` (attribute by attribute;
+  `l2l.threads.use_inter_op_threads(1)` used to raise AttributeError)."""
+
+  def test_every_l2l_name_resolves_after_import_l2l(self):
+    import l2l  # pylint: disable=g-import-not-at-top
+    names = l2l_names()
+    self.assertGreaterEqual(len(names), 20)  # The scan finds the README's names at all.
+    self.assertIn("l2l.threads.use_inter_op_threads", names)
+    for name in names:
+      with self.subTest(name=name):
+        value = l2l
+        for attribute in name.split(".")[1:]:
+          self.assertTrue(hasattr(value, attribute), f"{name}: no attribute {attribute!r}")
+          value = getattr(value, attribute)
+
+  def test_unknown_names_still_raise_attribute_error(self):
+    import l2l  # pylint: disable=g-import-not-at-top
+    with self.assertRaisesRegex(AttributeError, "no attribute 'no_such_name'"):
+      l2l.no_such_name  # pylint: disable=pointless-statement
+    self.assertEqual(sorted(set(l2l.__all__) - set(dir(l2l))), [])
+    for name in l2l.__all__:
+      self.assertIsNotNone(getattr(l2l, name), name)
+
+
 if __name__ == "__main__":
   absltest.main()
