@@ -69,5 +69,27 @@ class BestValidationTest(absltest.TestCase):
     self.assertGreater(final_score, saved + 1e-3)
 
 
+class DivergenceTest(absltest.TestCase):
+  """A meta learning rate of 1e6 blows the optimizee up: reported, never saved as the best."""
+
+  def test_divergent_run_saves_nothing_and_says_so(self):
+    path = os.path.join(tempfile.mkdtemp(), "opt")
+    config = dict(CONFIG, num_epochs=4, evaluation_period=2, learning_rate=1e6)
+    with self.assertLogs(level="WARNING") as logs:
+      summary = training.meta_train(training.TrainConfig(save_path=path, **config))
+    text = "\n".join(logs.output)
+    # The untrained optimizer's score is finite and every later one is worse (or not finite).
+    untrained = summary["untrained_validation_log10_loss"]
+    scores = validation_scores(path)
+    self.assertEqual(sorted(scores), [2, 4])
+    self.assertTrue(all(not score < untrained for score in scores.values()), (untrained, scores))
+    self.assertEqual((summary["best_epoch"], summary["saved"]), (0, False))
+    self.assertFalse(os.path.exists(os.path.join(path, "config.json")))
+    self.assertRegex(text, r"epoch 1 \(meta-step 2\): the optimizee diverged")
+    self.assertRegex(text, r"validation at epoch 2: .*(not better than the untrained|not finite)")
+    self.assertRegex(text, "no validation beat the untrained optimizer .*nothing saved to")
+    self.assertGreater(summary["diverged_epochs"], 0)
+
+
 if __name__ == "__main__":
   absltest.main()
