@@ -85,7 +85,7 @@ class DivergenceTest(absltest.TestCase):
     self.assertTrue(all(not score < untrained for score in scores.values()), (untrained, scores))
     self.assertEqual((summary["best_epoch"], summary["saved"]), (0, False))
     self.assertFalse(os.path.exists(os.path.join(path, "config.json")))
-    self.assertRegex(text, r"epoch 1 \(meta-step 2\): the optimizee diverged")
+    self.assertRegex(text, r"epoch \d \(meta-step \d\): the optimizee diverged")
     self.assertRegex(text, r"validation at epoch 2: .*(not better than the untrained|not finite)")
     self.assertRegex(text, "no validation beat the untrained optimizer .*nothing saved to")
     self.assertGreater(summary["diverged_epochs"], 0)
