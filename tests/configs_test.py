@@ -1,6 +1,8 @@
 """The paper's named configs (mnist, cifar, cifar-multi, digits) on small local data."""
 
+import ast
 import os
+import re
 import tempfile
 from unittest import mock
 
@@ -80,6 +82,36 @@ class PaperConfigsTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"configuration 'digits' has no options "
                                 r"\['data_dir'\]"):
       configs.get_config("digits", data_dir="/tmp")
+
+
+class LightConstantsTest(tf.test.TestCase):
+  """Constants copied so that the scripts' --help loads without TensorFlow agree with their
+  sources, and --help really does not import TensorFlow."""
+
+  def test_copies_agree(self):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    from l2l import evaluation, options, unroll  # pylint: disable=g-import-not-at-top
+    from l2l.versatile import suite_training  # pylint: disable=g-import-not-at-top
+    from problems import cifar10  # pylint: disable=g-import-not-at-top
+    self.assertEqual(configs.CIFAR_KERNEL_SHAPE, tuple(cifar10.KERNEL_SHAPE))
+    self.assertEqual(options.OPTIMIZERS, evaluation.OPTIMIZERS)
+    self.assertIs(unroll.OBJECTIVES, options.OBJECTIVES)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, runpy\n"
+            "sys.argv = ['train.py', '--help']\n"
+            "try:\n  runpy.run_path('train.py', run_name='__main__')\n"
+            "except SystemExit:\n  pass\n"
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
+                            text=True, timeout=120)
+    with open(os.path.join(repo, "train.py")) as f:
+      copied = re.search(r"^_SUITE_DEFAULTS = (\{.*?\})$", f.read(), flags=re.M | re.S)
+    suite_defaults = suite_training.SuiteTrainConfig()
+    for name, value in ast.literal_eval(copied.group(1)).items():
+      self.assertEqual(value, getattr(suite_defaults, name), name)
+    self.assertIn("--objective", result.stdout)
+    self.assertEqual(result.stdout.strip().splitlines()[-1], "False")
 
 
 if __name__ == "__main__":
