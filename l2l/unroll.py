@@ -22,7 +22,7 @@ from nets import base as nets_base
 from l2l.options import OBJECTIVES  # ("sum", "log")
 # The log objective's floor, relative to a reference loss: each term is log max(f(x_t), floor),
 # floor = LOG_FLOOR * f_ref, where f_ref is the loss at the start of the problem instance
-# (MetaLoss) or of the unroll (`unroll` without `log_floor`), gradient stopped. Without a floor
+# (MetaLoss) or of the unroll (`unroll` without `log_reference`), gradient stopped. Without a floor
 # log f is unbounded below when f can reach 0 (a minibatch that huge weights fit exactly): a
 # learned optimizer then gains more from driving some minibatch losses to 0 than it loses on
 # the others, and learns to blow the weights up. Progress down to 1e-6 of the starting loss,
@@ -211,8 +211,8 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
       `segment_length`, it applies to the loop inside each segment (default: segments > 50).
     objective: "sum" for sum_t w_t f(x_t); "log" for sum_t w_t log max(f(x_t), floor), which
       weighs progress by its relative size, so late steps of small loss still count; the
-      floor, LOG_FLOOR times `log_reference` (default f(x_0)), keeps a loss that reaches 0 from earning an
-      unbounded reward (see LOG_FLOOR).
+      floor, LOG_FLOOR times `log_reference` (default f(x_0)), keeps a loss that reaches 0
+      from earning an unbounded reward (see LOG_FLOOR).
     segment_length: None backpropagates through the stored trajectory (memory grows with T).
       A positive int checkpoints the unroll: segments of this many steps are recomputed in the
       backward pass, so memory grows with the segment length (plus T / segment_length
