@@ -272,7 +272,9 @@ def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal) -> Dict[str,
                     "validations are compared with each other only")
     untrained_var.assign(float("inf"))
   elif math.isnan(float(untrained_var.numpy())):
-    untrained_var.assign(validate())
+    untrained_score = validate()
+    # An untrained optimizer that already diverges sets no bar (any finite score beats it).
+    untrained_var.assign(untrained_score if math.isfinite(untrained_score) else float("inf"))
     logging.info("validation of the untrained optimizer: log10 mean final loss %.4f over %d "
                  "instances (a trained one is kept only if it does better)",
                  float(untrained_var.numpy()), config.evaluation_epochs)
