@@ -61,7 +61,8 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--num_eval_tasks", type=int, default=600)
-  parser.add_argument("--finite_examples", type=int, default=10)
+  parser.add_argument("--examples", type=int, default=10,
+                      help="diverged and finite tasks whose growth factor is computed (each)")
   args = parser.parse_args()
   config = fewshot.FewShotConfig(seed=args.seed, num_eval_tasks=args.num_eval_tasks)
   directory = os.path.join(args.workdir, f"{args.method}_{args.shots}shot")
@@ -76,7 +77,7 @@ def main():
       tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[i:i + 200]), tasks),
       args.steps)[0].numpy() for i in range(0, tasks.num_tasks, 200)])
   diverged = np.flatnonzero(~np.isfinite(losses))
-  finite = np.flatnonzero(np.isfinite(losses))[:args.finite_examples]
+  finite = np.flatnonzero(np.isfinite(losses))[:args.examples]
   print(f"{args.method} {args.shots}-shot seed {args.seed}: {len(diverged)} of {len(losses)} "
         f"tasks diverge after {args.steps} steps")
   rates = algorithm.learning_rates()
@@ -84,7 +85,7 @@ def main():
     values = np.concatenate([np.reshape(v.numpy(), [-1]) for v in rates.values()])
     print(f"learned rates: {np.mean(values < 0):.1%} negative, range [{values.min():.3g}, "
           f"{values.max():.3g}], median {np.median(values):.3g}")
-  for label, indices in (("diverged", diverged), ("finite", finite)):
+  for label, indices in (("diverged", diverged[:args.examples]), ("finite", finite)):
     factors = [growth_factor(algorithm, tasks.support_x[i], tasks.support_y[i])
                for i in indices]
     if factors:
