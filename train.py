@@ -14,6 +14,7 @@ instance (default 1000), --meta_steps the number of PES steps; SIGINT / SIGTERM 
 and a re-run of the same command resumes.
 """
 
+import copy
 import sys
 
 from absl import app
@@ -29,7 +30,8 @@ from l2l import options
 
 _DEFAULTS = options.TrainConfig()
 # l2l.versatile.suite_training.SuiteTrainConfig's defaults (scripts_test checks they agree).
-_SUITE_DEFAULTS = {"meta_steps": 3000, "tasks_per_step": 4, "progress_weighting": 0.5}
+_SUITE_DEFAULTS = {"meta_steps": 3000, "tasks_per_step": 4, "progress_weighting": 0.5,
+                   "adam_floor": 0.0}
 
 flags.DEFINE_string("save_path", None, "Directory for the best optimizer (config.json + weights).")
 flags.DEFINE_bool("overwrite", False, "Replace an optimizer already saved in --save_path (and "
@@ -91,6 +93,12 @@ flags.DEFINE_integer("tasks_per_step", _SUITE_DEFAULTS["tasks_per_step"],
 flags.DEFINE_float("progress_weighting", _SUITE_DEFAULTS["progress_weighting"],
                    "--suite: a in [0, 1]; truncations weigh from 1 - a (start of a horizon) to "
                    "1 + a (end), so the final loss counts more.")
+flags.DEFINE_float("adam_floor", _SUITE_DEFAULTS["adam_floor"],
+                   "--suite: losses count as at least this times tuned Adam's final loss on "
+                   "their task (measured first; 0: no floor), in the meta-objective and in "
+                   "validation.")
+flags.DEFINE_bool("tensor_features", False, "--suite: the rule's schedule also reads per-tensor "
+                  "features and sets a step size per tensor (nets.PerParameterMLP).")
 FLAGS = flags.FLAGS
 
 # Flags shared with --problem runs whose defaults differ for --suite runs.
@@ -107,10 +115,14 @@ def train_suite() -> None:
   from l2l.versatile import suite_training  # pylint: disable=g-import-not-at-top
   overrides = {field: FLAGS[flag].value for flag, field in _SUITE_FLAGS.items()
              if FLAGS[flag].present}
+  if FLAGS.tensor_features:
+    net = copy.deepcopy(suite_training.VERSATILE_NET)
+    net["net_options"]["tensor_features"] = True
+    overrides["net_config"] = net
   config = suite_training.SuiteTrainConfig(
       suite=FLAGS.suite, save_path=FLAGS.save_path, meta_steps=FLAGS.meta_steps,
       tasks_per_step=FLAGS.tasks_per_step, progress_weighting=FLAGS.progress_weighting,
-      **overrides)
+      adam_floor=FLAGS.adam_floor, **overrides)
   try:
     config.validate()
     from problems.suite import suite  # pylint: disable=g-import-not-at-top
@@ -119,9 +131,9 @@ def train_suite() -> None:
     raise app.UsageError(str(e)) from None
   try:
     summary = suite_training.meta_train_suite(config)
-  except suite_training.Interrupted as e:
+  except interrupts.Interrupted as e:
     logging.warning("%s", e)
-    sys.exit(130)
+    sys.exit(e.exit_code)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   logging.info("done in %.0fs: %d meta-steps (%d skipped as non-finite); best validation mean "

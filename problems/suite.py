@@ -22,6 +22,8 @@ learned_optimization's and Celo's suites, scaled to a 2-core CPU):
   problem. No rescaling.
 * "train_plain": the training tasks without the rescaling (validation, or evaluating a learned
   optimizer on its own training distribution).
+* "train_conv" (and "train_conv_plain"): "train" plus a conv net on 8x8 images of oriented bars
+  (synthetic, not the digits), 15 tasks.
 * "smoke": three tiny tasks for unit tests.
 * "held_out_mnist", optional: the 2016 generalization runs on MNIST (`problems.mnist`, 1x20 ReLU
   and 2x20 sigmoid), from MNIST's files in `suite(..., data_dir=DIR)`; not part of `SUITES`.
@@ -118,6 +120,8 @@ _BLOBS8 = "Gaussian clusters (8-d, 3 classes, 2048 examples), softmax cross-entr
 _BLOBS32 = "Gaussian clusters (32-d, 8 classes, 2048 examples), softmax cross-entropy"
 _TEACHER16 = "random tanh teacher (16-d -> 4, 2048 examples), MSE"
 _TEACHER8 = "random ReLU teacher (8-d -> 1, 2048 examples), MSE"
+_BARS8 = ("oriented bars (8x8 images of a line segment in noise, 2048 examples, 4 "
+          "orientations), softmax cross-entropy")
 _DIGITS = "sklearn 8x8 digits (1438 train images, 10 classes), softmax cross-entropy"
 
 
@@ -139,6 +143,17 @@ def _train(s: float = TRAIN_MAX_LOG_SCALE) -> Tuple[SuiteTask, ...]:
       # Deeper nets: depth 4, so that depth varies beyond the shallow nets above.
       _mlp("teacher16", (32, 32, 32, 32), "relu", "he", 64, _TEACHER16, s),
       _mlp("blobs8", (16, 16, 16, 16), "tanh", "glorot", 32, _BLOBS8, s),
+  )
+
+
+def _train_conv(s: float = TRAIN_MAX_LOG_SCALE) -> Tuple[SuiteTask, ...]:
+  """The training tasks plus a conv net, on images that are not the digits (the held-out conv
+  net's)."""
+  return _train(s) + (
+      _task("bars8_conv_6x12", suite_models.conv,
+            dict(data="bars8", side=8, channels=(6, 12), init="glorot", batch_size=32),
+            f"{_BARS8}; conv net 3x3x6 stride 1, 3x3x12 stride 2, ReLU, linear head, init "
+            "Glorot, batch 32", "bars8", "conv 6-12", s),
   )
 
 
@@ -223,6 +238,7 @@ STEP_COST_MS: Dict[str, float] = {
     "teacher8_mlp_gelu_32": 0.25, "digits_mlp_tanh_32": 0.1, "digits_mlp_gelu_16x16": 0.25,
     "digits_linear": 0.1,
     "teacher16_mlp_relu_32x32x32x32": 0.3,  # Estimated from the 2x64 ReLU's cost, not timed.
+    "bars8_conv_6x12": 1.3,  # Timed beside digits_conv_8x16 (1.1x its time; 3 runs, loaded).
     "blobs8_mlp_tanh_16x16x16x16": 0.3,  # Estimated, not timed.
     # held_out
     "digits_mlp_relu_20": 0.25, "digits_mlp_sigmoid_20x20": 0.2, "digits_conv_8x16": 1.5,
@@ -236,6 +252,8 @@ STEP_COST_MS: Dict[str, float] = {
 _SUITES: Dict[str, Callable[[], Tuple[SuiteTask, ...]]] = {
     "train": _train,
     "train_plain": lambda: _train(0.),
+    "train_conv": _train_conv,
+    "train_conv_plain": lambda: _train_conv(0.),
     "held_out": _held_out,
     "smoke": _smoke,
 }
@@ -246,8 +264,8 @@ SUITE_NAMES = tuple(_SUITES) + ("held_out_mnist",)
 
 
 def suite(name: str, data_dir: Optional[str] = None) -> Tuple[SuiteTask, ...]:
-  """The tasks of the suite `name`: "train", "train_plain", "held_out", "smoke" or
-  "held_out_mnist".
+  """The tasks of the suite `name`: "train", "train_plain", "train_conv", "train_conv_plain",
+  "held_out", "smoke" or "held_out_mnist".
 
   Args:
     name: the suite.

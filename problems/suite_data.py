@@ -94,6 +94,24 @@ def _adding(seed: int, length: int, num_examples: int = 4096) -> Table:
   return _table(np.stack([values, markers], axis=-1), targets, REGRESSION)
 
 
+def _bars(seed: int, side: int, num_examples: int = 2048) -> Table:
+  """Images `[N, side * side]` of one line segment (length 3 to side - 2, at a random place) in
+  noise N(0, 0.5^2); the class is its orientation: horizontal, vertical, diagonal or
+  anti-diagonal. A small image task for conv nets whose data is not the digits."""
+  rng = np.random.default_rng(seed)
+  images = rng.normal(0., 0.5, [num_examples, side, side])
+  labels = rng.integers(0, 4, num_examples)
+  lengths = rng.integers(3, side - 1, num_examples)
+  directions = np.array([(0, 1), (1, 0), (1, 1), (1, -1)])
+  for i, (label, length) in enumerate(zip(labels, lengths)):
+    dr, dc = directions[label]
+    r0 = rng.integers(0, side - dr * (length - 1))
+    c0 = rng.integers(max(0, -dc * (length - 1)), side - max(0, dc) * (length - 1))
+    steps = np.arange(length)
+    images[i, r0 + dr * steps, c0 + dc * steps] += 2.
+  return _table(images.reshape(num_examples, side * side), labels, CLASSES)
+
+
 # scikit-learn's bundled data sets (imported at call time: scikit-learn is heavy).
 
 def _sklearn(name: str):
@@ -133,6 +151,7 @@ LOADERS: Dict[str, Callable[[], Table]] = {
                                  spread=2., num_examples=256),
     "tiny_teacher": lambda: _teacher(seed=6, num_features=4, num_outputs=1, hidden=8,
                                      activation="tanh", noise=0.1, num_examples=256),
+    "bars8": lambda: _bars(seed=8, side=8),
     # Synthetic, held out.
     "adding10": lambda: _adding(seed=7, length=10),
     # scikit-learn's digits (training and held out).

@@ -21,7 +21,7 @@ from problems.suite import STEP_COST_MS, SUITE_NAMES, TRAIN_MAX_LOG_SCALE
 
 # "train_plain" is the training tasks again (checked once below); "held_out_mnist" needs files.
 ALL_TASKS = [(name, task) for name in ("train", "held_out", "smoke")
-             for task in problems.suite(name)]
+             for task in problems.suite(name)] + [("train_conv", problems.suite("train_conv")[-1])]
 
 
 def instance(task, seed):
@@ -107,6 +107,11 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual([t.name for t in problems.suite("train_plain")],
                      [t.name for t in problems.suite("train")])
     self.assertIs(problems.suite("train"), problems.SUITES["train"])
+    self.assertEqual([t.name for t in problems.suite("train_conv")[:-1]],
+                     [t.name for t in problems.suite("train")])
+    self.assertEqual([t.name for t in problems.suite("train_conv_plain")],
+                     [t.name for t in problems.suite("train_conv")])
+    self.assertEqual(problems.suite("train_conv")[-1].architecture, "conv 6-12")
 
   def test_training_tasks_vary_and_are_rescaled(self):
     train = problems.suite("train")
@@ -160,11 +165,13 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_unknown_suite(self):
     with self.assertRaisesRegex(ValueError, r"unknown suite 'tran'.*'train', 'train_plain', "
-                                r"'held_out', 'smoke', 'held_out_mnist'"):
+                                r"'train_conv', 'train_conv_plain', 'held_out', 'smoke', "
+                                r"'held_out_mnist'"):
       problems.suite("tran")
     with self.assertRaisesRegex(ValueError, "data_dir is for 'held_out_mnist' only"):
       problems.suite("train", data_dir="/tmp")
-    self.assertEqual(SUITE_NAMES, ("train", "train_plain", "held_out", "smoke", "held_out_mnist"))
+    self.assertEqual(SUITE_NAMES, ("train", "train_plain", "train_conv", "train_conv_plain",
+                                   "held_out", "smoke", "held_out_mnist"))
 
   def test_held_out_mnist_reads_local_files(self):
     directory = tempfile.mkdtemp(dir=self.get_temp_dir())
@@ -183,7 +190,7 @@ class SuiteTest(tf.test.TestCase, parameterized.TestCase):
       missing.make_problem(0)
 
   def test_step_costs_are_recorded(self):
-    for name in ("train", "held_out"):
+    for name in ("train", "train_conv", "held_out"):
       for task in problems.suite(name):
         self.assertIn(task.name, STEP_COST_MS)
         self.assertIn("ms/step", task.description)
@@ -216,7 +223,7 @@ class SuiteReadmeTest(tf.test.TestCase):
     self.assertIn("# digits_mlp_relu_20", blocks[0])
     self.assertEqual(namespace["task"].name, "digits_mlp_relu_20")
     rows = re.findall(r"^\| `(\w+)` \|", text, flags=re.M)
-    for name in ("train", "held_out"):
+    for name in ("train", "train_conv", "held_out"):
       for task in problems.suite(name):
         self.assertIn(task.name, rows)
 
@@ -237,6 +244,23 @@ class SuiteDataTest(tf.test.TestCase):
     cancer = suite_data.load("breast_cancer")
     self.assertEqual((cancer.inputs.shape, cancer.kind), ((569, 30), suite_data.BINARY))
     self.assertEqual(suite_data.load("wine").num_outputs, 3)
+
+  def test_bars_are_oriented_as_labelled(self):
+    table = suite_data.load("bars8")
+    self.assertEqual((table.inputs.shape, table.kind, table.num_outputs),
+                     ((2048, 64), suite_data.CLASSES, 4))
+    self.assertGreater(np.bincount(table.targets).min(), 400)
+    images = table.inputs.reshape(-1, 8, 8)
+    # Each image's correlation of neighbouring pixels along the 4 orientations (the bar adds 2
+    # along its own, the noise is independent): the largest is the labelled orientation's.
+    shifts = [(0, 1), (1, 0), (1, 1), (1, -1)]
+
+    def neighbour_products(x, dr, dc):
+      a = x[:, :8 - dr, max(0, -dc):8 - max(0, dc)]
+      b = x[:, dr:, max(0, dc):8 + min(0, dc)]
+      return (a * b).sum(axis=(1, 2))
+    scores = np.stack([neighbour_products(images, dr, dc) for dr, dc in shifts], axis=1)
+    self.assertGreater(np.mean(scores.argmax(axis=1) == table.targets), 0.95)
 
   def test_adding_problem_targets_are_the_marked_sums(self):
     table = suite_data.load("adding10")

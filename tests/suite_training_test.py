@@ -7,12 +7,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
+import tensorflow as tf
 
 import l2l
+from l2l import evaluation
+from l2l import training
 from l2l.versatile import suite_training
+import problems
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(suite="smoke", num_steps=20, unroll_length=10, tasks_per_step=2, pes_particles=1,
@@ -58,11 +63,18 @@ class SuiteTrainingTest(absltest.TestCase):
     options = dict(TINY, learning_rate=5.)
     summary = suite_training.meta_train_suite(suite_training.SuiteTrainConfig(
         save_path=path, meta_steps=4, **options))
-    untrained = suite_training.meta_train_suite(suite_training.SuiteTrainConfig(
-        meta_steps=1, evaluation_period=100, **{k: v for k, v in options.items()
-                                                if k != "evaluation_period"}))
-    self.assertLessEqual(summary["best_validation_log10_loss"],
-                         untrained["best_validation_log10_loss"] + 1e-9)
+    untrained = summary["untrained_validation_log10_loss"]
+    self.assertTrue(np.isfinite(untrained))
+    self.assertLessEqual(summary["best_validation_log10_loss"], untrained + 1e-9)
+    # What is saved scores what the summary says: the untrained rule, or one validated better.
+    saved = l2l.MetaOptimizer.load(path)
+    fresh = l2l.MetaOptimizer(rule=training.seeded_net_configs(
+        {"rule": suite_training.VERSATILE_NET}, TINY["seed"])["rule"])
+    if summary["best_meta_step"] == 0:
+      for a, b in zip(saved.trainable_variables, fresh.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    else:
+      self.assertLess(summary["best_validation_log10_loss"], untrained)
 
   def test_other_options_in_the_same_save_path(self):
     path = os.path.join(tempfile.mkdtemp(), "opt")
@@ -71,6 +83,34 @@ class SuiteTrainingTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "holds a run of other options"):
       suite_training.meta_train_suite(suite_training.SuiteTrainConfig(
           save_path=path, meta_steps=2, **dict(TINY, pes_std=0.1)))
+
+  def test_floored_loss_keeps_the_gradient(self):
+    x = tf.Variable([0.5, -2.0])
+    make_loss = lambda: tf.reduce_sum(tf.square(x))  # 4.25 at x; gradient 2x.
+    for floor, value in ((1.0, 4.25), (10.0, 10.0)):
+      with tf.GradientTape() as tape:
+        loss = suite_training.floored(make_loss, floor)()
+      self.assertAlmostEqual(float(loss), value, places=5)
+      np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [1.0, -4.0])
+
+  def test_adam_references_are_tuned_adam_and_cached(self):
+    tasks = problems.suite("smoke")
+    cache = os.path.join(tempfile.mkdtemp(), "adam_reference.json")
+    refs = suite_training.adam_references(tasks, 20, 0, cache)
+    self.assertLen(refs, len(tasks))
+    # Each is the best of the grid: no rate of the grid ends lower on that instance.
+    task = tasks[0]
+    seed = evaluation.instance_seed(0, evaluation.TUNE)
+    for lr in suite_training.FLOOR_ADAM_RATES:
+      run = evaluation.hand_designed("Adam", lr).meta_loss(
+          task.make_problem(seed), 20, use_while_loop=True, num_steps=20)
+      value = suite_training.final_loss(evaluation.run_instances(run, 1).losses)[0]
+      self.assertGreaterEqual(value, refs[0] * (1 - 1e-5))
+    # A second call reads the file instead of running Adam.
+    with mock.patch.object(evaluation, "hand_designed", side_effect=AssertionError):
+      self.assertEqual(suite_training.adam_references(tasks, 20, 0, cache), refs)
+    with self.assertRaisesRegex(ValueError, "adam_floor must be a number >= 0"):
+      suite_training.SuiteTrainConfig(adam_floor=-1.).validate()
 
   def test_bad_config(self):
     for change, message in ((dict(num_steps=25), r"multiple of unroll_length"),
@@ -106,7 +146,7 @@ class TrainScriptTest(absltest.TestCase):
           process.send_signal(sig)
           break
       rest = process.communicate(timeout=600)[1]
-      self.assertEqual(process.returncode, 130, "".join(lines) + rest)
+      self.assertEqual(process.returncode, 128 + int(sig), "".join(lines) + rest)
       self.assertIn("run the same command to resume", rest)
       self.assertNotIn("Traceback", rest)
       resumed = subprocess.run(train_command(path, 12), cwd=REPO, env=env, capture_output=True,

@@ -20,6 +20,16 @@ is exactly the PES estimate of the weighted sum's gradient. Adam's learning rate
 decays by a cosine over the run (`learning_rate_schedule`), which settles the noisy ES steps
 at the end instead of leaving the rule wherever the last steps' noise took it.
 
+**Loss floor relative to tuned Adam** (`adam_floor`, off by default). Before meta-training, Adam is
+run on one TUNE instance of every task for the horizon at each rate of `FLOOR_ADAM_RATES`; the
+best final loss is the task's reference. In the meta-objective and in validation, a loss
+counts as at least `adam_floor` times its task's reference (the value only: the optimizee still
+gets its true gradients). Without it, the tasks a rule can drive towards zero loss (a linear
+classifier on separable data: 1e-9) dominate a mean of log losses, and the rule learns to
+memorise them at the cost of the tasks it loses to Adam on; with it, beating Adam more than
+1 / adam_floor times on a task earns nothing more, and the tasks where the rule is behind count.
+The references are cached in `<save_path>/adam_reference.json`.
+
 The run is resumable: the rule, Adam's moments, every task's particles and data streams, and the
 counters are checkpointed into `<save_path>/train_state/` every `checkpoint_seconds` and when
 SIGINT or SIGTERM arrives (the run then stops after the current meta-step and says how to
@@ -32,9 +42,8 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -44,6 +53,7 @@ import tensorflow as tf
 from l2l import checks
 from l2l import es
 from l2l import evaluation
+from l2l import interrupts
 from l2l import meta_optimizer as meta_optimizer_lib
 from l2l import training
 
@@ -54,6 +64,53 @@ VERSATILE_NET = {"net": "PerParameterMLP",
                  "net_options": {"hidden_sizes": [8, 8], "schedule_hidden_size": 8,
                                  "learning_rate": 3e-3, "magnitude_scale": 0.5,
                                  "direction_scale": 0.5}}
+
+
+# Adam's learning rates for the floor's references (`adam_floor`): half a decade apart.
+FLOOR_ADAM_RATES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+
+def adam_references(tasks: Sequence[Any], num_steps: int, seed: int,
+                    cache: Optional[str] = None) -> List[float]:
+  """Per task, tuned Adam's final loss: the best over `FLOOR_ADAM_RATES` of one TUNE instance
+  run for `num_steps` steps. Read from / written to the JSON file `cache` (keyed by the tasks,
+  the horizon and the seed) when given."""
+  key = {"tasks": [task.name for task in tasks], "num_steps": num_steps, "seed": seed,
+         "rates": list(FLOOR_ADAM_RATES)}
+  if cache and os.path.exists(cache):
+    with open(cache) as f:
+      saved = json.load(f)
+    if saved.get("key") == key:
+      return [float(x) for x in saved["references"]]
+  tune_seed = evaluation.instance_seed(seed, evaluation.TUNE)
+  references = []
+  for i, task in enumerate(tasks):
+    best = math.inf
+    for lr in FLOOR_ADAM_RATES:
+      run = evaluation.hand_designed("Adam", lr).meta_loss(
+          task.make_problem(tune_seed + 10 * i), num_steps, use_while_loop=True,
+          num_steps=num_steps)
+      value = float(final_loss(evaluation.run_instances(run, 1).losses)[0])
+      if math.isfinite(value):
+        best = min(best, value)
+    if not math.isfinite(best):
+      raise ValueError(f"adam_floor: Adam diverged on task {task.name} at every rate of "
+                       f"{FLOOR_ADAM_RATES}")
+    references.append(best)
+    logging.info("tuned Adam's final loss on %s: %.4g", task.name, best)
+  if cache:
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, "w") as f:
+      json.dump({"key": key, "references": references}, f, indent=1)
+  return references
+
+
+def floored(make_loss: Callable[[], tf.Tensor], floor: float) -> Callable[[], tf.Tensor]:
+  """`make_loss` whose value is at least `floor` and whose gradient is the original one."""
+  def make_floored_loss():
+    loss = make_loss()
+    return loss + tf.stop_gradient(tf.maximum(loss, tf.cast(floor, loss.dtype)) - loss)
+  return make_floored_loss
 
 
 def final_loss(losses: np.ndarray, fraction: float = 0.05) -> np.ndarray:
@@ -80,6 +137,7 @@ class SuiteTrainConfig:
   progress_weighting: float = 0.5  # Truncation weights from 1 - a (start) to 1 + a (end).
   max_grad_norm: Optional[float] = 1.0
   objective: str = "log"
+  adam_floor: float = 0.0        # Losses count as >= this x tuned Adam's (0: no floor).
   evaluation_period: int = 250   # Meta-steps between validations.
   validation_runs: int = 3       # VALIDATION instances per task.
   log_period: int = 20
@@ -99,6 +157,8 @@ class SuiteTrainConfig:
     if not (isinstance(self.progress_weighting, (int, float))
             and 0 <= self.progress_weighting <= 1):
       raise ValueError(f"progress_weighting must be in [0, 1], got {self.progress_weighting!r}")
+    if not (isinstance(self.adam_floor, (int, float)) and 0 <= self.adam_floor < math.inf):
+      raise ValueError(f"adam_floor must be a number >= 0, got {self.adam_floor!r}")
     for name in ("pes_std", "learning_rate", "checkpoint_seconds"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and 0 < value < math.inf):
@@ -113,32 +173,8 @@ class SuiteTrainConfig:
     return key
 
 
-class _Interrupt:
-  """Turns SIGINT / SIGTERM into a flag checked between meta-steps."""
-
-  def __init__(self):
-    self.signal = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # Not the main thread: signals stay as they are.
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signal = signal.Signals(signum).name
-
-  def __exit__(self, *args):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
-class Interrupted(Exception):
-  """Meta-training stopped by SIGINT or SIGTERM after saving its state."""
+# Raised by `meta_train_suite` when SIGINT or SIGTERM stopped it after saving its state.
+Interrupted = interrupts.Interrupted
 
 
 def meta_train_suite(config: SuiteTrainConfig,
@@ -151,11 +187,11 @@ def meta_train_suite(config: SuiteTrainConfig,
     Interrupted: SIGINT or SIGTERM arrived; the state was saved and a re-run resumes.
     ValueError: bad options, or a save_path holding another run's state.
   """
-  with _Interrupt() as interrupt:
+  with interrupts.StopOnSignal("the current meta-step") as interrupt:
     return _meta_train_suite(config, interrupt, callback)
 
 
-def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
+def _meta_train_suite(config: SuiteTrainConfig, interrupt: interrupts.StopOnSignal,
                       callback: Optional[Callable[[int, float], None]]) -> Dict[str, Any]:
   from problems.suite import suite  # pylint: disable=g-import-not-at-top
   config.validate()
@@ -165,13 +201,18 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
                                            config.seed)["rule"]
   optimizer = meta_optimizer_lib.MetaOptimizer(rule=net_config)
   theta = list(optimizer.trainable_variables)
+  floors = [0.] * len(tasks)
+  if config.adam_floor:
+    cache = os.path.join(config.save_path, "adam_reference.json") if config.save_path else None
+    floors = [config.adam_floor * r
+              for r in adam_references(tasks, config.num_steps, config.seed, cache)]
   train_seed = evaluation.instance_seed(config.seed, evaluation.TRAIN)
   trainers, generators = [], []
   for i, task in enumerate(tasks):
     make_loss = task.make_problem(train_seed + 10 * i)
     generators.append(training._find_generators(make_loss))  # pylint: disable=protected-access
     trainers.append(es.PESMinimize(
-        optimizer, make_loss, config.unroll_length, config.pes_particles, config.pes_std,
+        optimizer, floored(make_loss, floors[i]) if floors[i] else make_loss, config.unroll_length, config.pes_particles, config.pes_std,
         objective=config.objective, seed=train_seed + 10 * i + 1, use_while_loop=True,
         num_steps=config.num_steps, common_random_numbers=generators[-1]))
   learning_rate = tf.Variable(config.learning_rate, dtype=tf.float32, trainable=False)
@@ -183,6 +224,7 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
   skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
   best = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
   best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+  untrained = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
   per_horizon = config.num_steps // config.unroll_length
 
   @tf.function(autograph=False)
@@ -201,6 +243,7 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
     checkpoint = tf.train.Checkpoint(
         optimizer=optimizer, adam=adam, trainers=trainers, truncations=truncations,
         meta_step=meta_step, skipped=skipped, best=best, best_step=best_step,
+        untrained=untrained,
         generators=[g for gs in generators for g in gs])
     manager = tf.train.CheckpointManager(checkpoint, state_dir, max_to_keep=2)
     key_file = os.path.join(state_dir, "suite_config.json")
@@ -231,11 +274,11 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
   def validate() -> float:
     # The same instances every time: each task's streams are rewound to where they began.
     scores = []
-    for run, (generators_i, states) in zip(validators, validation_generators):
+    for run, (generators_i, states), floor in zip(validators, validation_generators, floors):
       for generator, state in zip(generators_i, states):
         generator.reset(state)
       curves = evaluation.run_instances(run, config.validation_runs)
-      value = float(np.mean(final_loss(curves.losses)))
+      value = float(np.mean(np.maximum(final_loss(curves.losses), floor)))
       scores.append(math.log10(value) if value > 0 and math.isfinite(value) else math.inf)
     return float(np.mean(scores))
 
@@ -246,6 +289,7 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
   if int(best_step.numpy()) < 0:
     score = validate()
     best.assign(score)
+    untrained.assign(score)
     best_step.assign(0)
     if config.save_path:
       optimizer.save(config.save_path)
@@ -300,15 +344,16 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: _Interrupt,
                    f" (best {float(best.numpy()):.4f} at meta-step {int(best_step.numpy())})")
     if interrupt.signal is not None:
       save_state()
-      raise Interrupted(f"{interrupt.signal}: stopped at meta-step {step}/{config.meta_steps};"
-                        f" state saved in {config.save_path}; run the same command to resume"
-                        if manager is not None else
-                        f"{interrupt.signal}: stopped at meta-step {step} (no save_path)")
+      interrupt.raise_if_signalled(
+          f"stopped at meta-step {step}/{config.meta_steps}; state saved in "
+          f"{config.save_path}; run the same command to resume" if manager is not None else
+          f"stopped at meta-step {step} (no save_path)")
     if time.time() - last_save > config.checkpoint_seconds:
       save_state()
       last_save = time.time()
   save_state()
   return {"best_validation_log10_loss": float(best.numpy()),
+          "untrained_validation_log10_loss": float(untrained.numpy()),
           "best_meta_step": int(best_step.numpy()), "meta_steps": int(meta_step.numpy()),
           "skipped_steps": int(skipped.numpy()), "resumed_from": resumed_from,
           "seconds": time.time() - start, "save_path": config.save_path}
