@@ -152,10 +152,7 @@ class CorruptFilesTest(parameterized.TestCase):
     training.meta_train(training.TrainConfig(**config))
     state = os.path.join(path, training.TRAIN_STATE)
     truncate_data_file = glob.glob(os.path.join(state, "ckpt-1.data-*"))[0]
-    with open(truncate_data_file, "rb") as f:
-      data = f.read()
-    with open(truncate_data_file, "wb") as f:
-      f.write(data[:len(data) // 3])
+    open(truncate_data_file, "wb").close()  # Truncated to nothing: even the epoch is unreadable.
     with self.assertRaisesRegex(ValueError, f"training state '{state}/ckpt-1' is corrupt.*"
                                 "--overwrite"):
       training.meta_train(training.TrainConfig(**config))
