@@ -42,8 +42,12 @@ class FewShotIMAMLTest(parameterized.TestCase):
                   imaml_damping=0.1)
     _, algorithm = fewshot.build(config, "iMAML")
     self.assertIsInstance(algorithm, l2l.IMAML)
-    self.assertEqual((algorithm.inner_lr, algorithm.inner_steps, algorithm.lam,
-                      algorithm.cg_steps, algorithm.damping), (0.02, 7, 0.5, 4, 0.1))
+    # The Newton solver (the default) takes full Newton steps unless told otherwise.
+    self.assertEqual((algorithm.solver, algorithm.inner_lr, algorithm.inner_steps, algorithm.lam,
+                      algorithm.cg_steps, algorithm.damping, algorithm.newton_cg_steps,
+                      algorithm.tol), ("newton", 1.0, 7, 0.5, 4, 0.1, 10, 1e-4))
+    _, algorithm = fewshot.build(dataclasses.replace(config, imaml_solver="gd"), "iMAML")
+    self.assertEqual((algorithm.solver, algorithm.inner_lr), ("gd", 0.02))
     # Its own inner step size, when given.
     _, algorithm = fewshot.build(dataclasses.replace(config, imaml_inner_lr=0.3), "iMAML")
     self.assertEqual(algorithm.inner_lr, 0.3)

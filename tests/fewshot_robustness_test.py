@@ -147,7 +147,7 @@ class WorkdirTest(absltest.TestCase):
       fewshot.run(tiny(workdir, methods=("Reptile",)))
 
 
-class JointMethodTest(absltest.TestCase):
+class JointMethodTest(tf.test.TestCase):
 
   def test_residual_rule_is_gradient_descent_plus_the_rule(self):
     inner = nets.Sgd(learning_rate=0.25)  # Its update is -0.25 g.

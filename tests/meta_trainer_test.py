@@ -71,7 +71,7 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     model = built_mlp()
     before = functional.values(functional.named_parameters(model))
     inner, outer = functional_costs(model)
-    step_fn = l2l.fomaml_step if first_order else l2l.meta_learning.maml_step
+    step_fn = l2l.fomaml_step if first_order else l2l.maml_step
     _, expected = step_fn(tf.nest.map_structure(tf.constant, tasks), inner, outer, before, 2,
                           0.05, per_task=True)
     trainer = l2l.MetaTrainer(l2l.MAML(model, 0.05, 2, first_order=first_order),
