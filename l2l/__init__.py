@@ -100,3 +100,12 @@ __all__ = [
     # A Keras 3 optimizer over any rule, for model.compile / model.fit.
     "keras",
 ]
+
+# Keras finds `l2l.keras.Optimizer` in a saved model only once the class is registered, which
+# importing `l2l.keras_optimizer` does. With Keras already loaded that import costs little, so it
+# happens here: `import keras; import l2l; keras.models.load_model(path)` works in a fresh
+# process. (Keras loaded after l2l: use `l2l.keras` once before loading.)
+import sys as _sys  # pylint: disable=g-import-not-at-top,g-bad-import-order
+if "keras" in _sys.modules:
+  _importlib.import_module("l2l.keras_optimizer")
+del _sys

@@ -93,7 +93,9 @@ class LightConstantsTest(tf.test.TestCase):
     import sys  # pylint: disable=g-import-not-at-top
     from l2l import evaluation, options, unroll  # pylint: disable=g-import-not-at-top
     from l2l.versatile import suite_training  # pylint: disable=g-import-not-at-top
-    from problems import cifar10  # pylint: disable=g-import-not-at-top
+    import importlib  # pylint: disable=g-import-not-at-top
+    # The module (problems.cifar10 the attribute is the problem function of that name).
+    cifar10 = importlib.import_module("problems.cifar10")
     self.assertEqual(configs.CIFAR_KERNEL_SHAPE, tuple(cifar10.KERNEL_SHAPE))
     self.assertEqual(options.OPTIMIZERS, evaluation.OPTIMIZERS)
     self.assertIs(unroll.OBJECTIVES, options.OBJECTIVES)
