@@ -15,7 +15,6 @@ status 3: some method diverged (its row is labelled; the log has the iteration w
 meta-loss exploded); 2: a damaged checkpoint or results file.
 """
 
-import signal
 import sys
 
 from absl import app
@@ -106,8 +105,8 @@ def main(argv):
   try:
     results = fewshot.run_seeds(config, seeds) if seeds else fewshot.run(config)
   except fewshot.Interrupted as e:
-    print(f"maml.py: {e.args[0]}", file=sys.stderr)
-    sys.exit(128 + signal.Signals[e.args[1]].value)
+    print(f"maml.py: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   except ValueError as e:  # A damaged checkpoint or results file found while running.
     print(f"maml.py: {e}", file=sys.stderr)
     sys.exit(2)

@@ -42,7 +42,6 @@ To add a method: `METHODS["name"] = lambda model, config: <an l2l.MAML subclass>
 import dataclasses
 import json
 import os
-import signal
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -52,6 +51,7 @@ import sonnet as snt
 import tensorflow as tf
 
 import nets
+from l2l import interrupts
 from l2l.meta_learning import imaml as imaml_lib
 from l2l.meta_learning import maml as maml_lib
 from l2l.meta_learning import meta_trainer
@@ -327,39 +327,12 @@ def _evaluate_row(config: FewShotConfig, method: str, trainer, test_tasks, row) 
       row[f"accuracy@{steps}"] = result["metric"]
 
 
-class Interrupted(Exception):
-  """SIGINT or SIGTERM stopped `run` after checkpointing; `args[1]` is the signal's name."""
-
-  def __str__(self):
-    return str(self.args[0])
-
-
-class _Interrupt:
-  """Turns SIGINT / SIGTERM into a flag checked after every meta-step (main thread only)."""
-
-  def __init__(self):
-    self.signal = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # Not the main thread: signals stay as they are.
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signal = signal.Signals(signum).name
-
-  def __exit__(self, *args):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
+# Raised by `run` when SIGINT or SIGTERM stopped it after checkpointing (`l2l.interrupts`).
+Interrupted = interrupts.Interrupted
 
 
 def _train_one(config: FewShotConfig, method: str, shots: int,
-               interrupt: Optional[_Interrupt] = None) -> Dict[str, Any]:
+               interrupt: Optional[interrupts.StopOnSignal] = None) -> Dict[str, Any]:
   """Meta-trains (or trains) one method for one shot count; returns its results row.
 
   The row's "diverged" is True when the query loss after every evaluated number of inner
@@ -443,12 +416,11 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
     if interrupt is not None and interrupt.signal is not None:
       if manager:
         save(iteration)
-        raise Interrupted(f"{interrupt.signal}: stopped {name} at iteration {iteration}/"
-                          f"{config.num_iterations}; saved in {manager.directory}; run the "
-                          f"same command to resume", interrupt.signal)
-      raise Interrupted(f"{interrupt.signal}: stopped {name} at iteration {iteration}/"
-                        f"{config.num_iterations}; nothing saved (no workdir)",
-                        interrupt.signal)
+        interrupt.raise_if_signalled(
+            f"stopped {name} at iteration {iteration}/{config.num_iterations}; saved in "
+            f"{manager.directory}; run the same command to resume")
+      interrupt.raise_if_signalled(f"stopped {name} at iteration {iteration}/"
+                                   f"{config.num_iterations}; nothing saved (no workdir)")
 
   fit_start = time.perf_counter()
   history = trainer.fit(config.num_iterations - start, config.meta_batch_size,
@@ -650,7 +622,7 @@ def run(config: FewShotConfig) -> Dict[str, Any]:
   check_workdir(config)
   kept, kept_methods = _kept_rows(config)
   rows = []
-  with _Interrupt() as interrupt:
+  with interrupts.StopOnSignal("the current meta-step") as interrupt:
     for shots in config.shots:
       for method in config.method_names():
         rows.append(_train_one(config, method, shots, interrupt))
