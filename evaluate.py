@@ -9,8 +9,8 @@ pretrained:NAME) evaluates a shipped pretrained optimizer (l2l.versatile.zoo) in
     python evaluate.py --suite=held_out --optimizer=pretrained
 
 runs a learned optimizer on every task of a held-out task suite against per-task lr-tuned Adam
-at the horizon --num_steps (default 1000) and twice that (l2l.versatile.suite_evaluation): final-loss
-ratios, speedups, their median and IQM, as a table, --output_json and a --plot.
+at the horizon --num_steps (default 1000) and twice that (l2l.versatile.suite_evaluation):
+final-loss ratios, speedups, their median and IQM, as a table, --output_json and a --plot.
 """
 
 import json

@@ -9,8 +9,8 @@ after a crash the same command resumes from the latest one. TensorBoard summarie
     python train.py --suite=train --save_path=/tmp/versatile
 
 meta-trains the versatile per-parameter rule (nets.PerParameterMLP) with PES over a task suite
-of problems.suite instead (l2l.versatile.suite_training): --num_steps is then the horizon of every task
-instance (default 1000), --meta_steps the number of PES steps; SIGINT / SIGTERM save the state
+of problems.suite instead (l2l.versatile.suite_training): --num_steps is then the horizon of
+every task instance (default 1000), --meta_steps the number of PES steps; SIGINT / SIGTERM save the state
 and a re-run of the same command resumes.
 """
 

@@ -5,7 +5,8 @@ Adafactor's row and column statistics), the nine features, the per-coordinate ML
 in two passes over memory (the reductions, then everything per coordinate), where the reference
 ops of `nets.mlp_rule` (`tensor_features`, `mlp_update`) make ~60 passes and write out every
 intermediate. The schedule's step sizes (one scalar per tensor and step) and the progress
-features stay TF ops. Results agree with the reference to float32 round-off (tests/mlp_rule_fused_test.py).
+features stay TF ops. Results agree with the reference to float32 round-off
+(tests/mlp_rule_fused_test.py).
 
 Only the forward step is fused. `fused_rule_step` wraps it in `tf.custom_gradient` whose gradient
 recomputes the reference step (`nets.mlp_rule.rule_step`) and differentiates it, so gradients to

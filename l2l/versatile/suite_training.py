@@ -212,7 +212,8 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: interrupts.StopOnSign
     make_loss = task.make_problem(train_seed + 10 * i)
     generators.append(training._find_generators(make_loss))  # pylint: disable=protected-access
     trainers.append(es.PESMinimize(
-        optimizer, floored(make_loss, floors[i]) if floors[i] else make_loss, config.unroll_length, config.pes_particles, config.pes_std,
+        optimizer, floored(make_loss, floors[i]) if floors[i] else make_loss,
+        config.unroll_length, config.pes_particles, config.pes_std,
         objective=config.objective, seed=train_seed + 10 * i + 1, use_while_loop=True,
         num_steps=config.num_steps, common_random_numbers=generators[-1]))
   learning_rate = tf.Variable(config.learning_rate, dtype=tf.float32, trainable=False)

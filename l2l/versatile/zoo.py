@@ -5,8 +5,8 @@
     ...
     opt.apply(grads, model.trainable_variables)
 
-Each optimizer is a directory of `l2l/versatile/pretrained_optimizers/` written by `MetaOptimizer.save`
-(config.json and the weights, a few KB) plus `info.json`: what it is, how it was trained (the
+Each optimizer is a directory of `l2l/versatile/pretrained_optimizers/` written by
+`MetaOptimizer.save` (config.json and the weights, a few KB) plus `info.json`: what it is, how it was trained (the
 command), the horizon it was trained for, and a short stored trajectory that the tests
 reproduce. `python -m l2l.versatile` lists them.
 """
