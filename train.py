@@ -51,9 +51,11 @@ flags.DEFINE_float("max_grad_norm", _DEFAULTS.max_grad_norm,
 flags.DEFINE_bool("second_derivatives", _DEFAULTS.second_derivatives,
                   "Backpropagate through the optimizee's gradients (Hessian terms).")
 flags.DEFINE_enum("objective", _DEFAULTS.objective, list(options.OBJECTIVES),
-                  "Meta-loss: sum of losses, or sum of log losses over the unroll, each loss "
-                  "floored at 1e-6 times the problem instance's initial loss (so a loss that "
-                  "can reach 0 cannot earn an unbounded reward; l2l.unroll.LOG_FLOOR).")
+                  "Meta-loss over each unroll: sum of the losses; log_mean: unroll length x "
+                  "log of the mean loss; log: sum of the log losses (the 2016 results' recipe; "
+                  "on minibatches whose loss can reach 0 it rewards blowing the weights up). "
+                  "Logs are floored at 1e-6 times the problem instance's initial loss "
+                  "(l2l.unroll.LOG_FLOOR).")
 flags.DEFINE_integer("log_period", _DEFAULTS.log_period, "Epochs between progress lines.")
 flags.DEFINE_integer("evaluation_period", _DEFAULTS.evaluation_period,
                      "Epochs between validations (the best optimizer is kept).")

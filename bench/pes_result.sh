@@ -9,7 +9,7 @@ set -e
 cd "$(dirname "$0")/.."
 out="${OUT:-runs}"
 mkdir -p "$out"
-common="--problem=quadratic --num_steps=1000 --unroll_length=10 --net_layers=8 \
+common="--problem=quadratic --objective=log --num_steps=1000 --unroll_length=10 --net_layers=8 \
   --learning_rate=1e-3 --num_epochs=200 --evaluation_period=20 --evaluation_epochs=10 \
   --log_period=10 --overwrite"
 start=$(date +%s)

@@ -76,7 +76,7 @@ class PESMinimize(tf.Module):
     std: perturbation standard deviation.
     learning_rate: Adam's learning rate on the nets.
     net_assignments: as `MetaOptimizer.meta_loss`.
-    objective: "sum" or "log", as `unroll.unroll`.
+    objective: "sum", "log" or "log_mean", as `unroll.unroll`.
     max_grad_norm: clip the estimate's global norm.
     persistent: PES (True) or truncated ES (False): every particle restarts each truncation
       from the unperturbed trajectory's state, which is advanced with theta.

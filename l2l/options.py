@@ -14,7 +14,7 @@ SCHEDULES = ("constant", "cosine")
 # How the meta-gradient is computed: backprop through each truncated unroll, the same with
 # segments recomputed in the backward pass (bounded memory), or persistent ES (l2l.es).
 GRADIENTS = ("backprop", "checkpointed", "pes")
-OBJECTIVES = ("sum", "log")  # l2l.unroll.OBJECTIVES.
+OBJECTIVES = ("sum", "log", "log_mean")  # l2l.unroll.OBJECTIVES.
 # evaluate.py --optimizer: the learned optimizer and l2l.evaluation.HAND_DESIGNED's baselines.
 OPTIMIZERS = ("L2L", "SGD", "NAG", "RMSProp", "Adam")
 
@@ -32,7 +32,7 @@ class TrainConfig:
   learning_rate_schedule: str = "cosine"
   max_grad_norm: Optional[float] = None
   second_derivatives: bool = False
-  objective: str = "log"
+  objective: str = "log_mean"
   log_period: int = 100
   evaluation_period: int = 200
   evaluation_epochs: int = 20

@@ -19,7 +19,7 @@ from l2l import checks
 from l2l import recompute
 from nets import base as nets_base
 
-from l2l.options import OBJECTIVES  # ("sum", "log")
+from l2l.options import OBJECTIVES  # ("sum", "log", "log_mean")
 # The log objective's floor, relative to a reference loss: each term is log max(f(x_t), floor),
 # floor = LOG_FLOOR * f_ref, where f_ref is the loss at the start of the problem instance
 # (MetaLoss) or of the unroll (`unroll` without `log_reference`), gradient stopped. Without a floor
@@ -212,7 +212,12 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
     objective: "sum" for sum_t w_t f(x_t); "log" for sum_t w_t log max(f(x_t), floor), which
       weighs progress by its relative size, so late steps of small loss still count; the
       floor, LOG_FLOOR times `log_reference` (default f(x_0)), keeps a loss that reaches 0
-      from earning an unbounded reward (see LOG_FLOOR).
+      from earning an unbounded reward (see LOG_FLOOR). "log_mean" for
+      W log max(sum_t w_t f(x_t) / W, floor), W = sum_t w_t: the log of the unroll's
+      weighted mean loss, as scale-free as "log" (its gradient does not change when f is
+      multiplied by a constant) and equal to it when the losses of the unroll are equal, but
+      it cannot be gamed by spreading the losses (mean of logs <= log of the mean): driving
+      some minibatches' losses to 0 while others grow no longer pays.
     segment_length: None backpropagates through the stored trajectory (memory grows with T).
       A positive int checkpoints the unroll: segments of this many steps are recomputed in the
       backward pass, so memory grows with the segment length (plus T / segment_length
@@ -255,6 +260,11 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
     reference = losses[0] if log_reference is None else tf.cast(log_reference, tf.float32)
     reference = tf.where(tf.math.is_nan(reference), losses[0], reference)
     floor = tf.maximum(LOG_FLOOR * tf.abs(tf.stop_gradient(reference)), _TINY)
-    terms = tf.math.log(tf.maximum(losses[1:], floor))
+    if objective == "log":
+      terms = tf.math.log(tf.maximum(losses[1:], floor))
+    else:  # "log_mean"
+      total = tf.reduce_sum(weights)
+      mean = tf.reduce_sum(weights * losses[1:]) / total
+      return UnrollResult(total * tf.math.log(tf.maximum(mean, floor)), losses, state)
   meta_loss = tf.reduce_sum(weights * terms)
   return UnrollResult(meta_loss, losses, state)

@@ -1,5 +1,7 @@
-"""The log objective's floor: sum_t log max(f(x_t), LOG_FLOOR * f_ref), checked against NumPy on
-losses that reach 0 or fall many decades, in `unroll` and across a `MetaLoss`'s truncations."""
+"""The log objectives: "log", sum_t log max(f(x_t), LOG_FLOOR * f_ref), and "log_mean",
+W log max(mean_t f(x_t), LOG_FLOOR * f_ref), checked against NumPy on losses that reach 0 or fall
+many decades, in `unroll` and across a `MetaLoss`'s truncations; and which trajectory each objective
+prefers when minibatch losses can reach 0 (the gaming "log_mean" removes)."""
 
 from absl.testing import absltest
 import numpy as np
@@ -17,11 +19,11 @@ def square_loss(params):
   return tf.reduce_sum(tf.square(x))
 
 
-def sgd_unroll(learning_rate, steps, **kwargs):
+def sgd_unroll(learning_rate, steps, objective="log", loss_fn=square_loss, **kwargs):
   groups = [l2l.Group(nets.Sgd(learning_rate), (0,))]
   params = (tf.constant(X0),)
   state = l2l.UnrollState(params, (groups[0].rule.initial_state(list(params)),))
-  return unroll_lib.unroll(square_loss, groups, state, steps, objective="log", **kwargs)
+  return unroll_lib.unroll(loss_fn, groups, state, steps, objective=objective, **kwargs)
 
 
 def floored_log_np(losses, reference):
@@ -87,6 +89,82 @@ class LogObjectiveTest(absltest.TestCase):
     self.assertGreater(second - np.sum(np.log(losses[8:15])), 1.0)
     meta_loss.reset()  # A new instance measures its own initial loss again.
     np.testing.assert_allclose(float(meta_loss.run()), first, rtol=1e-5)
+
+
+class LogMeanObjectiveTest(absltest.TestCase):
+
+  def test_is_the_log_of_the_weighted_mean_loss(self):
+    f0 = float(np.sum(X0 ** 2))
+    losses = f0 / 4.0 ** np.arange(6)
+    weights = np.array([0.5, 1.0, 1.0, 2.0, 3.0])
+    result = sgd_unroll(0.25, 5, objective="log_mean", loss_weights=list(weights))
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-5)
+    expected = weights.sum() * np.log(np.sum(weights * losses[1:]) / weights.sum())
+    np.testing.assert_allclose(result.meta_loss, expected, rtol=1e-5)
+    # Equal losses (a loss that does not depend on x): "log_mean" equals "log".
+    def flat(params):
+      return 2.5 + 0.0 * tf.reduce_sum(params[0])
+    np.testing.assert_allclose(sgd_unroll(0.1, 4, objective="log_mean", loss_fn=flat).meta_loss,
+                               4 * np.log(2.5), rtol=1e-6)
+    np.testing.assert_allclose(sgd_unroll(0.1, 4, objective="log", loss_fn=flat).meta_loss,
+                               4 * np.log(2.5), rtol=1e-6)
+
+  def test_gradient_matches_numpy_and_is_scale_free(self):
+    # d/dx0 of T log(mean_t f_t) with f_t = f0 / 4^t = |x0|^2 / 4^t is T * 2 x0 / f0, whatever
+    # the loss's scale (a loss 1000x larger gives the same meta-gradient).
+    f0 = float(np.sum(X0 ** 2))
+    for scale in (1.0, 1e3):
+      with self.subTest(scale=scale):
+        x0 = tf.constant(X0)
+        groups = [l2l.Group(nets.Sgd(0.25 / scale), (0,))]
+        with tf.GradientTape() as tape:
+          tape.watch(x0)
+          state = l2l.UnrollState((x0,), (groups[0].rule.initial_state([x0]),))
+          result = unroll_lib.unroll(lambda p: scale * square_loss(p), groups, state, 4,
+                                     objective="log_mean", second_derivatives=True)
+        np.testing.assert_allclose(tape.gradient(result.meta_loss, x0), 4 * 2 * X0 / f0,
+                                   rtol=1e-4)
+
+  def test_a_loss_of_zero_everywhere_earns_the_floor(self):
+    f0 = float(np.sum(X0 ** 2))
+    result = sgd_unroll(0.5, 3, objective="log_mean")
+    np.testing.assert_allclose(result.meta_loss, 3 * np.log(unroll_lib.LOG_FLOOR * f0), rtol=1e-6)
+
+  def test_spreading_minibatch_losses_does_not_pay(self):
+    # Minibatch losses of a logistic regression whose minibatches are separable: an optimizer
+    # that blows the weights up fits 3 of every 4 minibatches exactly (loss 0) and pays a large
+    # loss on the fourth; a sound one keeps every minibatch near the full-data optimum.
+    # "log" prefers the first (log 0 is floored at -13.8 + log f0, far below log 0.6), "sum"
+    # and "log_mean" prefer the second.
+    blown_up = [0.0, 0.0, 0.0, 8.0] * 2
+    sound = [0.6] * 8
+
+    def scripted(losses):
+      step = iter([0.7] + losses + [losses[-1]])  # f(x_0), f(x_1..x_T), final re-evaluation
+      return lambda params: tf.constant(next(step)) + 0.0 * tf.reduce_sum(params[0])
+
+    for objective, prefers_sound in (("log", False), ("sum", True), ("log_mean", True)):
+      with self.subTest(objective=objective):
+        scores = [float(sgd_unroll(0.1, 8, objective=objective, loss_fn=scripted(losses),
+                                   use_while_loop=False).meta_loss)
+                  for losses in (blown_up, sound)]
+        self.assertEqual(scores[1] < scores[0], prefers_sound, scores)
+
+  def test_meta_loss_floors_at_the_instance_initial_loss_across_truncations(self):
+    def make_loss():
+      x = tf.Variable(X0, name="x")
+      return tf.reduce_sum(tf.square(x))
+
+    opt = l2l.MetaOptimizer(sgd={"net": "Sgd", "net_options": {"learning_rate": 0.5}})
+    meta_loss = opt.meta_loss(make_loss, 3, objective="log_mean")
+    f0 = float(np.sum(X0 ** 2))
+    floor = unroll_lib.LOG_FLOOR * f0
+    np.testing.assert_allclose(float(meta_loss.run()), 3 * np.log(floor), rtol=1e-6)
+    np.testing.assert_allclose(float(meta_loss.run()), 3 * np.log(floor), rtol=1e-6)
+
+  def test_unknown_objective_is_a_clear_error(self):
+    with self.assertRaisesRegex(ValueError, "objective must be one of"):
+      sgd_unroll(0.1, 2, objective="mean_log")
 
 
 if __name__ == "__main__":
