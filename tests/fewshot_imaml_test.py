@@ -71,6 +71,22 @@ class FewShotIMAMLTest(parameterized.TestCase):
                                        meta_trainer.mse, None)
     self.assertNotAlmostEqual(trainer.evaluate(test_tasks, 0)["loss"], row["loss@0"], places=4)
 
+  def test_imaml_iterations_train_imaml_only_for_that_many_steps(self):
+    workdir = tempfile.mkdtemp()
+    config = tiny(workdir, methods=("MAML", "iMAML"), num_iterations=3, imaml_iterations=2,
+                  eval_steps=(1,))
+    self.assertEqual((config.iterations("MAML"), config.iterations("iMAML")), (3, 2))
+    results = fewshot.run(config)
+    self.assertEqual([(r["method"], r["iterations"]) for r in results["rows"]],
+                     [("MAML", 3), ("iMAML", 2)])
+    self.assertIn("iMAML: 2 meta-iterations (the others 3)", results["table"])
+    # The checkpoint records the steps done: a rerun with more iMAML steps resumes from 2.
+    self.assertTrue(os.path.exists(os.path.join(workdir, "iMAML_5shot", "ckpt-2.index")))
+    fewshot.run(dataclasses.replace(config, methods=("iMAML",), imaml_iterations=4))
+    self.assertTrue(os.path.exists(os.path.join(workdir, "iMAML_5shot", "ckpt-4.index")))
+    self.assertEqual([(r["method"], r["iterations"]) for r in read_rows(workdir)],
+                     [("MAML", 3), ("iMAML", 4)])
+
   @staticmethod
   def initial_model(config):
     tf.random.set_seed(config.seed)  # As fewshot.run does before building each method.
@@ -132,7 +148,9 @@ class FewShotIMAMLTest(parameterized.TestCase):
                             ("imaml_inner_lr", 0.0, "imaml_inner_lr must be a finite positive"),
                             ("imaml_cg_steps", 0, "imaml_cg_steps must be a positive integer"),
                             ("imaml_inner_steps", 0, "imaml_inner_steps must be a positive"),
-                            ("imaml_inner_steps", 2.5, "imaml_inner_steps must be a positive"))
+                            ("imaml_inner_steps", 2.5, "imaml_inner_steps must be a positive"),
+                            ("imaml_iterations", 0, "imaml_iterations must be a positive integer"),
+                            ("imaml_iterations", 2.0, "imaml_iterations must be a positive"))
   def test_bad_settings(self, name, value, message):
     with self.assertRaisesRegex(ValueError, message):
       tiny(**{name: value}).validate()
