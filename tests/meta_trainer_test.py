@@ -470,6 +470,24 @@ class FitReportsTest(absltest.TestCase):
     self.assertAlmostEqual(result["loss"], np.mean(others), places=5)
     self.assertEqual(trainer.evaluate(tasks, 1)["diverged"], 0)
 
+  def test_evaluate_counts_finite_blow_ups_as_diverged(self):
+    # Inner lr 0.05 over 3 steps: on some tasks the query loss grows by 1e6 and more but stays
+    # finite; each task is judged against its own loss before adaptation.
+    tasks = problems.tasks.SinusoidTaskSampler(k_support=5, k_query=7, seed=3).sample(8)
+    trainer = self.trainer()
+    trainer.maml.inner_lr = 0.05
+    as_tensors = tf.nest.map_structure(tf.convert_to_tensor, tasks)
+    before = trainer._evaluate(as_tensors, 0)[0].numpy()
+    after = trainer._evaluate(as_tensors, 3)[0].numpy()
+    self.assertTrue(np.all(np.isfinite(after)))  # Nothing non-finite: the old rule saw none.
+    exploded = after > meta_trainer.DIVERGED_FACTOR * before
+    self.assertBetween(int(exploded.sum()), 1, 7)
+    with self.assertLogs("absl", "WARNING") as logs:
+      result = trainer.evaluate(tasks, 3, chunk_size=3)
+    self.assertEqual(result["diverged"], int(exploded.sum()))
+    self.assertIn(f"{int(exploded.sum())} of 8 tasks diverged", logs.output[0])
+    self.assertAlmostEqual(result["loss"], float(after[~exploded].mean()), places=4)
+
 
 class FewShotRunTest(absltest.TestCase):
 

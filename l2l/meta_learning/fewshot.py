@@ -508,7 +508,8 @@ def _divergence_footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, A
   notes = []
   if any(r.get(f"diverged_tasks@{s}") for r in rows for s in config.eval_steps):
     notes.append(f"(n/N div.): n of the N held-out tasks ({config.num_eval_tasks} per seed) "
-                 "diverged (non-finite query loss); the cell is over the others.")
+                 "diverged (query loss non-finite or over 10x the task's loss before "
+                 "adaptation); the cell is over the others.")
   if any(r.get("diverged") for r in rows):
     notes.append("diverged: the query loss after every evaluated number of inner steps is "
                  "non-finite or above the untrained model's without adaptation.")

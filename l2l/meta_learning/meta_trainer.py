@@ -27,6 +27,10 @@ from l2l.meta_learning import maml as maml_lib
 from l2l import meta_optimizer as meta_optimizer_lib
 from problems import tasks as tasks_lib
 
+# `MetaTrainer.evaluate`: a held-out task diverged when its query loss after the inner steps is
+# not finite or over this many times its loss before them.
+DIVERGED_FACTOR = 10.0
+
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
@@ -216,26 +220,30 @@ class MetaTrainer:
 
     Returns:
       `{"loss": mean, "loss_stderr": standard error over tasks, "diverged": number of tasks
-      whose loss is not finite[, "metric": mean]}`. When some tasks diverged (their inner
-      steps overflowed) "loss", "loss_stderr" and "metric" are over the other tasks, and a
-      warning says how many; if every task diverged they are nan.
+      that diverged[, "metric": mean]}`. A task diverged when its query loss after the inner
+      steps is not finite or over DIVERGED_FACTOR (10) times its query loss before them (the
+      inner steps blew up: a finite 1e30 would swamp the mean as a nan would). When some tasks
+      diverged "loss", "loss_stderr" and "metric" are over the other tasks, and a warning says
+      how many; if every task diverged they are nan.
     """
     steps = self.maml.inner_steps if steps is None else maml_lib.check_steps(steps, "steps")
-    losses, metrics = [], []
+    losses, metrics, before = [], [], []
     for start in range(0, tasks.num_tasks, chunk_size):
       chunk = tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[start:start + chunk_size]),
                                     tasks)
       loss, metric = self._evaluate(chunk, steps)
       losses.append(loss.numpy())
       metrics.append(metric.numpy())
-    losses, metrics = np.concatenate(losses), np.concatenate(metrics)
-    finite = np.isfinite(losses)
-    diverged = int((~finite).sum())
+      before.append(self._evaluate(chunk, 0)[0].numpy() if steps else losses[-1])
+    losses, metrics, before = (np.concatenate(a) for a in (losses, metrics, before))
+    with np.errstate(invalid="ignore"):
+      kept = np.isfinite(losses) & ~(losses > DIVERGED_FACTOR * before)
+    diverged = int((~kept).sum())
     if diverged:
-      logging.warning("%d of %d tasks diverged after %d inner steps (non-finite query loss); "
-                      "the mean is over the other %d", diverged, len(losses), steps,
-                      int(finite.sum()))
-      losses, metrics = losses[finite], metrics[finite]
+      logging.warning("%d of %d tasks diverged after %d inner steps (query loss non-finite or "
+                      "over %g times the task's loss before them); the mean is over the other "
+                      "%d", diverged, len(losses), steps, DIVERGED_FACTOR, int(kept.sum()))
+      losses, metrics = losses[kept], metrics[kept]
     mean = lambda a: float(a.mean()) if len(a) else float("nan")
     result = {"loss": mean(losses),
               "loss_stderr": float(losses.std(ddof=1) / np.sqrt(len(losses)))
