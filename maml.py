@@ -71,6 +71,8 @@ _IMAML_NEWTON_CG = flags.DEFINE_integer("imaml_newton_cg_steps", 10, "iMAML, new
 _IMAML_ITERATIONS = flags.DEFINE_integer("imaml_iterations", None, "iMAML: meta-steps per K "
                                          "(default --num_iterations; a Newton-solver meta-step "
                                          "costs about 20 MAML meta-steps).")
+_FOMAML_META_LR = flags.DEFINE_float("fomaml_meta_lr", None, "FOMAML: its own outer Adam "
+                                     "learning rate (default --meta_lr).")
 _IMAML_TOL = flags.DEFINE_float("imaml_tol", 1e-4, "iMAML, newton solver: relative tolerance "
                                 "on the proximal objective's gradient norm.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of tasks and initializations.")
@@ -97,7 +99,8 @@ def main(argv):
       imaml_inner_steps=_IMAML_STEPS.value, imaml_cg_steps=_IMAML_CG.value,
       imaml_damping=_IMAML_DAMPING.value, imaml_solver=_IMAML_SOLVER.value,
       imaml_newton_cg_steps=_IMAML_NEWTON_CG.value, imaml_tol=_IMAML_TOL.value,
-      imaml_iterations=_IMAML_ITERATIONS.value, workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
+      imaml_iterations=_IMAML_ITERATIONS.value, fomaml_meta_lr=_FOMAML_META_LR.value,
+      workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
       checkpoint_every=_LOG_EVERY.value)
   seeds = cli.int_list("seeds", _SEEDS.value)
   if seeds and len(set(seeds)) != len(seeds):

@@ -87,6 +87,18 @@ class FewShotIMAMLTest(parameterized.TestCase):
     self.assertEqual([(r["method"], r["iterations"]) for r in read_rows(workdir)],
                      [("MAML", 3), ("iMAML", 4)])
 
+  def test_fomaml_meta_lr_is_fomaml_own_outer_learning_rate(self):
+    settings = dict(methods=("FOMAML", "MAML"), num_iterations=3, eval_steps=(1,))
+    plain = fewshot.run(tiny(meta_lr=0.01, **settings))
+    own = fewshot.run(tiny(meta_lr=0.05, fomaml_meta_lr=0.01, **settings))
+    drop = lambda row: {k: v for k, v in row.items() if k != "train_seconds"}
+    # FOMAML trained with 0.01 both times: the same row; MAML with 0.01, then 0.05.
+    self.assertEqual(drop(plain["rows"][0]), drop(own["rows"][0]))
+    self.assertNotEqual(plain["rows"][1]["loss@1"], own["rows"][1]["loss@1"])
+    self.assertIn("FOMAML: meta learning rate 0.01 (the others 0.05)", own["table"])
+    with self.assertRaisesRegex(ValueError, "fomaml_meta_lr must be positive"):
+      tiny(fomaml_meta_lr=0.0).validate()
+
   @staticmethod
   def initial_model(config):
     tf.random.set_seed(config.seed)  # As fewshot.run does before building each method.

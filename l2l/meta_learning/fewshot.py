@@ -129,7 +129,10 @@ class FewShotConfig:
   ten inner steps come close to the proximal solution the implicit gradient assumes (on
   validation sinusoid tasks lam 1 and 3 barely learned in 400-2,000 iterations).
   `imaml_iterations` (None: `num_iterations`) gives iMAML its own number of meta-steps: with
-  the Newton solver its meta-step costs about 20 MAML meta-steps.
+  the Newton solver its meta-step costs about 20 MAML meta-steps. `fomaml_meta_lr` (None:
+  `meta_lr`) is FOMAML's own outer learning rate: its first-order
+  meta-gradient is biased and small where MAML's curvature term matters, and at Finn et al.'s
+  1e-3 it is still far from converged after 10,000 meta-steps (BUILD.md).
   """
   problem: str = "sinusoid"
   methods: Sequence[str] = ()
@@ -162,6 +165,7 @@ class FewShotConfig:
   imaml_newton_cg_steps: int = 10
   imaml_tol: float = 1e-4
   imaml_iterations: Optional[int] = None
+  fomaml_meta_lr: Optional[float] = None
 
   def method_names(self) -> Tuple[str, ...]:
     if self.methods:
@@ -191,9 +195,12 @@ class FewShotConfig:
       maml_lib.check_steps(k, "shots and eval_steps entries")
     if not self.shots or min(self.shots) < 1:
       raise ValueError(f"shots must be positive integers, got {list(self.shots)}")
-    for name in ("meta_lr", "inner_lr", "finetune_lr"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+    for name in ("meta_lr", "inner_lr", "finetune_lr", "fomaml_meta_lr"):
+      value = getattr(self, name)
+      if name == "fomaml_meta_lr" and value is None:
+        continue
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
     if self.imaml_solver not in imaml_lib.SOLVERS:
       raise ValueError(f"imaml_solver must be one of {imaml_lib.SOLVERS}, got "
                        f"{self.imaml_solver!r}")
@@ -210,6 +217,12 @@ class FewShotConfig:
         or self.imaml_iterations < 1):
       raise ValueError(f"imaml_iterations must be a positive integer or None, got "
                        f"{self.imaml_iterations!r}")
+
+  def meta_learning_rate(self, method: str) -> float:
+    """The outer (Adam) learning rate of `method`."""
+    if method == "FOMAML" and self.fomaml_meta_lr is not None:
+      return self.fomaml_meta_lr
+    return self.meta_lr
 
   def iterations(self, method: str) -> int:
     """The number of meta-steps `method` trains for."""
@@ -371,7 +384,7 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
   sampler, test_tasks = _samplers(config, shots, method == "Pretrained")
   is_digits = config.problem == "digits"
   loss_fn = meta_trainer.cross_entropy if is_digits else meta_trainer.mse
-  optimizer = snt.optimizers.Adam(config.meta_lr)
+  optimizer = snt.optimizers.Adam(config.meta_learning_rate(method))
   trainer = meta_trainer.MetaTrainer(algorithm, optimizer, loss_fn, sampler,
                                      metric_fn=meta_trainer.accuracy if is_digits else None)
   # The untrained model's query loss without adaptation: the bar for "diverged".
@@ -484,6 +497,9 @@ def _footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, Any]]]) -> L
   if "iMAML" in config.method_names() and config.iterations("iMAML") != config.num_iterations:
     notes.append(f"iMAML: {config.iterations('iMAML')} meta-iterations (the others "
                  f"{config.num_iterations}).")
+  if "FOMAML" in config.method_names() and config.meta_learning_rate("FOMAML") != config.meta_lr:
+    notes.append(f"FOMAML: meta learning rate {config.meta_learning_rate('FOMAML'):g} (the "
+                 f"others {config.meta_lr:g}).")
   notes += _divergence_footnotes(config, per_seed)
   return [""] + notes if notes else []
 
@@ -578,7 +594,7 @@ _METHOD_FIELDS = {"reptile_inner_steps": "Reptile", "finetune_steps": "Pretraine
                   "imaml_inner_steps": "iMAML", "imaml_cg_steps": "iMAML",
                   "imaml_damping": "iMAML", "imaml_solver": "iMAML",
                   "imaml_newton_cg_steps": "iMAML", "imaml_tol": "iMAML",
-                  "imaml_iterations": "iMAML"}
+                  "imaml_iterations": "iMAML", "fomaml_meta_lr": "FOMAML"}
 
 
 # Settings whose default changed after they were added: results files without them ran with
