@@ -8,10 +8,14 @@ starts, so that part runs in a subprocess (this file run as a script); the multi
 starts train.py as 2 workers on 127.0.0.1 through l2l.distribute.launch.
 """
 
+import io
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -212,11 +216,50 @@ class MetaBatchTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "must be a multiple of the number of replicas"):
       distribute.shard(3, _FakeStrategy(2))
     self.assertEqual(distribute.shard(4, _FakeStrategy(2)), 2)
+    import sonnet as snt  # pylint: disable=g-import-not-at-top
+    import l2l  # pylint: disable=g-import-not-at-top
+    from l2l.meta_learning import meta_trainer  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    model = snt.Linear(1)
+    model(tf.zeros([1, 1]))
+    trainer = l2l.MetaTrainer(l2l.MAML(model, 0.1), snt.optimizers.SGD(0.1), meta_trainer.mse,
+                              None, strategy=_FakeStrategy(2))
+    with self.assertRaisesRegex(ValueError, r"meta_batch_size \(3\) must be a multiple of the "
+                                r"number of replicas \(2\)"):
+      trainer.fit(1, meta_batch_size=3)
 
 
 class _FakeStrategy:
   def __init__(self, replicas):
     self.num_replicas_in_sync = replicas
+
+
+class LaunchTest(absltest.TestCase):
+  """The launcher without TensorFlow: TF_CONFIG per worker, a failure stops the others."""
+
+  def test_tf_configs_are_a_loopback_cluster(self):
+    from l2l.distribute import launch  # pylint: disable=g-import-not-at-top
+    ports = launch.free_ports(3)
+    self.assertLen(set(ports), 3)
+    configs = [json.loads(c) for c in launch.tf_configs(ports)]
+    for index, config in enumerate(configs):
+      self.assertEqual(config["cluster"]["worker"], [f"127.0.0.1:{p}" for p in ports])
+      self.assertEqual(config["task"], {"type": "worker", "index": index})
+
+  def test_a_failing_worker_stops_the_others(self):
+    from l2l.distribute import launch  # pylint: disable=g-import-not-at-top
+    script = ("import json, os, sys, time\n"
+              "index = json.loads(os.environ['TF_CONFIG'])['task']['index']\n"
+              "print('started', index, flush=True)\n"
+              "time.sleep(120) if index == 0 else sys.exit(3)\n")
+    start = time.monotonic()
+    with mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+      status = launch.launch(["-c", script], workers=2, grace_seconds=5.0)
+    self.assertEqual(status, 3)
+    self.assertLess(time.monotonic() - start, 60.0)  # Worker 0 was stopped, not waited for.
+    self.assertIn("[worker 1] started 1", out.getvalue())
+    with self.assertRaisesRegex(ValueError, "workers must be a positive integer"):
+      launch.launch(["x.py"], workers=0)
 
 
 class MultiWorkerTest(absltest.TestCase):

@@ -34,8 +34,11 @@ __all__ = ["STRATEGIES", *_LAZY]
 
 
 def __getattr__(name: str):
-  if name not in _LAZY:
+  if name in _LAZY:
+    value = getattr(_importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+  elif name in ("checkpoints", "launch", "meta_batch", "startup", "strategies"):
+    value = _importlib.import_module(f"{__name__}.{name}")
+  else:
     raise AttributeError(f"module 'l2l.distribute' has no attribute {name!r}")
-  value = getattr(_importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
   globals()[name] = value
   return value

@@ -24,12 +24,6 @@ from typing import List, Optional, Sequence
 from absl import app
 from absl import flags
 
-_WORKERS = flags.DEFINE_integer("workers", 2, "Worker processes to start.")
-_PORT = flags.DEFINE_integer("port", 0, "First port (worker i listens on port + i); 0: free "
-                             "ports chosen by the system.")
-_GRACE = flags.DEFINE_float("grace_seconds", 10.0, "Seconds between SIGTERM and SIGKILL when "
-                            "stopping the workers.")
-
 LOOPBACK = "127.0.0.1"
 
 
@@ -130,13 +124,23 @@ def launch(command: Sequence[str], workers: int, port: int = 0, grace_seconds: f
   return status
 
 
-def main(argv: Sequence[str]) -> None:
-  try:
-    sys.exit(launch(list(argv[1:]), _WORKERS.value, _PORT.value, _GRACE.value))
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+def main() -> None:
+  """The command line (flags are defined here, not at import: this module is also a library)."""
+  from l2l import cli  # pylint: disable=g-import-not-at-top
+  workers = flags.DEFINE_integer("workers", 2, "Worker processes to start.")
+  port = flags.DEFINE_integer("port", 0, "First port (worker i listens on port + i); 0: free "
+                              "ports chosen by the system.")
+  grace = flags.DEFINE_float("grace_seconds", 10.0, "Seconds between SIGTERM and SIGKILL when "
+                             "stopping the workers.")
+
+  def run(argv: Sequence[str]) -> None:
+    try:
+      sys.exit(launch(list(argv[1:]), workers.value, port.value, grace.value))
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+
+  cli.run(run)
 
 
 if __name__ == "__main__":
-  from l2l import cli  # pylint: disable=g-import-not-at-top
-  cli.run(main)
+  main()

@@ -302,6 +302,8 @@ class MetaTrainer:
     maml_lib.check_steps(num_iterations, "num_iterations")
     if not isinstance(meta_batch_size, int) or meta_batch_size < 1:
       raise ValueError(f"meta_batch_size must be a positive integer, got {meta_batch_size!r}")
+    if self.strategy is not None:
+      distribute.shard(meta_batch_size, self.strategy)  # Raises unless it splits evenly.
     if (eval_every is None) != (eval_tasks is None):
       raise ValueError("eval_every and eval_tasks go together: give both or neither")
     arity = _callback_arity(callback) if callback is not None else 0
