@@ -19,6 +19,7 @@ from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL, ATOL = 1e-5, 1e-6
@@ -82,6 +83,16 @@ def mirrored_main(out: str) -> None:
       for i, w in enumerate(weights):
         arrays[f"{name}/{mode}/{i}"] = w
   np.savez(out, **arrays)
+
+
+def multi_worker_maml_main(out: str) -> None:
+  """Script mode, one worker of a TF_CONFIG cluster: MAML under MultiWorkerMirroredStrategy;
+  the chief saves the weights to `out`."""
+  from l2l import distribute  # pylint: disable=g-import-not-at-top
+  strategy = distribute.create_strategy("multi_worker")  # Before any other TensorFlow op.
+  weights, losses = maml_nets(strategy)
+  if distribute.is_chief(strategy):
+    np.savez(out, losses=np.array(losses), **{str(i): w for i, w in enumerate(weights)})
 
 
 def run_checked(args, **kwargs) -> subprocess.CompletedProcess:
@@ -310,10 +321,27 @@ class MultiWorkerTest(absltest.TestCase):
         else:
           np.testing.assert_array_equal(got, want, err_msg=key)
 
+  @pytest.mark.slow
+  def test_maml_two_workers_match_one_process(self):
+    """MetaTrainer (MAML, 4 tasks per meta-step) on 2 workers against one replica; slow (2 more
+    TensorFlow processes), run with -m slow."""
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, "maml.npz")
+      run_checked(["-m", "l2l.distribute.launch", "--workers=2", "--",
+                   os.path.abspath(__file__), "multi_worker_maml", out])
+      weights, losses = maml_nets(None)
+      with np.load(out) as saved:
+        np.testing.assert_allclose(saved["losses"], losses, rtol=RTOL, atol=ATOL)
+        for i, w in enumerate(weights):
+          np.testing.assert_allclose(saved[str(i)], w, rtol=RTOL, atol=ATOL)
+
 
 if __name__ == "__main__":
   if len(sys.argv) == 3 and sys.argv[1] == "mirrored":
     sys.path.insert(0, REPO)
     mirrored_main(sys.argv[2])
+  elif len(sys.argv) == 3 and sys.argv[1] == "multi_worker_maml":
+    sys.path.insert(0, REPO)
+    multi_worker_maml_main(sys.argv[2])
   else:
     absltest.main()
