@@ -335,6 +335,58 @@ class MultiWorkerTest(absltest.TestCase):
         for i, w in enumerate(weights):
           np.testing.assert_allclose(saved[str(i)], w, rtol=RTOL, atol=ATOL)
 
+  @pytest.mark.slow
+  def test_killed_worker_resumes_from_the_chiefs_checkpoint(self):
+    """SIGKILL worker 1 once the chief has checkpointed epoch >= 4 (and stop the chief, which
+    waits in the all-reduce), restart both with the launcher: the job resumes from the chief's
+    last checkpoint and ends as an uninterrupted single process does (slow: -m slow)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from l2l import options, training  # pylint: disable=g-import-not-at-top
+    from l2l.distribute import launch  # pylint: disable=g-import-not-at-top
+    epochs = 40
+    flags = [f"--num_epochs={epochs}", "--num_steps=20", "--unroll_length=10",
+             "--meta_batch_size=2", "--evaluation_period=10", "--evaluation_epochs=2",
+             "--log_period=10", "--learning_rate=0.01", "--seed=5", "--checkpoint_period=2"]
+    with tempfile.TemporaryDirectory() as tmp:
+      distributed, single = os.path.join(tmp, "mw"), os.path.join(tmp, "single")
+      command = [sys.executable, "train.py", "--strategy=multi_worker",
+                 f"--save_path={distributed}", *flags]
+      env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                 TF_CPP_MIN_LOG_LEVEL="2")
+      workers = [subprocess.Popen(command, cwd=REPO, env=dict(env, TF_CONFIG=config),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for config in launch.tf_configs(launch.free_ports(2))]
+      state = os.path.join(distributed, "train_state")
+      try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and all(w.poll() is None for w in workers):
+          latest = tf.train.latest_checkpoint(state)
+          if latest and int(latest.rsplit("-", 1)[1]) >= 4:
+            break
+          time.sleep(0.05)
+        killed_at = int(tf.train.latest_checkpoint(state).rsplit("-", 1)[1])
+        self.assertIsNone(workers[1].poll(), "the run ended before the kill")
+        workers[1].kill()
+      finally:
+        for worker in workers:
+          worker.kill()
+          worker.wait()
+      self.assertLess(killed_at, epochs)
+      result = run_checked(["-m", "l2l.distribute.launch", "--workers=2", "--", *command[1:]])
+      self.assertIn("resuming from checkpoint", result.stdout)
+      training.meta_train(options.TrainConfig(
+          num_epochs=epochs, num_steps=20, unroll_length=10, meta_batch_size=2,
+          evaluation_period=10, evaluation_epochs=2, log_period=10, learning_rate=0.01, seed=5,
+          checkpoint_period=2, save_path=single))
+      a = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(single,
+                                                                           "train_state")))
+      b = tf.train.load_checkpoint(tf.train.latest_checkpoint(state))
+      self.assertEqual(int(b.get_tensor("meta_steps/.ATTRIBUTES/VARIABLE_VALUE")), 2 * epochs)
+      for key in a.get_variable_to_shape_map():
+        if key.startswith("trainer/meta_optimizer/") or key.startswith("generators/"):
+          np.testing.assert_allclose(b.get_tensor(key), a.get_tensor(key), rtol=1e-4,
+                                     atol=1e-5, err_msg=key)
+
 
 if __name__ == "__main__":
   if len(sys.argv) == 3 and sys.argv[1] == "mirrored":
