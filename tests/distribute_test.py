@@ -32,7 +32,13 @@ MAML_STEPS = 3
 def learned_optimizer_nets(strategy, meta_batch_size=META_BATCH):
   """The nets' weights after L2L_EPOCHS x L2L_UNROLLS meta-steps of MetaBatchMinimize."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from l2l import configs, distribute, meta_optimizer, options, training  # pylint: disable=g-import-not-at-top,g-multiple-import
+  # pylint: disable=g-import-not-at-top
+  from l2l import configs
+  from l2l import distribute
+  from l2l import meta_optimizer
+  from l2l import options
+  from l2l import training
+  # pylint: enable=g-import-not-at-top
   named = configs.get_config("quadratic")
   tf.random.set_seed(0)
   opt = meta_optimizer.MetaOptimizer(**training.seeded_net_configs(named.net_configs, 0))
@@ -156,7 +162,13 @@ class MetaBatchTest(absltest.TestCase):
     each computed alone by MetaLoss under a GradientTape."""
     import sonnet as snt  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from l2l import configs, distribute, meta_optimizer, options, training  # pylint: disable=g-import-not-at-top,g-multiple-import
+    # pylint: disable=g-import-not-at-top
+    from l2l import configs
+    from l2l import distribute
+    from l2l import meta_optimizer
+    from l2l import options
+    from l2l import training
+    # pylint: enable=g-import-not-at-top
     named = configs.get_config("quadratic")
     config = options.TrainConfig(seed=3)
     problems_ = [training.train_problem(named, config, i) for i in range(2)]
@@ -183,7 +195,13 @@ class MetaBatchTest(absltest.TestCase):
   def test_batch_of_one_is_meta_minimize(self):
     """A meta-batch of 1 without a strategy trains exactly as MetaMinimize (bit for bit)."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from l2l import configs, distribute, meta_optimizer, options, training  # pylint: disable=g-import-not-at-top,g-multiple-import
+    # pylint: disable=g-import-not-at-top
+    from l2l import configs
+    from l2l import distribute
+    from l2l import meta_optimizer
+    from l2l import options
+    from l2l import training
+    # pylint: enable=g-import-not-at-top
     named = configs.get_config("quadratic")
     config = options.TrainConfig(seed=1)
     results = []

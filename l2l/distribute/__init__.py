@@ -26,7 +26,6 @@ _LAZY = {
     "replica_ids": "strategies", "all_reduce_mean": "strategies", "shard": "strategies",
     "barrier": "strategies", "is_chief": "strategies", "describe": "strategies",
     "write_dir": "checkpoints", "remove_write_dir": "checkpoints",
-    "worker_workdir": "checkpoints",
     "MetaBatchMinimize": "meta_batch",
 }
 

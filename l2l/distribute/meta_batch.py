@@ -56,10 +56,10 @@ class MetaBatchMinimize(tf.Module):
       raise TypeError(f"make_losses must be a list of problems (one per meta-batch index), got "
                       f"{type(make_losses).__name__}")
     self._per_replica = strategies.shard(len(make_losses), strategy, "meta-batch size")
-    meta_optimizer_lib._check_positive("learning_rate", learning_rate)  # pylint: disable=protected-access
-    self.max_grad_norm = (None if max_grad_norm is None else
-                          meta_optimizer_lib._check_positive(  # pylint: disable=protected-access
-                              "max_grad_norm", max_grad_norm))
+    check_positive = meta_optimizer_lib._check_positive  # pylint: disable=protected-access
+    check_positive("learning_rate", learning_rate)
+    self.max_grad_norm = (None if max_grad_norm is None
+                          else check_positive("max_grad_norm", max_grad_norm))
     self.strategy = strategy
     self.meta_optimizer = meta_optimizer
     # Each instance's state lives on the device of the local replica that unrolls it.
