@@ -25,6 +25,7 @@ from absl import logging
 # imported in main(), after l2l.cli.start_tensorflow().
 from l2l import cli
 from l2l import configs
+from l2l import distribute
 from l2l import interrupts
 from l2l import options
 
@@ -101,6 +102,15 @@ flags.DEFINE_float("adam_floor", _SUITE_DEFAULTS["adam_floor"],
                    "validation.")
 flags.DEFINE_bool("tensor_features", False, "--suite: the rule's schedule also reads per-tensor "
                   "features and sets a step size per tensor (nets.PerParameterMLP).")
+flags.DEFINE_integer("meta_batch_size", _DEFAULTS.meta_batch_size, "Problem instances per "
+                     "meta-step (their meta-gradients averaged), split across --strategy's "
+                     "replicas.")
+flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES), "tf.distribute strategy: "
+                  "one replica, MirroredStrategy over local devices, or "
+                  "MultiWorkerMirroredStrategy across the processes of TF_CONFIG (see "
+                  "python -m l2l.distribute.launch).")
+flags.DEFINE_integer("cpu_devices", 0, "--strategy=mirrored: replicate over this many logical "
+                     "CPU devices (0: the GPUs, or the one CPU).")
 FLAGS = flags.FLAGS
 
 # Flags shared with --problem runs whose defaults differ for --suite runs.
@@ -149,8 +159,11 @@ def train_suite() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.start_tensorflow(FLAGS.inter_op_threads)
+  strategy = distribute.start_tensorflow(FLAGS.strategy, FLAGS.inter_op_threads,
+                                        FLAGS.cpu_devices)
   if FLAGS.suite is not None:
+    if strategy is not None:
+      raise app.UsageError("--suite runs on one replica: use --strategy=default")
     train_suite()
     return
   from l2l import training  # pylint: disable=g-import-not-at-top
@@ -166,14 +179,14 @@ def main(argv):
       checkpoint_period=FLAGS.checkpoint_period, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
       rescale=FLAGS.rescale, curriculum=curriculum, gradient=FLAGS.gradient,
       segment_length=FLAGS.segment_length, pes_particles=FLAGS.pes_particles,
-      pes_std=FLAGS.pes_std, net_layers=net_layers)
+      pes_std=FLAGS.pes_std, net_layers=net_layers, meta_batch_size=FLAGS.meta_batch_size)
   try:
     config.validate()
     training.check_save_path(config.save_path, config.overwrite, config)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   try:
-    summary = training.meta_train(config)
+    summary = training.meta_train(config, strategy)
   except interrupts.Interrupted as e:
     logging.warning("%s", e)
     sys.exit(e.exit_code)

@@ -46,6 +46,9 @@ class TrainConfig:
   pes_particles: int = 8
   pes_std: float = 0.01
   net_layers: Tuple[int, ...] = ()
+  # Problem instances per meta-step (their meta-gradients averaged); split across the replicas
+  # of a tf.distribute strategy (l2l.distribute).
+  meta_batch_size: int = 1
 
   def resume_key(self) -> Dict[str, Any]:
     """The options a resumed run must share with the run that wrote the checkpoint."""
@@ -92,6 +95,10 @@ class TrainConfig:
                        f"segment_length={self.segment_length!r}")
     if self.segment_length is not None:
       checks.positive_int("segment_length", self.segment_length)
+    checks.positive_int("meta_batch_size", self.meta_batch_size)
+    if self.gradient == "pes" and self.meta_batch_size != 1:
+      raise ValueError(f"meta_batch_size must be 1 with gradient='pes' (its particles are its "
+                       f"batch), got {self.meta_batch_size}")
     checks.positive_int("pes_particles", self.pes_particles)
     if not self.pes_std > 0:
       raise ValueError(f"pes_std must be positive, got {self.pes_std!r}")

@@ -12,6 +12,15 @@ its epoch, and the state of every `tf.random.Generator` of the training problem,
 run draws the same problem instances as an uninterrupted one. The same config in the same
 `save_path` resumes from the latest checkpoint; TensorBoard summaries go to
 `<save_path>/tensorboard`.
+
+With `meta_batch_size` B > 1, a meta-step unrolls B problem instances (index 0 is the instance
+stream of B = 1, index i its own seeded stream) and averages their meta-gradients
+(`l2l.distribute.MetaBatchMinimize`). Under a `tf.distribute` strategy (`meta_train(config,
+strategy)`) the B instances are split across the replicas and the meta-gradients all-reduced:
+the same training whatever the number of replicas. Under `MultiWorkerMirroredStrategy` the chief
+writes checkpoints, the best optimizer and summaries to `save_path`; the other workers write
+their checkpoints to a temporary directory they delete (TensorFlow's convention), and resume
+from the chief's.
 """
 
 import inspect
@@ -31,6 +40,7 @@ from tensorflow.core.framework import summary_pb2
 import nets
 import problems
 from l2l import configs
+from l2l import distribute
 from l2l import es
 from l2l import evaluation
 from l2l import interrupts
@@ -158,11 +168,26 @@ def _format_seconds(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def meta_train(config: TrainConfig) -> Dict[str, Any]:
+def train_problem(named: configs.Config, config: TrainConfig, index: int = 0) -> Any:
+  """The training problem (instance stream) of meta-batch index `index`: index 0 is the stream
+  of a meta-batch of one; index i > 0 has its own seed, whichever replica unrolls it."""
+  seed = evaluation.instance_seed(config.seed, evaluation.TRAIN)
+  if index:
+    seed = int(np.random.SeedSequence([int(config.seed), evaluation.TRAIN, int(index)])
+               .generate_state(1)[0] >> 1)
+  make_loss = named.make_problem(seed)
+  if config.rescale:
+    make_loss = problems.rescaled(make_loss, config.rescale, seed=seed + 1)
+  return make_loss
+
+
+def meta_train(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
+               ) -> Dict[str, Any]:
   """Meta-trains the nets of `config.problem`'s configuration; returns a summary.
 
   With `config.save_path`, resumes from `<save_path>/train_state/` when it holds a checkpoint
-  of the same config (see the module docstring).
+  of the same config (see the module docstring). `strategy` (`l2l.distribute.create_strategy`)
+  splits the meta-batch across its replicas; None runs one replica.
 
   Divergence never passes silently: the untrained optimizer is validated first, and a
   validation score that is not finite or not better than its score is never kept as the best
@@ -184,21 +209,32 @@ def meta_train(config: TrainConfig) -> Dict[str, Any]:
     ValueError: bad options, or a save_path holding another run's files.
   """
   with interrupts.StopOnSignal("the current epoch") as stop:
-    return _meta_train(config, stop)
+    return _meta_train(config, stop, strategy)
 
 
-def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal) -> Dict[str, Any]:
+def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal,
+                strategy: Optional[tf.distribute.Strategy]) -> Dict[str, Any]:
   config.validate()
+  if strategy is not None and config.gradient == "pes":
+    raise ValueError("gradient='pes' runs on one replica (no strategy) for now")
+  distribute.shard(config.meta_batch_size, strategy)  # Raises unless it splits evenly.
+  chief = distribute.is_chief(strategy)
   check_save_path(config.save_path, config.overwrite, config)
   tf.random.set_seed(config.seed)
   named = configs.get_config(config.problem, data_dir=config.data_dir)
   net_configs = seeded_net_configs(named.net_configs, config.seed, config.net_layers)
   optimizer = meta_optimizer_lib.MetaOptimizer(**net_configs)
-  make_loss = named.make_problem(evaluation.instance_seed(config.seed, evaluation.TRAIN))
-  if config.rescale:
-    make_loss = problems.rescaled(make_loss, config.rescale,
-                                  seed=evaluation.instance_seed(config.seed, evaluation.TRAIN) + 1)
-  if config.gradient == "pes":
+  make_loss = train_problem(named, config)
+  generators = lambda: _find_generators(make_loss)
+  if config.meta_batch_size > 1 or strategy is not None:
+    make_losses = [make_loss] + [train_problem(named, config, i)
+                                 for i in range(1, config.meta_batch_size)]
+    generators = lambda: [g for m in make_losses for g in _find_generators(m)]
+    trainer = distribute.MetaBatchMinimize(
+        optimizer, make_losses, config.unroll_length, config.learning_rate,
+        named.net_assignments, config.second_derivatives, max_grad_norm=config.max_grad_norm,
+        strategy=strategy, objective=config.objective, segment_length=config.segment_length)
+  elif config.gradient == "pes":
     trainer = es.PESMinimize(
         optimizer, make_loss, config.unroll_length, config.pes_particles, config.pes_std,
         config.learning_rate, named.net_assignments, config.objective, config.max_grad_norm,
@@ -219,30 +255,36 @@ def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal) -> Dict[str,
   manager, writer, resumed_from = None, None, 0
   if config.save_path:
     state_dir = os.path.join(config.save_path, TRAIN_STATE)
-    if config.overwrite:
+    distribute.barrier(strategy)  # Every worker has checked save_path before the chief writes.
+    if config.overwrite and chief:
       for sub in (TRAIN_STATE, "tensorboard"):
         shutil.rmtree(os.path.join(config.save_path, sub), ignore_errors=True)
+    distribute.barrier(strategy)
     checkpoint = tf.train.Checkpoint(
         trainer=trainer, epoch=epoch_var, meta_steps=meta_steps, best=best_var,
-        best_epoch=best_epoch_var, untrained=untrained_var,
-        generators=_find_generators(make_loss))
-    manager = tf.train.CheckpointManager(checkpoint, state_dir, max_to_keep=2)
-    if manager.latest_checkpoint:
-      _restore(checkpoint, manager.latest_checkpoint)
+        best_epoch=best_epoch_var, untrained=untrained_var, generators=generators())
+    manager = tf.train.CheckpointManager(checkpoint, distribute.write_dir(state_dir, strategy),
+                                         max_to_keep=2)
+    latest = tf.train.latest_checkpoint(state_dir)  # The chief's, on every worker.
+    if latest:
+      _restore(checkpoint, latest)
       resumed_from = int(epoch_var.numpy())
       logging.info("resuming from checkpoint %s at epoch %d/%d (%d meta-steps done)",
-                   manager.latest_checkpoint, resumed_from, config.num_epochs,
-                   int(meta_steps.numpy()))
-    os.makedirs(state_dir, exist_ok=True)
-    with open(os.path.join(state_dir, _TRAIN_CONFIG), "w") as f:
-      json.dump(config.resume_key(), f, indent=1, sort_keys=True)
-    writer = tf.summary.create_file_writer(os.path.join(config.save_path, "tensorboard"))
+                   latest, resumed_from, config.num_epochs, int(meta_steps.numpy()))
+    if chief:
+      os.makedirs(state_dir, exist_ok=True)
+      with open(os.path.join(state_dir, _TRAIN_CONFIG), "w") as f:
+        json.dump(config.resume_key(), f, indent=1, sort_keys=True)
+      writer = tf.summary.create_file_writer(os.path.join(config.save_path, "tensorboard"))
   logging.info("meta-training on %r: %d epochs x %s unrolls of %d steps%s; nets %s",
                config.problem, config.num_epochs,
                "/".join(str(n // config.unroll_length) for n in config.curriculum)
                or unrolls_per_epoch, config.unroll_length,
                f"; parameters rescaled by exp(U[-{config.rescale}, {config.rescale}])"
                if config.rescale else "", json.dumps(net_configs))
+  if config.meta_batch_size > 1 or strategy is not None:
+    logging.info("meta-batch of %d problem instances per meta-step on %s",
+                 config.meta_batch_size, distribute.describe(strategy))
 
   validation_problem = named.make_problem(
       evaluation.instance_seed(config.seed, evaluation.VALIDATION))
@@ -341,7 +383,9 @@ def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal) -> Dict[str,
         best_var.assign(best)
         best_epoch_var.assign(best_epoch)
         if config.save_path:
-          optimizer.save(config.save_path)
+          directory = distribute.write_dir(config.save_path, strategy)
+          optimizer.save(directory)
+          distribute.remove_write_dir(directory, config.save_path)
       if improved:
         note = " (best so far; saved)" if config.save_path else " (best so far)"
       elif not math.isfinite(score):
@@ -357,6 +401,7 @@ def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal) -> Dict[str,
     if manager is not None and (epoch % config.checkpoint_period == 0
                                 or epoch == config.num_epochs or stop.signal is not None):
       manager.save(checkpoint_number=epoch)
+      distribute.remove_write_dir(manager.directory, state_dir)
     stop.raise_if_signalled(
         f"stopped after epoch {epoch}/{config.num_epochs}; training state saved in "
         f"{os.path.join(config.save_path, TRAIN_STATE)}; run the same command to resume"

@@ -10,6 +10,12 @@ applies the meta-optimizer to the gradient of the mean query loss in the algorit
 variables (Reptile: to its (theta - theta~) / (lr steps) direction; iMAML: to the task mean of
 `IMAML.task_gradients`, its implicit meta-gradient computed forward). Tasks run as one vectorized
 computation (`tf.vectorized_map`); the step is a `tf.function`, traced once per task shape.
+
+With a `tf.distribute` strategy (`MetaTrainer(..., strategy=...)`) the meta-batch is split
+evenly across the replicas: each computes the mean meta-gradient of its share of the tasks and
+the shares are all-reduced (`l2l.distribute`), so the step is the same whatever the number of
+replicas. Every worker samples the whole meta-batch from its (identically seeded) sampler and
+keeps its own copy of the model, updated with the same all-reduced meta-gradient.
 """
 
 import dataclasses
@@ -22,6 +28,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from l2l import distribute
 from l2l.meta_learning import imaml as imaml_lib
 from l2l.meta_learning import maml as maml_lib
 from l2l import meta_optimizer as meta_optimizer_lib
@@ -96,11 +103,14 @@ class MetaTrainer:
     metric_fn: an extra `(predictions, targets) -> scalar` reported by `evaluate` as "metric"
       (e.g. `accuracy`).
     batched: vectorize across the tasks of a meta-batch (else a Python loop in the graph).
+    strategy: a `MirroredStrategy` / `MultiWorkerMirroredStrategy` that splits each meta-batch
+      across its replicas (`l2l.distribute.create_strategy`; the model and `meta_optimizer`
+      created outside its scope); None: one replica.
   """
 
   def __init__(self, maml: maml_lib.MAML, meta_optimizer: snt.Optimizer, loss_fn: LossFn,
                task_sampler: tasks_lib.TaskSampler, metric_fn: Optional[LossFn] = None,
-               batched: bool = True):
+               batched: bool = True, strategy: Optional[tf.distribute.Strategy] = None):
     if not isinstance(maml, maml_lib.MAML):
       raise TypeError(f"maml must be an l2l.MAML (or MetaSGD, ANIL, Reptile), got "
                       f"{type(maml).__name__}")
@@ -110,6 +120,7 @@ class MetaTrainer:
     self.task_sampler = task_sampler
     self.metric_fn = metric_fn
     self.batched = batched
+    self.strategy = strategy
     # Sonnet's Adam / Momentum / RMSProp create their slots on the first `apply`; inside the
     # step's tf.function that costs a second trace. Create them now when the variables exist.
     initialize = getattr(meta_optimizer, "_initialize", None)
@@ -143,6 +154,17 @@ class MetaTrainer:
     return tf.reduce_mean(losses), grads, buffers
 
   def _meta_step(self, tasks: tasks_lib.Task) -> tf.Tensor:
+    if self.strategy is None:
+      loss, grads, buffers = self._meta_gradients(tasks)
+    else:
+      share = distribute.shard(int(tasks.support_x.shape[0]), self.strategy)
+      loss, grads, buffers = distribute.all_reduce_mean(
+          self.strategy, lambda replica, t: self._meta_gradients(tf.nest.map_structure(
+              lambda a: a[replica * share:(replica + 1) * share], t)), tasks)
+    return self._apply(loss, grads, buffers)
+
+  def _meta_gradients(self, tasks: tasks_lib.Task):
+    """The mean query loss, meta-gradient and buffers (BatchNorm statistics) over `tasks`."""
     variables = self.maml.trainable_variables
     if isinstance(self.maml, imaml_lib.IMAML):
       def imaml_task(task):
@@ -166,6 +188,12 @@ class MetaTrainer:
         losses, buffers = self._map_tasks(task_fn, tasks)
         loss = tf.reduce_mean(losses)
       grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    buffers = {name: tf.reduce_mean(b, axis=0) for name, b in buffers.items()}
+    return loss, grads, buffers
+
+  def _apply(self, loss: tf.Tensor, grads, buffers):
+    """Applies the meta-optimizer (and sets the buffers) unless something is not finite."""
+    variables = self.maml.trainable_variables
 
     def apply() -> None:
       self.meta_optimizer.apply(grads, variables)
@@ -174,7 +202,7 @@ class MetaTrainer:
       # moving averages (linear in the batch statistics) that is the moving average of the
       # task-averaged statistics.
       for name, variable in maml_lib.functional.named_buffers(self.maml.module).items():
-        variable.assign(tf.cast(tf.reduce_mean(buffers[name], axis=0), variable.dtype))
+        variable.assign(tf.cast(buffers[name], variable.dtype))
 
     # A non-finite meta-gradient or loss (e.g. one task's inner loop diverged) skips the whole
     # update: the model, its buffers and the meta-optimizer's state stay as they were.
@@ -282,6 +310,8 @@ class MetaTrainer:
     maml_lib.check_steps(num_iterations, "num_iterations")
     if not isinstance(meta_batch_size, int) or meta_batch_size < 1:
       raise ValueError(f"meta_batch_size must be a positive integer, got {meta_batch_size!r}")
+    if self.strategy is not None:
+      distribute.shard(meta_batch_size, self.strategy)  # Raises unless it splits evenly.
     if (eval_every is None) != (eval_tasks is None):
       raise ValueError("eval_every and eval_tasks go together: give both or neither")
     arity = _callback_arity(callback) if callback is not None else 0

@@ -1,0 +1,146 @@
+"""Starts N local workers of a script under `MultiWorkerMirroredStrategy`, on loopback ports.
+
+    python -m l2l.distribute.launch --workers=2 -- train.py --strategy=multi_worker \\
+        --meta_batch_size=4 --save_path=/tmp/l2l_mw
+
+Each worker runs `python <script> <args>` with its own `TF_CONFIG` (a cluster of `--workers`
+workers on 127.0.0.1, free ports unless `--port` gives the first one; worker i has task index
+i, worker 0 is the chief). Their output is interleaved line by line, prefixed with
+`[worker i]`. When a worker fails the others are stopped (SIGTERM, then SIGKILL after
+`--grace_seconds`); SIGINT / SIGTERM to the launcher go to every worker. The exit status is the
+first failing worker's, else 0. On a cluster, set `TF_CONFIG` on each machine instead (BUILD.md).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import List, Optional, Sequence
+
+from absl import app
+from absl import flags
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_ports(count: int) -> List[int]:
+  """`count` distinct ports that were free on the loopback interface a moment ago."""
+  sockets = []
+  try:
+    for _ in range(count):
+      s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+      s.bind((LOOPBACK, 0))
+      sockets.append(s)
+    return [s.getsockname()[1] for s in sockets]
+  finally:
+    for s in sockets:
+      s.close()
+
+
+def tf_configs(ports: Sequence[int]) -> List[str]:
+  """The TF_CONFIG of each worker of a loopback cluster on `ports`."""
+  cluster = {"worker": [f"{LOOPBACK}:{port}" for port in ports]}
+  return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+          for i in range(len(ports))]
+
+
+def _pump(stream, prefix: str, out) -> None:
+  for line in iter(stream.readline, b""):
+    out.write(prefix + line.decode(errors="replace"))
+    out.flush()
+  stream.close()
+
+
+def _stop(processes: Sequence[subprocess.Popen], grace_seconds: float) -> None:
+  for process in processes:
+    if process.poll() is None:
+      process.terminate()
+  deadline = time.monotonic() + grace_seconds
+  for process in processes:
+    try:
+      process.wait(max(deadline - time.monotonic(), 0.0))
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+
+
+def launch(command: Sequence[str], workers: int, port: int = 0, grace_seconds: float = 10.0,
+           env: Optional[dict] = None) -> int:
+  """Runs `python <command>` as `workers` local workers; returns the exit status (see above).
+
+  Raises:
+    ValueError: no command, `workers` < 1 or a bad `port`.
+  """
+  if not command:
+    raise ValueError("give the script to run after --, e.g. -- train.py --strategy=multi_worker")
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    raise ValueError(f"workers must be a positive integer, got {workers!r}")
+  if not 0 <= port <= 65535 - workers:
+    raise ValueError(f"port must be 0 (free ports) or a first port in 1..{65535 - workers}, got "
+                     f"{port}")
+  ports = free_ports(workers) if port == 0 else list(range(port, port + workers))
+  processes, pumps = [], []
+  for index, config in enumerate(tf_configs(ports)):
+    worker_env = dict(os.environ if env is None else env, TF_CONFIG=config)
+    process = subprocess.Popen([sys.executable, *command], env=worker_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    processes.append(process)
+    pump = threading.Thread(target=_pump, args=(process.stdout, f"[worker {index}] ",
+                                                sys.stdout), daemon=True)
+    pump.start()
+    pumps.append(pump)
+
+  def forward(signum, _):
+    for process in processes:
+      if process.poll() is None:
+        process.send_signal(signum)
+
+  previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+  status = 0
+  try:
+    running = list(processes)
+    while running:
+      for process in list(running):
+        code = process.poll()
+        if code is None:
+          continue
+        running.remove(process)
+        if code != 0 and status == 0:
+          status = code if code > 0 else 128 - code
+          sys.stderr.write(f"launch: worker {processes.index(process)} exited with status "
+                           f"{code}; stopping the others\n")
+          _stop(running, grace_seconds)
+      time.sleep(0.1)
+  finally:
+    _stop(processes, grace_seconds)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    for pump in pumps:
+      pump.join(timeout=5.0)
+  return status
+
+
+def main() -> None:
+  """The command line (flags are defined here, not at import: this module is also a library)."""
+  from l2l import cli  # pylint: disable=g-import-not-at-top
+  workers = flags.DEFINE_integer("workers", 2, "Worker processes to start.")
+  port = flags.DEFINE_integer("port", 0, "First port (worker i listens on port + i); 0: free "
+                              "ports chosen by the system.")
+  grace = flags.DEFINE_float("grace_seconds", 10.0, "Seconds between SIGTERM and SIGKILL when "
+                             "stopping the workers.")
+
+  def run(argv: Sequence[str]) -> None:
+    try:
+      sys.exit(launch(list(argv[1:]), workers.value, port.value, grace.value))
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+
+  cli.run(run)
+
+
+if __name__ == "__main__":
+  main()
