@@ -1,8 +1,8 @@
 """`python -m l2l.versatile`: list the shipped pretrained optimizers, or ship one
 (l2l.versatile.zoo).
 
-The arguments are checked before TensorFlow loads (`--help` is fast); a source that is not a
-saved optimizer is a one-line error.
+The arguments are checked before TensorFlow loads (`--help` is fast), which then loads
+quietly (`l2l.cli.start_tensorflow`); a source that is not a saved optimizer is a one-line error.
 """
 
 import argparse
@@ -21,7 +21,9 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   if args.ship and not (args.name and args.description and args.command):
     parser.error("--ship needs --name, --description and --command")
-  from l2l.versatile import zoo  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  from l2l import cli  # pylint: disable=g-import-not-at-top
+  cli.start_tensorflow()  # Without its start-up chatter.
+  from l2l.versatile import zoo  # pylint: disable=g-import-not-at-top
   if args.ship:
     try:
       print(zoo.ship(args.ship, args.name, args.description, args.command, args.horizon,
