@@ -13,6 +13,9 @@ SIGINT / SIGTERM stop it after the current meta-step, checkpointed in --workdir;
 to resume and exits with 128 + the signal number (a rerun resumes, losing nothing). Exit
 status 3: some method diverged (its row is labelled; the log has the iteration where its
 meta-loss exploded); 2: a damaged checkpoint or results file.
+
+Quiet by default (l2l.cli): settings out of range are a one-line error found before TensorFlow
+loads; TensorFlow's start-up and per-checkpoint INFO lines are hidden unless --verbosity=1.
 """
 
 import sys
