@@ -34,7 +34,8 @@ class ApiMistakesTest(tf.test.TestCase):
 
   def test_meta_trainer_checks_its_collaborators(self):
     maml = l2l.MAML(_mlp(), 0.01)
-    adam, sampler = snt.optimizers.Adam(1e-3), tasks_lib.SinusoidTaskSampler(k_support=3, k_query=3, seed=0)
+    adam = snt.optimizers.Adam(1e-3)
+    sampler = tasks_lib.SinusoidTaskSampler(k_support=3, k_query=3, seed=0)
     cases = [((maml, "adam", meta_trainer.mse, sampler), "meta_optimizer must be a Sonnet "
               "optimizer .* got str"),
              ((maml, adam, meta_trainer.mse, [1, 2]), r"task_sampler must have a "
