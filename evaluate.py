@@ -59,6 +59,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.output_json:
+    cli.check_output_file("output_json", FLAGS.output_json)  # Before the work, not after.
   cli.start_tensorflow(FLAGS.inter_op_threads)
   # pylint: disable=g-import-not-at-top
   from l2l import evaluation

@@ -13,6 +13,9 @@ SIGINT / SIGTERM stop it after the current meta-step, checkpointed in --workdir;
 to resume and exits with 128 + the signal number (a rerun resumes, losing nothing). Exit
 status 3: some method diverged (its row is labelled; the log has the iteration where its
 meta-loss exploded); 2: a damaged checkpoint or results file.
+
+Quiet by default (l2l.cli): settings out of range are a one-line error found before TensorFlow
+loads; TensorFlow's start-up and per-checkpoint INFO lines are hidden unless --verbosity=1.
 """
 
 import sys
@@ -21,12 +24,16 @@ from absl import app
 from absl import flags
 from absl import logging
 
+# Only modules that load without TensorFlow here: --help and usage errors stay fast. fewshot
+# (TensorFlow) is imported in main(), after l2l.cli.start_tensorflow().
 from l2l import cli
-from l2l.meta_learning import fewshot
+from l2l.meta_learning import fewshot_config
 
-_PROBLEM = flags.DEFINE_enum("problem", "sinusoid", list(fewshot.PROBLEMS), "Task family.")
+_PROBLEM = flags.DEFINE_enum("problem", "sinusoid", list(fewshot_config.PROBLEMS),
+                             "Task family.")
 _METHODS = flags.DEFINE_list("methods", [], "Algorithms to compare (default: all that apply): "
-                             f"some of {list(fewshot.METHODS) + list(fewshot.BASELINES)}.")
+                             f"some of {list(fewshot_config.METHODS)}"
+                             f" + {list(fewshot_config.BASELINES)}.")
 _SHOTS = flags.DEFINE_list("shots", ["5", "10", "20"], "Support examples (per class) K.")
 _ITERATIONS = flags.DEFINE_integer("num_iterations", 10000, "Meta-steps per (method, K).")
 _META_BATCH = flags.DEFINE_integer("meta_batch_size", 25, "Tasks per meta-step.")
@@ -39,7 +46,7 @@ _EVAL_TASKS = flags.DEFINE_integer("num_eval_tasks", 600, "Held-out tasks.")
 _K_QUERY = flags.DEFINE_integer("k_query", 10, "Query examples (per class) in meta-training.")
 _HIDDEN = flags.DEFINE_list("hidden", ["40", "40"], "Hidden layer sizes of the MLP (ReLU).")
 _N_WAY = flags.DEFINE_integer("n_way", 5, "Classes per task (digits).")
-_SPLIT = flags.DEFINE_enum("split", "test", list(fewshot.SPLITS),
+_SPLIT = flags.DEFINE_enum("split", "test", list(fewshot_config.SPLITS),
                            "Digits: 'test' meta-trains on 0-4 and evaluates on 5-9; "
                            "'validation' (to choose settings) meta-trains on 0-2 and evaluates "
                            "on the rotations and reflections of 3 and 4. Sinusoid: "
@@ -85,7 +92,7 @@ _LOG_EVERY = flags.DEFINE_integer("log_every", 1000, "Log the meta-loss every N 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = fewshot.FewShotConfig(
+  config = fewshot_config.FewShotConfig(
       problem=_PROBLEM.value, methods=tuple(_METHODS.value),
       shots=cli.int_list("shots", _SHOTS.value),
       num_iterations=_ITERATIONS.value, meta_batch_size=_META_BATCH.value,
@@ -106,9 +113,11 @@ def main(argv):
   if seeds and len(set(seeds)) != len(seeds):
     raise app.UsageError(f"--seeds must be distinct, got {','.join(_SEEDS.value)}")
   try:
-    fewshot.check_workdir(config, seeds)
+    fewshot_config.check_workdir(config, seeds)  # Before TensorFlow loads.
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  cli.start_tensorflow()
+  from l2l.meta_learning import fewshot  # pylint: disable=g-import-not-at-top
   try:
     results = fewshot.run_seeds(config, seeds) if seeds else fewshot.run(config)
   except fewshot.Interrupted as e:

@@ -122,6 +122,16 @@ def int_list(name: str, values: Sequence[str]) -> Tuple[int, ...]:
                          f"{','.join(values)}") from None
 
 
+def check_output_file(name: str, path: str) -> None:
+  """`--name=path` names a file the script writes at the end: app.UsageError now, before the
+  work, if its directory does not exist or it is a directory."""
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise app.UsageError(f"--{name}: directory {directory!r} of {path!r} does not exist")
+  if os.path.isdir(path):
+    raise app.UsageError(f"--{name}: {path!r} is a directory; give a file name")
+
+
 def use_inter_op_threads(num_threads: int) -> None:
   """`--inter_op_threads`: `threads.use_inter_op_threads`, app.UsageError if negative."""
   if num_threads < 0:

@@ -141,8 +141,8 @@ class LearnedOptimizer(snt.Module):
       loss: the loss the gradients were taken of, for rules that read it (optional).
 
     Raises:
-      ValueError: different lengths, variables that differ from the first call's, or
-        assignments that do not cover the variables.
+      ValueError: different lengths, a gradient whose shape is not its parameter's, variables
+        that differ from the first call's, or assignments that do not cover the variables.
     """
     updates, parameters = list(updates), list(parameters)
     if len(updates) != len(parameters):
@@ -158,6 +158,9 @@ class LearnedOptimizer(snt.Module):
         grads.append(tf.zeros(v.shape, tf.as_dtype(v.dtype)))
       else:
         grads.append(tf.convert_to_tensor(g))  # IndexedSlices become dense.
+        if not grads[-1].shape.is_compatible_with(v.shape):
+          raise ValueError(f"LearnedOptimizer.apply: updates[{len(grads) - 1}] has shape "
+                           f"{grads[-1].shape}, its parameter {variable_name(v)!r} {v.shape}")
     for (netid, indices), state_vars in zip(self._groups, self.states):
       state = tf.nest.map_structure(tf.convert_to_tensor, state_vars)
       steps, state = nets_base.call_rule(

@@ -96,7 +96,7 @@ class FewShotIMAMLTest(parameterized.TestCase):
     self.assertEqual(drop(plain["rows"][0]), drop(own["rows"][0]))
     self.assertNotEqual(plain["rows"][1]["loss@1"], own["rows"][1]["loss@1"])
     self.assertIn("FOMAML: meta learning rate 0.01 (the others 0.05)", own["table"])
-    with self.assertRaisesRegex(ValueError, "fomaml_meta_lr must be positive"):
+    with self.assertRaisesRegex(ValueError, "fomaml_meta_lr must be a finite positive number"):
       tiny(fomaml_meta_lr=0.0).validate()
 
   @staticmethod

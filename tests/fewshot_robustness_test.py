@@ -31,8 +31,8 @@ def tiny(workdir="", **kwargs):
   return fewshot.FewShotConfig(**options)
 
 
-def run_script(*flags):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def run_script(*flags, log_level="3"):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=log_level)
   return subprocess.run([sys.executable, "maml.py", *flags], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
 
@@ -115,11 +115,55 @@ class DivergenceTest(absltest.TestCase):
     self.assertIn("0.250 ± 0.000 (4/16 div.)", seeds)
 
   def test_script_exits_non_zero_when_a_method_diverged(self):
+    # TF_CPP_MIN_LOG_LEVEL=2, as the README recommends; a workdir, so checkpoints are saved.
     out = run_script("--methods=MAML", "--shots=3", "--num_iterations=5", "--inner_lr=1e3",
-                     "--meta_batch_size=2", "--hidden=8", "--num_eval_tasks=4")
+                     "--meta_batch_size=2", "--hidden=8", "--num_eval_tasks=4", "--log_every=2",
+                     f"--workdir={tempfile.mkdtemp()}", log_level="2")
     self.assertEqual(out.returncode, 3, msg=out.stderr[-2000:])
     self.assertIn("maml.py: diverged (worse than the untrained model", out.stderr)
     self.assertNotIn("Traceback", out.stderr)
+    # Quiet: no TensorFlow start-up chatter, no INFO line per checkpoint; progress still shows.
+    self.assertNotRegex(out.stderr, "oneDNN|InitializeLog|Sharding callback")
+    self.assertIn("MAML 3-shot: iteration 4/5", out.stderr)
+
+
+class QuietScriptTest(absltest.TestCase):
+  """maml.py starts quietly and fast (l2l.cli), like train.py and evaluate.py."""
+
+  def test_verbosity_shows_tensorflow_info_lines(self):
+    out = run_script("--methods=MAML", "--shots=3", "--num_iterations=2", "--log_every=1",
+                     "--meta_batch_size=2", "--hidden=8", "--num_eval_tasks=4",
+                     f"--workdir={tempfile.mkdtemp()}", "--verbosity=1", log_level="2")
+    self.assertEqual(out.returncode, 0, msg=out.stderr[-2000:])
+    self.assertIn("Sharding callback", out.stderr)
+
+  def test_settings_module_agrees_with_the_library(self):
+    # maml.py checks settings with fewshot_config before TensorFlow (and imaml) loads.
+    from l2l.meta_learning import fewshot_config  # pylint: disable=g-import-not-at-top
+    from l2l.meta_learning import imaml  # pylint: disable=g-import-not-at-top
+    self.assertEqual(fewshot_config.IMAML_SOLVERS, imaml.SOLVERS)
+    self.assertIs(fewshot.METHODS, fewshot_config.METHODS)
+
+  def test_help_and_usage_errors_do_not_import_tensorflow(self):
+    code = ("import runpy, sys\n"
+            "sys.argv = ['maml.py'] + sys.argv[1:]\n"
+            "try:\n  runpy.run_path('maml.py', run_name='__main__')\n"
+            "finally:\n  print('tensorflow' in sys.modules, file=sys.stderr)\n")
+    # absl exits with status 1 after --help.
+    cases = [("--help", 1, "Meta-train and evaluate the MAML family"),
+             ("--shots=0", 1, "maml.py: error: shots must be positive integers, got \\[0\\]"),
+             ("--eval_steps=abc", 1, "maml.py: error: --eval_steps must be a comma-separated "
+              "list of integers, got abc"),
+             ("--problem=cifar", 1, "maml.py: error: .*--problem=cifar: value should be one of")]
+    for flag, returncode, message in cases:
+      with self.subTest(flag=flag):
+        out = subprocess.run([sys.executable, "-c", code, flag], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+        self.assertEqual(out.returncode, returncode, msg=out.stderr[-2000:])
+        self.assertRegex(out.stdout + out.stderr, message)
+        self.assertEqual(out.stderr.strip().splitlines()[-1], "False", msg=out.stderr)
+        if flag != "--help":
+          self.assertLen(out.stderr.strip().splitlines(), 2, msg=out.stderr)
 
 
 class WorkdirTest(absltest.TestCase):

@@ -43,192 +43,25 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-import nets
 from l2l import interrupts
-from l2l.meta_learning import imaml as imaml_lib
+from l2l.meta_learning import fewshot_config
 from l2l.meta_learning import maml as maml_lib
 from l2l.meta_learning import meta_trainer
 from problems import tasks as tasks_lib
 
-PROBLEMS = ("sinusoid", "digits")
-
-
-def _maml(model, c):
-  return maml_lib.MAML(model, c.inner_lr, c.inner_steps)
-
-
-def _fomaml(model, c):
-  return maml_lib.MAML(model, c.inner_lr, c.inner_steps, first_order=True)
-
-
-def _reptile(model, c):
-  return maml_lib.Reptile(model, c.inner_lr, c.reptile_inner_steps)
-
-
-def _metasgd(model, c):
-  return maml_lib.MetaSGD(model, c.inner_lr, c.inner_steps)
-
-
-def _anil(model, c):
-  return maml_lib.ANIL(model, model.submodules[-1], c.inner_lr, c.inner_steps)
-
-
-def _imaml(model, c):
-  lr = c.imaml_inner_lr
-  if lr is None:
-    lr = 1.0 if c.imaml_solver == "newton" else c.inner_lr
-  return imaml_lib.IMAML(model, lr, c.imaml_inner_steps, lam=c.imaml_lam,
-                         cg_steps=c.imaml_cg_steps, damping=c.imaml_damping,
-                         solver=c.imaml_solver, newton_cg_steps=c.imaml_newton_cg_steps,
-                         tol=c.imaml_tol)
-
-
-# "MAML + learned inner optimizer": the inner step is MAML's `theta - inner_lr g` plus a small
-# coordinatewise LSTM's correction (LogAndSign inputs, JOINT_LSTM_LAYERS, outputs times
-# JOINT_LSTM_SCALE), the LSTM's weights meta-trained with the initialization.
-JOINT_LSTM_LAYERS = (8,)
-JOINT_LSTM_SCALE = 0.01
-
-
-def _joint(first_order):
-  def build_joint(model, c):
-    lstm = nets.CoordinateWiseDeepLSTM(layers=JOINT_LSTM_LAYERS, preprocess_name="LogAndSign",
-                                       scale=JOINT_LSTM_SCALE, seed=c.seed, name="inner_lstm")
-    # The fused LSTM op has no vectorized (tf.vectorized_map) form with a gradient.
-    lstm.core.fast_path = False
-    rule = maml_lib.ResidualRule(lstm, c.inner_lr)
-    return maml_lib.MAML(model, c.inner_lr, c.inner_steps, first_order=first_order,
-                         inner_optimizer=rule)
-  return build_joint
-
-
-Builder = Callable[[snt.Module, "FewShotConfig"], maml_lib.MAML]
-METHODS: Dict[str, Builder] = {"MAML": _maml, "FOMAML": _fomaml, "Reptile": _reptile,
-                               "MetaSGD": _metasgd, "ANIL": _anil, "iMAML": _imaml,
-                               "MAML+LSTM": _joint(False), "FOMAML+LSTM": _joint(True)}
-BASELINES = ("Pretrained", "Prototypes")
-SPLITS = ("test", "validation")
-
-
-@dataclasses.dataclass
-class FewShotConfig:
-  """Settings of one experiment; defaults are Finn et al. 2017's sinusoid setup.
-
-  `methods` empty means every `METHODS` entry and the baselines that apply to the problem.
-  `split`, `augment`, `finetune_steps` and `finetune_lr` concern digits only (see
-  `problems.tasks.digits_split` and the module docstring); the `imaml_*` fields concern iMAML
-  only (`l2l.IMAML`'s `inner_steps`, `lam`, `cg_steps`, `damping`, and `inner_lr`, None
-  meaning `inner_lr`). The default lam = 10 = 1 / (inner_lr x imaml_inner_steps): with it the
-  ten inner steps come close to the proximal solution the implicit gradient assumes (on
-  validation sinusoid tasks lam 1 and 3 barely learned in 400-2,000 iterations).
-  `imaml_iterations` (None: `num_iterations`) gives iMAML its own number of meta-steps: with
-  the Newton solver its meta-step costs about 20 MAML meta-steps. `fomaml_meta_lr` (None:
-  `meta_lr`) is FOMAML's own outer learning rate: its first-order
-  meta-gradient is biased and small where MAML's curvature term matters, and at Finn et al.'s
-  1e-3 it is still far from converged after 10,000 meta-steps (BUILD.md).
-  """
-  problem: str = "sinusoid"
-  methods: Sequence[str] = ()
-  shots: Sequence[int] = (5, 10, 20)
-  num_iterations: int = 10000
-  meta_batch_size: int = 25
-  meta_lr: float = 1e-3
-  inner_lr: float = 0.01
-  inner_steps: int = 1
-  reptile_inner_steps: int = 5
-  eval_steps: Sequence[int] = (1, 10)
-  num_eval_tasks: int = 600
-  n_way: int = 5
-  k_query: int = 10
-  hidden: Sequence[int] = (40, 40)
-  seed: int = 0
-  workdir: str = ""
-  log_every: int = 1000
-  checkpoint_every: int = 1000
-  split: str = "test"
-  augment: bool = True
-  finetune_steps: int = 100
-  finetune_lr: float = 0.1
-  imaml_lam: float = 10.0
-  imaml_inner_lr: Optional[float] = None
-  imaml_inner_steps: int = 10
-  imaml_cg_steps: int = 5
-  imaml_damping: float = 0.0
-  imaml_solver: str = "newton"
-  imaml_newton_cg_steps: int = 10
-  imaml_tol: float = 1e-4
-  imaml_iterations: Optional[int] = None
-  fomaml_meta_lr: Optional[float] = None
-
-  def method_names(self) -> Tuple[str, ...]:
-    if self.methods:
-      return tuple(self.methods)
-    baselines = BASELINES if self.problem == "digits" else ("Pretrained",)
-    return tuple(METHODS) + baselines
-
-  def validate(self) -> None:
-    if self.problem not in PROBLEMS:
-      raise ValueError(f"unknown problem {self.problem!r}; expected one of {PROBLEMS}")
-    known = tuple(METHODS) + BASELINES
-    unknown = [m for m in self.method_names() if m not in known]
-    if unknown:
-      raise ValueError(f"unknown methods {unknown!r}; expected some of {known}")
-    if "Prototypes" in self.method_names() and self.problem != "digits":
-      raise ValueError("the Prototypes baseline is for classification (problem 'digits')")
-    if self.split not in SPLITS:
-      raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-    for name in ("num_iterations", "meta_batch_size", "num_eval_tasks", "n_way", "k_query",
-                 "reptile_inner_steps", "finetune_steps", "imaml_inner_steps", "imaml_cg_steps",
-                 "imaml_newton_cg_steps"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    maml_lib.check_steps(self.inner_steps)
-    for k in list(self.shots) + list(self.eval_steps):
-      maml_lib.check_steps(k, "shots and eval_steps entries")
-    if not self.shots or min(self.shots) < 1:
-      raise ValueError(f"shots must be positive integers, got {list(self.shots)}")
-    for name in ("meta_lr", "inner_lr", "finetune_lr", "fomaml_meta_lr"):
-      value = getattr(self, name)
-      if name == "fomaml_meta_lr" and value is None:
-        continue
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    if self.imaml_solver not in imaml_lib.SOLVERS:
-      raise ValueError(f"imaml_solver must be one of {imaml_lib.SOLVERS}, got "
-                       f"{self.imaml_solver!r}")
-    for name, lowest in (("imaml_lam", "positive"), ("imaml_damping", "non-negative"),
-                         ("imaml_inner_lr", "positive"), ("imaml_tol", "non-negative")):
-      value = getattr(self, name)
-      if name == "imaml_inner_lr" and value is None:
-        continue
-      if (not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value)
-          or not (value > 0 if lowest == "positive" else value >= 0)):
-        raise ValueError(f"{name} must be a finite {lowest} number, got {value!r}")
-    if self.imaml_iterations is not None and (
-        not isinstance(self.imaml_iterations, int) or isinstance(self.imaml_iterations, bool)
-        or self.imaml_iterations < 1):
-      raise ValueError(f"imaml_iterations must be a positive integer or None, got "
-                       f"{self.imaml_iterations!r}")
-
-  def meta_learning_rate(self, method: str) -> float:
-    """The outer (Adam) learning rate of `method`."""
-    if method == "FOMAML" and self.fomaml_meta_lr is not None:
-      return self.fomaml_meta_lr
-    return self.meta_lr
-
-  def iterations(self, method: str) -> int:
-    """The number of meta-steps `method` trains for."""
-    if method == "iMAML" and self.imaml_iterations is not None:
-      return self.imaml_iterations
-    return self.num_iterations
+# The settings, the method registry and the checks run before training (no TensorFlow there).
+# pylint: disable=g-bad-import-order,unused-import
+from l2l.meta_learning.fewshot_config import BASELINES, Builder, check_workdir, FewShotConfig
+from l2l.meta_learning.fewshot_config import JOINT_LSTM_LAYERS, JOINT_LSTM_SCALE, METHODS
+from l2l.meta_learning.fewshot_config import PROBLEMS, SPLITS
+# pylint: enable=g-bad-import-order,unused-import
 
 
 def _digits(config: FewShotConfig):
@@ -587,59 +420,6 @@ def _write(path: str, results: Dict[str, Any]) -> None:
     json.dump(results, f, indent=2, default=list)
 
 
-# Fields that do not change any result, and fields that change only one method's rows.
-_RUN_ONLY_FIELDS = ("methods", "workdir", "log_every", "checkpoint_every")
-_METHOD_FIELDS = {"reptile_inner_steps": "Reptile", "finetune_steps": "Pretrained",
-                  "finetune_lr": "Pretrained", "imaml_lam": "iMAML", "imaml_inner_lr": "iMAML",
-                  "imaml_inner_steps": "iMAML", "imaml_cg_steps": "iMAML",
-                  "imaml_damping": "iMAML", "imaml_solver": "iMAML",
-                  "imaml_newton_cg_steps": "iMAML", "imaml_tol": "iMAML",
-                  "imaml_iterations": "iMAML", "fomaml_meta_lr": "FOMAML"}
-
-
-# Settings whose default changed after they were added: results files without them ran with
-# these values (iMAML's inner solver was gradient descent before "newton" existed).
-_LEGACY_DEFAULTS = {"imaml_solver": "gd"}
-
-
-def _as_json(config: FewShotConfig) -> Dict[str, Any]:
-  return json.loads(json.dumps(dataclasses.asdict(config), default=list))
-
-
-def _kept_rows(config: FewShotConfig) -> Tuple[List[Dict[str, Any]], Tuple[str, ...]]:
-  """Rows and methods of `workdir/results.json` that this run keeps (its other methods).
-
-  Raises:
-    ValueError: the kept rows were computed with settings other than `config`'s.
-  """
-  path = os.path.join(config.workdir, "results.json") if config.workdir else ""
-  if not path or not os.path.exists(path):
-    return [], ()
-  try:
-    with open(path) as f:
-      previous = json.load(f)
-    previous["rows"], previous["config"]  # pylint: disable=pointless-statement
-  except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path} is not a results file of maml.py ({type(e).__name__}: {e}); "
-                     f"delete it (the checkpoints next to it are kept)") from None
-  methods = tuple(dict.fromkeys(r["method"] for r in previous["rows"]
-                                if r["method"] not in config.method_names()))
-  if not methods:
-    return [], ()
-  # Settings added after the file was written: it ran with their defaults then.
-  saved = {**_as_json(FewShotConfig()), **_LEGACY_DEFAULTS, **previous["config"]}
-  current = _as_json(config)
-  different = [name for name in current
-               if name not in _RUN_ONLY_FIELDS and saved[name] != current[name]
-               and _METHOD_FIELDS.get(name, methods[0]) in methods]
-  if different:
-    raise ValueError(
-        f"{path} holds results of {list(methods)} computed with other settings "
-        f"({', '.join(f'{n}={saved[n]!r}, now {current[n]!r}' for n in different)}); "
-        f"use the same settings or another workdir")
-  return [r for r in previous["rows"] if r["method"] in methods], methods
-
-
 def run(config: FewShotConfig) -> Dict[str, Any]:
   """Trains and evaluates every (method, shots) pair; returns `{"config", "rows", "table"}`.
 
@@ -656,7 +436,7 @@ def run(config: FewShotConfig) -> Dict[str, Any]:
     Interrupted: SIGINT or SIGTERM arrived.
   """
   check_workdir(config)
-  kept, kept_methods = _kept_rows(config)
+  kept, kept_methods = fewshot_config.kept_rows(config)
   rows = []
   with interrupts.StopOnSignal("the current meta-step") as interrupt:
     for shots in config.shots:
@@ -674,24 +454,6 @@ def run(config: FewShotConfig) -> Dict[str, Any]:
   return results
 
 
-def _seed_configs(config: FewShotConfig, seeds: Sequence[int]) -> List[FewShotConfig]:
-  return [dataclasses.replace(config, seed=seed, workdir=os.path.join(
-      config.workdir, f"seed_{seed}") if config.workdir else "") for seed in seeds]
-
-
-def check_workdir(config: FewShotConfig, seeds: Sequence[int] = ()) -> None:
-  """Raises the ValueError `run` (`run_seeds` with `seeds`) would raise before training.
-
-  That is, for an invalid config or results in the workdir that could not be merged (rows of
-  other methods computed with other settings).
-  """
-  if config.workdir and os.path.exists(config.workdir) and not os.path.isdir(config.workdir):
-    raise ValueError(f"workdir {config.workdir} exists and is not a directory")
-  for seed_config in _seed_configs(config, seeds) if seeds else [config]:
-    seed_config.validate()
-    _kept_rows(seed_config)
-
-
 def run_seeds(config: FewShotConfig, seeds: Sequence[int]) -> Dict[str, Any]:
   """`run` once per seed (in `workdir/seed_<s>`, one after the other); mean +- std table.
 
@@ -701,10 +463,10 @@ def run_seeds(config: FewShotConfig, seeds: Sequence[int]) -> Dict[str, Any]:
     `{"seeds", "runs": [run results per seed], "table"}`, also written to
     `workdir/results_seeds.json`.
   """
-  if not seeds or len(set(seeds)) != len(seeds):
-    raise ValueError(f"seeds must be distinct integers, got {list(seeds)}")
+  if not seeds:
+    raise ValueError("seeds must name at least one seed, got []")
   check_workdir(config, seeds)  # Before any training.
-  runs = [run(seed_config) for seed_config in _seed_configs(config, seeds)]
+  runs = [run(seed_config) for seed_config in fewshot_config.seed_configs(config, seeds)]
   # The methods every seed has (each run's own plus the rows it kept), in table order.
   names = [tuple(r["config"]["methods"]) or config.method_names() for r in runs]
   methods = [m for m in names[0] if all(m in n for n in names)]

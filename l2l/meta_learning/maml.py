@@ -61,17 +61,28 @@ def _check_lr(lr: Any, argument: str = "inner_lr") -> float:
   return float(lr)
 
 
+def check_scalar(value: Any, argument: str) -> Any:
+  """Returns `value`; ValueError naming `argument` if it is a tensor of known rank > 0."""
+  rank = tf.TensorShape(getattr(value, "shape", None)).rank
+  if rank is not None and rank > 0:
+    raise ValueError(f"{argument} must be a scalar (reduce it, e.g. with tf.reduce_mean), got "
+                     f"a tensor of shape {value.shape}")
+  return value
+
+
 def gradients(params: Params, loss: Callable[[Params], tf.Tensor], names: Sequence[str],
-              allow_unused: bool = False):
+              allow_unused: bool = False, argument: str = "the inner loss"):
   """`(loss(params), {name: d loss / d params[name]})` for `names`, under a nested tape.
 
   Raises:
-    ValueError: a parameter in `names` does not affect the loss and `allow_unused` is False.
+    ValueError: a parameter in `names` does not affect the loss and `allow_unused` is False,
+      or the loss is not a scalar (`argument` names it in the message).
   """
   with tf.GradientTape(watch_accessed_variables=False) as tape:
     watched = [params[n] for n in names]
     tape.watch(watched)
     value = loss(params)
+  check_scalar(value, argument)
   grads = tape.gradient(value, watched)
   unused = [n for n, g in zip(names, grads) if g is None]
   if unused and not allow_unused:
@@ -257,7 +268,13 @@ class Learner:
 
     Returns:
       `self`, so that calls chain: `maml.clone().adapt(loss).adapt(loss)`.
+
+    Raises:
+      TypeError: `support_loss` is not callable.
     """
+    if not callable(support_loss):
+      raise TypeError(f"support_loss must be a function of the forward (e.g. lambda f: "
+                      f"loss_fn(f(x), y)), got {type(support_loss).__name__}")
     maml = self.maml
     steps = maml.inner_steps if steps is None else check_steps(steps, "steps")
     loss = lambda p: support_loss(self._forward(p))

@@ -42,8 +42,10 @@ batch (leading axis dropped) adapts the shared variables separately, the cost is
 `(cost, grads)` or `(cost, grads, adapted)` for all three functions.
 """
 
+import numbers
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import tensorflow as tf
 
 from l2l.meta_learning import maml as maml_lib
@@ -133,6 +135,11 @@ class _Config:
     self.unique_inner, self.unique_outer = inner_v is not None, outer_v is not None
     self.inner_cost_fn, self.outer_cost_fn = inner_cost_fn, outer_cost_fn
     self.steps = maml_lib.check_steps(inner_grad_steps, "inner_grad_steps")
+    if inner_optimization_step is None and (
+        isinstance(inner_learning_rate, bool) or not isinstance(
+            inner_learning_rate, (numbers.Real, np.ndarray, tf.Tensor, tf.Variable))):
+      raise TypeError(f"inner_learning_rate must be a number or a tensor, got "
+                      f"{type(inner_learning_rate).__name__} {inner_learning_rate!r}")
     self.lr = inner_learning_rate
     self.step_fn = inner_optimization_step or gradient_descent_update
     self.inner_batch_fn, self.outer_batch_fn = inner_batch_fn, outer_batch_fn
@@ -142,9 +149,16 @@ class _Config:
     self.stop_gradients = bool(stop_gradients)
 
 
+def _cost(config: _Config, cost_fn: CostFn, batch: Any, v: Tensors) -> tf.Tensor:
+  argument = "inner_cost_fn" if cost_fn is config.inner_cost_fn else "outer_cost_fn"
+  return maml_lib.check_scalar(cost_fn(batch, v), f"the value of {argument}")
+
+
 def _grads(config: _Config, cost_fn: CostFn, batch: Any, v: Tensors, names: Sequence[str],
            scale: Optional[int]) -> Tuple[tf.Tensor, Tensors]:
-  cost, grads = maml_lib.gradients(v, lambda p: cost_fn(batch, p), names, allow_unused=True)
+  argument = "inner_cost_fn" if cost_fn is config.inner_cost_fn else "outer_cost_fn"
+  cost, grads = maml_lib.gradients(v, lambda p: cost_fn(batch, p), names, allow_unused=True,
+                                   argument=f"the value of {argument}")
   if config.order == 1:
     cost, grads = tf.stop_gradient(cost), {k: tf.stop_gradient(g) for k, g in grads.items()}
   if scale is not None:
@@ -172,7 +186,7 @@ def _train_task(config: _Config, inner_batch: Any, outer_batch: Any, v: Tensors,
       if config.average:
         all_grads.append(outer_grads)
     else:
-      cost = outer_fn(outer_batch, v)
+      cost = _cost(config, outer_fn, outer_batch, v)
     total_cost = total_cost + cost
     updated = config.step_fn({k: v[k] for k in config.inner_names}, inner_grads, config.lr)
     if stop_gradients:
@@ -182,7 +196,7 @@ def _train_task(config: _Config, inner_batch: Any, outer_batch: Any, v: Tensors,
     final_cost, outer_grads = _grads(config, outer_fn, outer_batch, v, config.outer_names, scale)
     all_grads.append(outer_grads)
   else:
-    final_cost = outer_fn(outer_batch, v)
+    final_cost = _cost(config, outer_fn, outer_batch, v)
   if stop_gradients:
     v = {k: tf.stop_gradient(t) for k, t in v.items()}
   if not batched:
@@ -269,13 +283,14 @@ def _adapt_one_task(config: _Config, task_batch: Any, variables: Tensors
   v, costs = dict(variables), []
   for _ in range(config.steps):
     if config.average:
-      costs.append(outer_fn(outer_batch, v))
+      costs.append(_cost(config, outer_fn, outer_batch, v))
     _, grads = maml_lib.gradients(v, lambda p: config.inner_cost_fn(inner_batch, p),
-                                  config.inner_names, allow_unused=True)
+                                  config.inner_names, allow_unused=True,
+                                  argument="the value of inner_cost_fn")
     if config.order == 1:
       grads = {k: tf.stop_gradient(g) for k, g in grads.items()}
     v.update(config.step_fn({k: v[k] for k in config.inner_names}, grads, config.lr))
-  costs.append(outer_fn(outer_batch, v))
+  costs.append(_cost(config, outer_fn, outer_batch, v))
   return (tf.add_n(costs) / len(costs) if config.average else costs[-1]), v
 
 

@@ -106,6 +106,11 @@ class MetaTrainer:
     strategy: a `MirroredStrategy` / `MultiWorkerMirroredStrategy` that splits each meta-batch
       across its replicas (`l2l.distribute.create_strategy`; the model and `meta_optimizer`
       created outside its scope); None: one replica.
+
+  Raises:
+    TypeError: `maml` is not an `l2l.MAML`, `meta_optimizer` has no `apply`, `task_sampler`
+      (None: only `meta_step` / `evaluate` on given tasks) no `sample`, or `loss_fn` /
+      `metric_fn` is not callable.
   """
 
   def __init__(self, maml: maml_lib.MAML, meta_optimizer: snt.Optimizer, loss_fn: LossFn,
@@ -114,6 +119,17 @@ class MetaTrainer:
     if not isinstance(maml, maml_lib.MAML):
       raise TypeError(f"maml must be an l2l.MAML (or MetaSGD, ANIL, Reptile), got "
                       f"{type(maml).__name__}")
+    if not callable(getattr(meta_optimizer, "apply", None)):
+      raise TypeError(f"meta_optimizer must be a Sonnet optimizer (with apply(grads, "
+                      f"variables)), e.g. snt.optimizers.Adam(1e-3), got "
+                      f"{type(meta_optimizer).__name__}")
+    if task_sampler is not None and not callable(getattr(task_sampler, "sample", None)):
+      raise TypeError(f"task_sampler must have a sample(num_tasks) method (e.g. "
+                      f"problems.tasks.SinusoidTaskSampler), got {type(task_sampler).__name__}")
+    for argument, fn in (("loss_fn", loss_fn), ("metric_fn", metric_fn)):
+      if not callable(fn) and not (argument == "metric_fn" and fn is None):
+        raise TypeError(f"{argument} must be a function (predictions, targets) -> scalar, got "
+                        f"{type(fn).__name__}")
     self.maml = maml
     self.meta_optimizer = meta_optimizer
     self.loss_fn = loss_fn
@@ -308,6 +324,8 @@ class MetaTrainer:
       ValueError / TypeError: bad arguments (a callback that cannot take two arguments).
     """
     maml_lib.check_steps(num_iterations, "num_iterations")
+    if self.task_sampler is None:
+      raise ValueError("fit samples tasks: give MetaTrainer a task_sampler (it has None)")
     if not isinstance(meta_batch_size, int) or meta_batch_size < 1:
       raise ValueError(f"meta_batch_size must be a positive integer, got {meta_batch_size!r}")
     if self.strategy is not None:

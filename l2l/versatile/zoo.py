@@ -124,23 +124,3 @@ def ship(source: str, name: str, description: str, command: str, horizon: Option
     json.dump(data, f, indent=1)
   return target
 
-
-def main() -> None:
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description="List the pretrained optimizers, or ship one.")
-  parser.add_argument("--ship", metavar="SAVE_PATH", help="train.py save_path to ship")
-  parser.add_argument("--name")
-  parser.add_argument("--description")
-  parser.add_argument("--command", help="the command that trained it")
-  parser.add_argument("--horizon", type=int)
-  parser.add_argument("--recommended", action="store_true")
-  args = parser.parse_args()
-  if args.ship:
-    if not (args.name and args.description and args.command):
-      parser.error("--ship needs --name, --description and --command")
-    print(ship(args.ship, args.name, args.description, args.command, args.horizon,
-               args.recommended))
-    return
-  for name in available():
-    data = info(name)
-    print(f"{name}{' (recommended)' if data.get('recommended') else ''}: {data['description']}")
