@@ -251,8 +251,10 @@ class MetaBatchTest(absltest.TestCase):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     model = snt.Linear(1)
     model(tf.zeros([1, 1]))
+    import problems  # pylint: disable=g-import-not-at-top
     trainer = l2l.MetaTrainer(l2l.MAML(model, 0.1), snt.optimizers.SGD(0.1), meta_trainer.mse,
-                              None, strategy=_FakeStrategy(2))
+                              problems.tasks.SinusoidTaskSampler(seed=0),
+                              strategy=_FakeStrategy(2))
     with self.assertRaisesRegex(ValueError, r"meta_batch_size \(3\) must be a multiple of the "
                                 r"number of replicas \(2\)"):
       trainer.fit(1, meta_batch_size=3)

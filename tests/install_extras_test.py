@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import tomllib
 
 from absl.testing import absltest
 from packaging import markers
@@ -24,10 +25,13 @@ def requires_dist():
   with tempfile.TemporaryDirectory() as project:
     for name in ("pyproject.toml", "README.md"):
       shutil.copy(os.path.join(REPO, name), project)
-    for package in ("l2l", "l2l/meta_learning", "l2l/versatile", "nets", "problems"):
-      os.makedirs(os.path.join(project, package))
-      open(os.path.join(project, package, "__init__.py"), "w").close()
-    for module in ("train", "evaluate", "maml"):
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+      setuptools_config = tomllib.load(f)["tool"]["setuptools"]
+    # Every package and module pyproject.toml lists, as an empty stub.
+    for package in setuptools_config["packages"]:
+      os.makedirs(os.path.join(project, *package.split(".")), exist_ok=True)
+      open(os.path.join(project, *package.split("."), "__init__.py"), "w").close()
+    for module in setuptools_config.get("py-modules", ()):
       open(os.path.join(project, module + ".py"), "w").close()
     output = os.path.join(project, "metadata")
     os.makedirs(output)
