@@ -255,16 +255,14 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
   final = tf.cast(loss_fn(state.params), tf.float32)
   losses = tf.concat([losses, final[None]], axis=0)
   if objective == "sum":
-    terms = losses[1:]
-  else:
-    reference = losses[0] if log_reference is None else tf.cast(log_reference, tf.float32)
-    reference = tf.where(tf.math.is_nan(reference), losses[0], reference)
-    floor = tf.maximum(LOG_FLOOR * tf.abs(tf.stop_gradient(reference)), _TINY)
-    if objective == "log":
-      terms = tf.math.log(tf.maximum(losses[1:], floor))
-    else:  # "log_mean"
-      total = tf.reduce_sum(weights)
-      mean = tf.reduce_sum(weights * losses[1:]) / total
-      return UnrollResult(total * tf.math.log(tf.maximum(mean, floor)), losses, state)
-  meta_loss = tf.reduce_sum(weights * terms)
+    return UnrollResult(tf.reduce_sum(weights * losses[1:]), losses, state)
+  reference = losses[0] if log_reference is None else tf.cast(log_reference, tf.float32)
+  reference = tf.where(tf.math.is_nan(reference), losses[0], reference)
+  floor = tf.maximum(LOG_FLOOR * tf.abs(tf.stop_gradient(reference)), _TINY)
+  if objective == "log":
+    meta_loss = tf.reduce_sum(weights * tf.math.log(tf.maximum(losses[1:], floor)))
+  else:  # "log_mean"
+    total = tf.reduce_sum(weights)
+    mean = tf.reduce_sum(weights * losses[1:]) / total
+    meta_loss = total * tf.math.log(tf.maximum(mean, floor))
   return UnrollResult(meta_loss, losses, state)

@@ -26,6 +26,16 @@ def sgd_unroll(learning_rate, steps, objective="log", loss_fn=square_loss, **kwa
   return unroll_lib.unroll(loss_fn, groups, state, steps, objective=objective, **kwargs)
 
 
+def sgd_meta_loss(learning_rate, len_unroll, objective):
+  """A `MetaLoss` of SGD on sum x^2 from X0, in truncations of `len_unroll` steps."""
+  def make_loss():
+    x = tf.Variable(X0, name="x")
+    return tf.reduce_sum(tf.square(x))
+
+  opt = l2l.MetaOptimizer(sgd={"net": "Sgd", "net_options": {"learning_rate": learning_rate}})
+  return opt.meta_loss(make_loss, len_unroll, objective=objective)
+
+
 def floored_log_np(losses, reference):
   """NumPy reference: the floor is LOG_FLOOR times the reference loss."""
   return np.sum(np.log(np.maximum(losses, unroll_lib.LOG_FLOOR * reference)))
@@ -74,12 +84,7 @@ class LogObjectiveTest(absltest.TestCase):
 
   def test_meta_loss_floors_at_the_instance_initial_loss_across_truncations(self):
     # The second truncation's floor is 1e-6 of the instance's f(x_0), not of its own start.
-    def make_loss():
-      x = tf.Variable(X0, name="x")
-      return tf.reduce_sum(tf.square(x))
-
-    opt = l2l.MetaOptimizer(sgd={"net": "Sgd", "net_options": {"learning_rate": 0.25}})
-    meta_loss = opt.meta_loss(make_loss, 7, objective="log")
+    meta_loss = sgd_meta_loss(0.25, 7, "log")
     f0 = float(np.sum(X0 ** 2))
     losses = f0 / 4.0 ** np.arange(15)
     first, second = float(meta_loss.run()), float(meta_loss.run())
@@ -151,12 +156,9 @@ class LogMeanObjectiveTest(absltest.TestCase):
         self.assertEqual(scores[1] < scores[0], prefers_sound, scores)
 
   def test_meta_loss_floors_at_the_instance_initial_loss_across_truncations(self):
-    def make_loss():
-      x = tf.Variable(X0, name="x")
-      return tf.reduce_sum(tf.square(x))
-
-    opt = l2l.MetaOptimizer(sgd={"net": "Sgd", "net_options": {"learning_rate": 0.5}})
-    meta_loss = opt.meta_loss(make_loss, 3, objective="log_mean")
+    # lr 0.5 reaches f = 0 at once: both truncations earn the floor of the instance's f(x_0)
+    # (relative to the second truncation's own start, f = 0, it would be float32's tiniest).
+    meta_loss = sgd_meta_loss(0.5, 3, "log_mean")
     f0 = float(np.sum(X0 ** 2))
     floor = unroll_lib.LOG_FLOOR * f0
     np.testing.assert_allclose(float(meta_loss.run()), 3 * np.log(floor), rtol=1e-6)
