@@ -102,6 +102,14 @@ flags.DEFINE_float("adam_floor", _SUITE_DEFAULTS["adam_floor"],
                    "validation.")
 flags.DEFINE_bool("tensor_features", False, "--suite: the rule's schedule also reads per-tensor "
                   "features and sets a step size per tensor (nets.PerParameterMLP).")
+flags.DEFINE_float("step_adaptation", 0., "--suite: initial rate of the rule's online "
+                   "step-size adaptation (hypergradient descent on its log step size; "
+                   "nets.PerParameterMLP step_adaptation; 0: off).")
+flags.DEFINE_bool("adaptation_per_tensor", False, "--suite, with --step_adaptation: one "
+                  "adaptation factor per tensor instead of one for the model.")
+flags.DEFINE_string("init_from", None, "--suite: start from the weights of this saved "
+                    "optimizer (a save_path, or pretrained:NAME); the rule's other weights keep "
+                    "their initial values.")
 flags.DEFINE_integer("meta_batch_size", _DEFAULTS.meta_batch_size, "Problem instances per "
                      "meta-step (their meta-gradients averaged), split across --strategy's "
                      "replicas.")
@@ -127,12 +135,21 @@ def train_suite() -> None:
   from l2l.versatile import suite_training  # pylint: disable=g-import-not-at-top
   overrides = {field: FLAGS[flag].value for flag, field in _SUITE_FLAGS.items()
              if FLAGS[flag].present}
+  rule_options = {}
   if FLAGS.tensor_features:
+    rule_options["tensor_features"] = True
+  if FLAGS.step_adaptation:
+    rule_options.update(step_adaptation=FLAGS.step_adaptation,
+                        adaptation_per_tensor=FLAGS.adaptation_per_tensor)
+  elif FLAGS.adaptation_per_tensor:
+    raise app.UsageError("--adaptation_per_tensor needs --step_adaptation > 0")
+  if rule_options:
     net = copy.deepcopy(suite_training.VERSATILE_NET)
-    net["net_options"]["tensor_features"] = True
+    net["net_options"].update(rule_options)
     overrides["net_config"] = net
   config = suite_training.SuiteTrainConfig(
       suite=FLAGS.suite, save_path=FLAGS.save_path, meta_steps=FLAGS.meta_steps,
+      init_from=FLAGS.init_from,
       tasks_per_step=FLAGS.tasks_per_step, progress_weighting=FLAGS.progress_weighting,
       adam_floor=FLAGS.adam_floor, **overrides)
   try:

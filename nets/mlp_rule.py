@@ -64,6 +64,7 @@ class MLPRuleState(NamedTuple):
   v: Tensors            # Per parameter: second moments.
   row: Tensors          # Per parameter: shape[:-1] row statistics of g^2 (rank >= 2), else [1].
   col: Tensors          # Per parameter: shape[:-2] + shape[-1:] column statistics, else [1].
+  log_scale: tf.Tensor  # [num_params] (the parameters' dtype): the step-size adaptation's log-factors.
 
 
 def factored(shape: Sequence[int]) -> bool:
@@ -152,6 +153,44 @@ def schedule_features(g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, step: tf.Tensor)
   return tf.clip_by_value(tf.stack([*snr, cos]), -2., 2.)
 
 
+def adaptation_signal(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: tf.Tensor,
+                      per_tensor: bool) -> tf.Tensor:
+  """`[num_tensors]` cosines between each new gradient and the previous step's Adam direction.
+
+  `c = <g_t, m_hat_{t-1} / (sqrt(v_hat_{t-1}) + eps)> / (|g_t| |...|)`, from the statistics *before*
+  this step (0 at step 1), on at most about `SCHEDULE_SAMPLE` coordinates per tensor taken at a
+  fixed stride (the sums scaled by the stride, so that a tensor weighs by its size). It is minus
+  the normalised hypergradient of the loss with respect to the log of the previous step size
+  (Baydin et al. 2018, "Online learning rate adaptation with hypergradient descent"): > 0 while
+  the new gradient still points along the last step (the step was too short), < 0 when it
+  reverses it (too long: the step overshot). `per_tensor`: one cosine per tensor; else one over
+  every tensor's coordinates, repeated. Invariant to the scales of the loss and the parameters.
+  Computed in the gradients' dtype.
+  """
+  dots, g2s, d2s = [], [], []
+  previous = step - 1.
+  for g, m_, v_ in zip(grads, m, v):
+    n = int(g.shape.num_elements())
+    stride = max(1, -(-n // SCHEDULE_SAMPLE))
+    dtype = g.dtype
+    g = tf.reshape(g, [-1])[::stride]
+    m_fast = tf.reshape(m_, [-1, len(MOMENTUM_DECAYS)])[::stride, ADAM_MOMENTUM]
+    v_ = tf.reshape(tf.cast(v_, dtype), [-1])[::stride]
+    t = tf.cast(previous, dtype)
+    m_hat = m_fast / tf.maximum(1. - tf.pow(tf.constant(MOMENTUM_DECAYS[ADAM_MOMENTUM], dtype),
+                                            t), 1e-8)
+    v_hat = v_ / tf.maximum(1. - tf.pow(tf.constant(RMS_DECAY, dtype), t), 1e-8)
+    d = m_hat / (tf.sqrt(v_hat) + EPSILON)
+    dots.append(stride * tf.reduce_sum(g * d))
+    g2s.append(stride * tf.reduce_sum(g * g))
+    d2s.append(stride * tf.reduce_sum(d * d))
+  dots, g2s, d2s = tf.stack(dots), tf.stack(g2s), tf.stack(d2s)
+  if per_tensor:
+    return dots / (tf.sqrt(g2s * d2s) + 1e-30)
+  cos = tf.reduce_sum(dots) / (tf.sqrt(tf.reduce_sum(g2s) * tf.reduce_sum(d2s)) + 1e-30)
+  return tf.fill([len(grads)], cos)
+
+
 def step_sizes(progress: tf.Tensor, tensor_features: Optional[tf.Tensor], num_tensors: int,
                schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
                schedule_scale: float = 2.) -> tf.Tensor:
@@ -199,14 +238,19 @@ def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tens
 def tensor_step_sizes(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: tf.Tensor,
                       progress: tf.Tensor, schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
                       log_lr: tf.Tensor, schedule_scale: float,
-                      use_tensor_features: bool) -> tf.Tensor:
+                      use_tensor_features: bool,
+                      size_scale: Optional[tf.Tensor] = None) -> tf.Tensor:
   """`step_sizes` of the tensors of `grads` (the schedule's features from the state before the
-  step when `use_tensor_features`)."""
+  step when `use_tensor_features`), times `size_scale` ([num_tensors], the online adaptation's
+  factors) when given."""
   features = None
   if use_tensor_features:
     features = tf.stack([schedule_features(g, m_, tf.cast(v_, g.dtype), tf.cast(step, g.dtype))
                          for g, m_, v_ in zip(grads, m, v)])
-  return step_sizes(progress, features, len(grads), schedule_layers, log_lr, schedule_scale)
+  sizes = step_sizes(progress, features, len(grads), schedule_layers, log_lr, schedule_scale)
+  if size_scale is not None:
+    sizes = sizes * tf.cast(size_scale, sizes.dtype)
+  return sizes
 
 
 def rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], m: Tensors, v: Tensors,
@@ -214,7 +258,7 @@ def rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], m: Tensor
               layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
               schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
               direction_scale: float, magnitude_scale: float, schedule_scale: float,
-              use_tensor_features: bool = False
+              use_tensor_features: bool = False, size_scale: Optional[tf.Tensor] = None
               ) -> Tuple[List[tf.Tensor], Tuple[Tensors, Tensors, Tensors, Tensors]]:
   """One step of the rule with the reference ops: `(updates, (m', v', row', col'))`.
 
@@ -227,7 +271,7 @@ def rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], m: Tensor
   dtype = grads[0].dtype
   progress = progress_features(tf.cast(step, dtype), tf.cast(num_steps, dtype))
   sizes_per_tensor = tensor_step_sizes(grads, m, v, step, progress, schedule_layers, log_lr,
-                                       schedule_scale, use_tensor_features)
+                                       schedule_scale, use_tensor_features, size_scale)
   features, directions, new_stats = [], [], []
   for g, p, m_, v_, row_, col_ in zip(grads, params, m, v, row, col):
     f, d, s = tensor_features(g, tf.cast(p, g.dtype), m_, v_, row_, col_, tf.cast(step, g.dtype))
@@ -259,6 +303,16 @@ class PerParameterMLP(base.UpdateRule):
     tensor_features: the schedule also reads each tensor's `schedule_features` (whether its
       gradient keeps its sign), so that it sets a step size per tensor; False: one step size
       from the progress alone (the rule of `versatile-mlp-v1`).
+    step_adaptation: the initial rate beta of the online step-size adaptation (0: off, the
+      rule of `versatile-mlp-v1`). On, each step multiplies the step size by exp(a), with
+      `a <- clip(a + beta c, adaptation_min, adaptation_max)` accumulated over the steps of a
+      run from the cosine c of `adaptation_signal` (hypergradient descent on the log step size,
+      Baydin et al. 2018): steps that overshoot shrink the step size, steps that fall short grow
+      it, so one rule settles at a different step size on each task. beta is learned
+      (`log_adaptation_rate`).
+    adaptation_per_tensor: one adaptation factor per tensor instead of one for the whole model.
+    adaptation_min, adaptation_max: the bounds of the adaptation's log-factor a (the step size
+      between exp(adaptation_min) and exp(adaptation_max) times the learned one).
     default_num_steps: the horizon T when the caller gives none.
     seed: seed of the hidden layers' initial weights (N(0, 1 / fan_in)).
     fused: run the forward step as one fused C++ op per tensor on CPU
@@ -272,7 +326,10 @@ class PerParameterMLP(base.UpdateRule):
                learning_rate: float = 1e-3, direction_scale: float = 1.0,
                magnitude_scale: float = 2.0, schedule_scale: float = 2.0,
                default_num_steps: int = 1000, seed: int = 0, fused: bool = True,
-               tensor_features: bool = False, name: str = "per_parameter_mlp"):
+               tensor_features: bool = False, step_adaptation: float = 0.,
+               adaptation_per_tensor: bool = False, adaptation_min: float = -3.,
+               adaptation_max: float = 3.,
+               name: str = "per_parameter_mlp"):
     super().__init__(name=name)
     hidden_sizes = [int(h) for h in hidden_sizes]
     if not hidden_sizes or min(hidden_sizes) < 1 or int(schedule_hidden_size) < 1:
@@ -282,6 +339,13 @@ class PerParameterMLP(base.UpdateRule):
                        ("magnitude_scale", magnitude_scale), ("schedule_scale", schedule_scale)):
       if not (isinstance(value, (int, float)) and 0 < value < math.inf):
         raise ValueError(f"PerParameterMLP: `{arg}` must be a positive number, got {value!r}")
+    if not (isinstance(step_adaptation, (int, float)) and 0 <= step_adaptation < math.inf):
+      raise ValueError(f"PerParameterMLP: `step_adaptation` must be a number >= 0, got "
+                       f"{step_adaptation!r}")
+    if not (isinstance(adaptation_min, (int, float)) and isinstance(adaptation_max, (int, float))
+            and -math.inf < adaptation_min <= 0 <= adaptation_max < math.inf):
+      raise ValueError(f"PerParameterMLP: need adaptation_min <= 0 <= adaptation_max (finite), "
+                       f"got {adaptation_min!r} and {adaptation_max!r}")
     if not isinstance(default_num_steps, int) or default_num_steps < 1:
       raise ValueError(f"PerParameterMLP: `default_num_steps` must be a positive integer, got "
                        f"{default_num_steps!r}")
@@ -292,13 +356,22 @@ class PerParameterMLP(base.UpdateRule):
                            magnitude_scale=float(magnitude_scale),
                            schedule_scale=float(schedule_scale),
                            default_num_steps=default_num_steps, seed=int(seed),
-                           fused=bool(fused), tensor_features=bool(tensor_features))
+                           fused=bool(fused), tensor_features=bool(tensor_features),
+                           **({} if not step_adaptation else dict(
+                               step_adaptation=float(step_adaptation),
+                               adaptation_per_tensor=bool(adaptation_per_tensor),
+                               adaptation_min=float(adaptation_min),
+                               adaptation_max=float(adaptation_max))))
     self.fused = bool(fused)
     self.tensor_features = bool(tensor_features)
     self.direction_scale = float(direction_scale)
     self.magnitude_scale = float(magnitude_scale)
     self.schedule_scale = float(schedule_scale)
     self.default_num_steps = default_num_steps
+    self.step_adaptation = float(step_adaptation)
+    self.adaptation_per_tensor = bool(adaptation_per_tensor)
+    self.adaptation_min = float(adaptation_min)
+    self.adaptation_max = float(adaptation_max)
     rng = np.random.default_rng(seed)
 
     def layer_stack(sizes: List[int], prefix: str) -> List[Tuple[tf.Variable, tf.Variable]]:
@@ -318,6 +391,9 @@ class PerParameterMLP(base.UpdateRule):
           [NUM_PROGRESS_FEATURES + NUM_TENSOR_FEATURES * self.tensor_features,
            int(schedule_hidden_size), 1], "schedule")
       self.log_lr = tf.Variable(math.log(learning_rate), dtype=tf.float32, name="log_lr")
+      if self.step_adaptation:
+        self.log_adaptation_rate = tf.Variable(math.log(self.step_adaptation), dtype=tf.float32,
+                                               name="log_adaptation_rate")
 
   def initial_state(self, params: Sequence[tf.Tensor],
                     num_steps: Optional[int] = None) -> MLPRuleState:
@@ -336,7 +412,8 @@ class PerParameterMLP(base.UpdateRule):
     return MLPRuleState(
         tf.zeros([], tf.float32), tf.cast(horizon, tf.float32),
         tuple(tf.zeros(p.shape.as_list() + [len(MOMENTUM_DECAYS)], p.dtype) for p in params),
-        tuple(tf.zeros(p.shape, p.dtype) for p in params), tuple(rows), tuple(cols))
+        tuple(tf.zeros(p.shape, p.dtype) for p in params), tuple(rows), tuple(cols),
+        tf.zeros([len(params)], params[0].dtype if params else tf.float32))
 
   def __call__(self, grads: Sequence[tf.Tensor], state: MLPRuleState,
                params: Optional[Sequence[tf.Tensor]] = None,
@@ -350,11 +427,18 @@ class PerParameterMLP(base.UpdateRule):
       raise ValueError(f"PerParameterMLP: {len(grads)} gradients, {len(params)} params and "
                        f"{len(state.v)} states")
     step = state.step + 1.
+    log_scale, size_scale = state.log_scale, None
+    if self.step_adaptation and grads:
+      signal = adaptation_signal(grads, state.m, state.v, step, self.adaptation_per_tensor)
+      rate = tf.exp(tf.cast(self.log_adaptation_rate, log_scale.dtype))
+      log_scale = tf.clip_by_value(log_scale + rate * tf.cast(signal, log_scale.dtype),
+                                   self.adaptation_min, self.adaptation_max)
+      size_scale = tf.exp(log_scale)
     args = (grads, params, state.m, state.v, state.row, state.col, step, state.num_steps,
             self.layers, self.schedule_layers, self.log_lr, self.direction_scale,
-            self.magnitude_scale, self.schedule_scale, self.tensor_features)
+            self.magnitude_scale, self.schedule_scale, self.tensor_features, size_scale)
     if self.fused and mlp_rule_fused.applies(grads, params, state):
       updates, (m, v, row, col) = mlp_rule_fused.fused_rule_step(*args)
     else:
       updates, (m, v, row, col) = rule_step(*args)
-    return updates, MLPRuleState(step, state.num_steps, m, v, row, col)
+    return updates, MLPRuleState(step, state.num_steps, m, v, row, col, log_scale)

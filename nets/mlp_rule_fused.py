@@ -52,13 +52,13 @@ def applies(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], state: Any)
 
 def _forward(kernels: Any, grads, params, m, v, row, col, step, num_steps, layers,
              schedule_layers, log_lr, direction_scale: float, magnitude_scale: float,
-             schedule_scale: float, use_tensor_features: bool):
+             schedule_scale: float, use_tensor_features: bool, size_scale=None):
   """The fused forward step: (updates, m', v', row', col'), one op per tensor."""
   from nets import mlp_rule  # pylint: disable=g-import-not-at-top (mlp_rule imports this module)
   progress = mlp_rule.progress_features(step, num_steps)
   # The schedule (one step size per tensor) by the reference's own ops: a few small ops.
   sizes = mlp_rule.tensor_step_sizes(grads, m, v, step, progress, schedule_layers, log_lr,
-                                     schedule_scale, use_tensor_features)
+                                     schedule_scale, use_tensor_features, size_scale)
   attrs = dict(decays=[float(d) for d in mlp_rule.MOMENTUM_DECAYS],
                adam_momentum=mlp_rule.ADAM_MOMENTUM, rms_decay=mlp_rule.RMS_DECAY,
                rms_rate=1. - mlp_rule.RMS_DECAY, epsilon=mlp_rule.EPSILON,
@@ -76,7 +76,7 @@ def fused_rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor],
                     layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
                     schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
                     direction_scale: float, magnitude_scale: float, schedule_scale: float,
-                    use_tensor_features: bool = False
+                    use_tensor_features: bool = False, size_scale: Optional[tf.Tensor] = None
                     ) -> Tuple[List[tf.Tensor], Tuple[Tuple[tf.Tensor, ...], ...]]:
   """`nets.mlp_rule.rule_step` with a fused forward pass and the reference's gradients.
 
@@ -92,9 +92,12 @@ def fused_rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor],
     raise RuntimeError(f"fused PerParameterMLP op unavailable: {_kernels.get('error')}")
   k = len(grads)
   num_layers, num_schedule = len(layers), len(schedule_layers)
+  if size_scale is None:
+    size_scale = tf.ones([k])
   flat = [tf.convert_to_tensor(t) for t in
           [*grads, *params, *m, *v, *row, *col, step, num_steps,
-           *[t for wb in layers for t in wb], *[t for wb in schedule_layers for t in wb], log_lr]]
+           *[t for wb in layers for t in wb], *[t for wb in schedule_layers for t in wb], log_lr,
+           size_scale]]
 
   def unflatten(args):
     lists = [list(args[i * k:(i + 1) * k]) for i in range(6)]
@@ -103,8 +106,8 @@ def fused_rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor],
     lw = rest[2:2 + 2 * num_layers]
     sw = rest[2 + 2 * num_layers:2 + 2 * (num_layers + num_schedule)]
     pairs = lambda t: [(t[2 * i], t[2 * i + 1]) for i in range(len(t) // 2)]
-    return (*lists, step, num_steps, pairs(lw), pairs(sw), rest[-1], direction_scale,
-            magnitude_scale, schedule_scale, use_tensor_features)
+    return (*lists, step, num_steps, pairs(lw), pairs(sw), rest[-2], direction_scale,
+            magnitude_scale, schedule_scale, use_tensor_features, rest[-1])
 
   def reference(args) -> List[tf.Tensor]:
     updates, stats = mlp_rule.rule_step(*unflatten(args))

@@ -120,6 +120,39 @@ def final_loss(losses: np.ndarray, fraction: float = 0.05) -> np.ndarray:
   return np.mean(losses[..., -count:], axis=-1)
 
 
+def init_path(init_from: str) -> str:
+  """The directory of `init_from`: a save_path, or `pretrained:NAME` for a shipped optimizer."""
+  if init_from.startswith("pretrained:"):
+    from l2l.versatile import zoo  # pylint: disable=g-import-not-at-top
+    return zoo.path(init_from[len("pretrained:"):])
+  return init_from
+
+
+def warm_start(optimizer: meta_optimizer_lib.MetaOptimizer, init_from: str) -> None:
+  """Sets the weights `optimizer` shares with the optimizer saved at `init_from` to its values.
+
+  The rule may have weights the saved one lacks (e.g. `step_adaptation`'s rate): those keep
+  their initial values. Weights of the same name must have the same shape.
+
+  Raises:
+    ValueError: nothing saved there, or weights of other shapes, or no weight in common.
+  """
+  path = init_path(init_from)
+  prefix = os.path.join(path, "nets")
+  if not os.path.exists(prefix + ".index"):
+    raise ValueError(f"init_from: no saved optimizer at {path!r} (expected {prefix}.index)")
+  status = None
+  try:
+    status = tf.train.Checkpoint(**optimizer.nets).read(prefix)
+    status.assert_nontrivial_match()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    raise ValueError(f"init_from: the optimizer at {path!r} does not fit this rule: "
+                     f"{str(e).splitlines()[0]}") from None
+  finally:
+    if status is not None:
+      status.expect_partial()
+
+
 @dataclasses.dataclass
 class SuiteTrainConfig:
   """What `meta_train_suite` runs (train.py's --suite flags)."""
@@ -143,6 +176,7 @@ class SuiteTrainConfig:
   log_period: int = 20
   checkpoint_seconds: float = 120.
   seed: int = 0
+  init_from: Optional[str] = None  # Start from a saved optimizer's weights (path or pretrained:NAME).
 
   def validate(self) -> None:
     for name in ("meta_steps", "num_steps", "unroll_length", "tasks_per_step",
@@ -159,6 +193,13 @@ class SuiteTrainConfig:
       raise ValueError(f"progress_weighting must be in [0, 1], got {self.progress_weighting!r}")
     if not (isinstance(self.adam_floor, (int, float)) and 0 <= self.adam_floor < math.inf):
       raise ValueError(f"adam_floor must be a number >= 0, got {self.adam_floor!r}")
+    if self.init_from is not None:
+      if not isinstance(self.init_from, str) or not self.init_from:
+        raise ValueError(f"init_from must be a path or pretrained:NAME, got {self.init_from!r}")
+      prefix = os.path.join(init_path(self.init_from), "nets")
+      if not os.path.exists(prefix + ".index"):
+        raise ValueError(f"init_from: no saved optimizer at {self.init_from!r} (expected "
+                         f"{prefix}.index)")
     for name in ("pes_std", "learning_rate", "checkpoint_seconds"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and 0 < value < math.inf):
@@ -200,6 +241,8 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: interrupts.StopOnSign
   net_config = training.seeded_net_configs({"rule": config.net_config or VERSATILE_NET},
                                            config.seed)["rule"]
   optimizer = meta_optimizer_lib.MetaOptimizer(rule=net_config)
+  if config.init_from:
+    warm_start(optimizer, config.init_from)
   theta = list(optimizer.trainable_variables)
   floors = [0.] * len(tasks)
   if config.adam_floor:
