@@ -328,7 +328,7 @@ class PerParameterMLP(base.UpdateRule):
                default_num_steps: int = 1000, seed: int = 0, fused: bool = True,
                tensor_features: bool = False, step_adaptation: float = 0.,
                adaptation_per_tensor: bool = False, adaptation_min: float = -3.,
-               adaptation_max: float = 3.,
+               adaptation_max: float = 0.,
                name: str = "per_parameter_mlp"):
     super().__init__(name=name)
     hidden_sizes = [int(h) for h in hidden_sizes]

@@ -205,7 +205,7 @@ class StepAdaptationTest(tf.test.TestCase, parameterized.TestCase):
     on = nets.PerParameterMLP(step_adaptation=0.03, adaptation_per_tensor=True)
     rebuilt = nets.factory(on.config)
     self.assertEqual((rebuilt.step_adaptation, rebuilt.adaptation_per_tensor,
-                      rebuilt.adaptation_min, rebuilt.adaptation_max), (0.03, True, -3., 3.))
+                      rebuilt.adaptation_min, rebuilt.adaptation_max), (0.03, True, -3., 0.))
     self.assertAllClose(rebuilt.log_adaptation_rate, np.log(0.03))
     with self.assertRaisesRegex(ValueError, "step_adaptation"):
       nets.PerParameterMLP(step_adaptation=-1.)

@@ -337,7 +337,7 @@ def _meta_train_suite(config: SuiteTrainConfig, interrupt: interrupts.StopOnSign
     best_step.assign(0)
     if config.save_path:
       optimizer.save(config.save_path)
-    logging.info("validation of the untrained rule (Adam at its initial rate): mean log10 "
+    logging.info("validation of the initial rule (untrained: Adam at its initial rate): mean log10 "
                  "final loss %.4f over %d tasks", score, len(tasks))
 
   rng_seed = evaluation.instance_seed(config.seed, evaluation.TRAIN) + 7
