@@ -1,6 +1,7 @@
 """train.py / evaluate.py: the library functions behind them and the scripts' error handling."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -247,6 +248,24 @@ class ScriptsTest(absltest.TestCase):
         result = run_script(script, *args)
         self.assertOneLineError(result, f"^{script}: error: .*{message}")
         self.assertLen(result.stderr.strip().splitlines(), 1, result.stderr)
+
+
+class QuietLogsTest(absltest.TestCase):
+
+  def test_tensorflow_info_and_retracing_warnings_are_dropped(self):
+    from l2l import cli  # pylint: disable=g-import-not-at-top
+    tf_file = os.path.join(os.sep, "x", "tensorflow", "python", "eager", "polymorphic_function.py")
+
+    def record(level, path, message):
+      return logging.LogRecord("absl", level, path, 1, message, None, None)
+
+    keep = cli._drop_tensorflow_info  # pylint: disable=protected-access
+    self.assertFalse(keep(record(logging.WARNING, tf_file, "5 out of the last 13 calls to "
+                                 "<function f> triggered tf.function retracing. Tracing is ...")))
+    self.assertFalse(keep(record(logging.INFO, tf_file, "Sharding callback duration: 3")))
+    self.assertTrue(keep(record(logging.WARNING, tf_file, "Gradients do not exist for ...")))
+    self.assertTrue(keep(record(logging.INFO, os.path.join(REPO, "l2l", "training.py"),
+                                "epoch 1/2 ... triggered tf.function retracing")))
 
 
 if __name__ == "__main__":
