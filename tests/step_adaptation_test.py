@@ -50,10 +50,10 @@ def zero_stats(shapes):
           for s in shapes]
 
 
-def adaptive_rule(per_tensor, fused=False, rate=0.2, low=-3., high=3.):
+def adaptive_rule(per_tensor, fused=False, rate=0.2, low=-3., high=3., asymmetry=2.):
   rule = nets.PerParameterMLP(learning_rate=3e-3, seed=1, fused=fused, step_adaptation=rate,
                               adaptation_per_tensor=per_tensor, adaptation_min=low,
-                              adaptation_max=high)
+                              adaptation_max=high, adaptation_asymmetry=asymmetry)
   randomize(rule, 0)
   rule.log_adaptation_rate.assign(np.log(rate))
   return rule
@@ -83,7 +83,7 @@ class StepAdaptationTest(tf.test.TestCase, parameterized.TestCase):
                             params=[tf.constant(p) for p in params])
       signal = np_signal(grads, stats, t, per_tensor)
       signals.append(signal)
-      log_scale = np.clip(log_scale + 0.2 * signal, -3., 3.)
+      log_scale = np.clip(log_scale + 0.2 * np.where(signal < 0, 2. * signal, signal), -3., 3.)
       feats, dirs, new_stats = zip(*[np_features(g, p, *st, t)
                                      for g, p, st in zip(grads, params, stats)])
       expected = np_update(np.concatenate(feats), np.concatenate(dirs), min(t / 7, 1.), weights,
@@ -205,7 +205,8 @@ class StepAdaptationTest(tf.test.TestCase, parameterized.TestCase):
     on = nets.PerParameterMLP(step_adaptation=0.03, adaptation_per_tensor=True)
     rebuilt = nets.factory(on.config)
     self.assertEqual((rebuilt.step_adaptation, rebuilt.adaptation_per_tensor,
-                      rebuilt.adaptation_min, rebuilt.adaptation_max), (0.03, True, -3., 0.))
+                      rebuilt.adaptation_min, rebuilt.adaptation_max,
+                      rebuilt.adaptation_asymmetry), (0.03, True, -3., 0., 1.))
     self.assertAllClose(rebuilt.log_adaptation_rate, np.log(0.03))
     with self.assertRaisesRegex(ValueError, "step_adaptation"):
       nets.PerParameterMLP(step_adaptation=-1.)
@@ -213,6 +214,8 @@ class StepAdaptationTest(tf.test.TestCase, parameterized.TestCase):
       nets.PerParameterMLP(step_adaptation=0.1, adaptation_max=float("nan"))
     with self.assertRaisesRegex(ValueError, "adaptation_min"):
       nets.PerParameterMLP(step_adaptation=0.1, adaptation_min=1.)
+    with self.assertRaisesRegex(ValueError, "adaptation_asymmetry"):
+      nets.PerParameterMLP(step_adaptation=0.1, adaptation_asymmetry=0.5)
 
   def test_warm_start_adds_the_adaptation_to_a_trained_rule(self):
     options = {"hidden_sizes": [4], "schedule_hidden_size": 3, "learning_rate": 3e-3}
