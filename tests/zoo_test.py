@@ -1,8 +1,11 @@
 """l2l.pretrained: every shipped optimizer loads and reproduces its stored trajectory."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -36,6 +39,29 @@ class ZooTest(absltest.TestCase):
       got = np.array(zoo.reference_trajectory(l2l.pretrained(name)))
       np.testing.assert_allclose(got, stored, rtol=1e-4, atol=1e-7, err_msg=name)
       self.assertLess(got[-1], got[0], name)  # The optimizers do optimize.
+
+  def test_v2_is_v1_plus_the_step_adaptation(self):
+    v1, v2 = l2l.pretrained("versatile-mlp-v1"), l2l.pretrained("versatile-mlp-v2")
+    self.assertEqual(zoo.recommended(), "versatile-mlp-v2")
+    self.assertEqual((v1.step_adaptation, v2.step_adaptation), (0., 0.03))
+    self.assertFalse(v2.adaptation_per_tensor)
+    self.assertEqual((v2.adaptation_min, v2.adaptation_max, v2.adaptation_asymmetry),
+                     (-3., 0., 1.))
+    weights = lambda r: tf.nest.flatten([r.layers, r.schedule_layers, r.log_lr])
+    self.assertLen(v2.trainable_variables, len(v1.trainable_variables) + 1)
+    for a, b in zip(weights(v1), weights(v2)):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+    self.assertAlmostEqual(float(np.exp(v2.log_adaptation_rate.numpy())), 0.03, places=6)
+
+  def test_shipping_a_recommended_optimizer_unsets_the_previous_one(self):
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory)
+    for name in zoo.available():
+      shutil.copytree(zoo.path(name), os.path.join(directory, name))
+    with mock.patch.object(zoo, "DIRECTORY", directory):
+      zoo.ship(zoo.path("versatile-mlp-v1"), "copy", "a copy", "cp", 1000, recommended=True)
+      self.assertEqual(zoo.recommended(), "copy")
+      self.assertEqual(sum(bool(zoo.info(n)["recommended"]) for n in zoo.available()), 1)
 
   def test_pretrained_rule_works_where_rules_do(self):
     rule = l2l.pretrained()

@@ -122,5 +122,11 @@ def ship(source: str, name: str, description: str, command: str, horizon: Option
           "trajectory": reference_trajectory(rule) if rule is not None else None}
   with open(os.path.join(target, INFO_FILE), "w") as f:
     json.dump(data, f, indent=1)
+  if recommended:  # One recommended optimizer: the others stop being it.
+    for other in available():
+      if other != name and info(other).get("recommended"):
+        other_info = dict(info(other), recommended=False)
+        with open(os.path.join(DIRECTORY, other, INFO_FILE), "w") as f:
+          json.dump(other_info, f, indent=1)
   return target
 
