@@ -12,7 +12,9 @@ and labels; one training step (forward, backward, update) inside `tf.function`, 
   forward op (`nets/mlp_rule_kernels.cc`);
 * `mlp_rule_reference`: the same rule with `fused=False` (the reference TF ops);
 * `mlp_rule_tensor`: the fused rule with `tensor_features=True` (a step size per tensor from
-  its schedule features: the configuration of `versatile-mlp-v2`).
+  its schedule features);
+* `mlp_rule_adaptive`: the fused rule with the online step-size adaptation of the shipped
+  `versatile-mlp-v2` (`step_adaptation=0.03`, one factor for the model).
 
 The LSTM's weights are its random initialization, not trained ones: a trained optimizer runs the
 same operations on the same shapes, so the cost is the same. Each optimizer trains its own copy of
@@ -72,7 +74,7 @@ def learned_optimizer():
   return l2l.LearnedOptimizer(l2l.MetaOptimizer(cw=net))
 
 
-def mlp_rule_optimizer(fused: bool, seed: int = 0, tensor_features: bool = False):
+def mlp_rule_optimizer(fused: bool, seed: int = 0, **options):
   """`l2l.LearnedOptimizer` of `nets.PerParameterMLP` with random weights in every layer.
 
   The untrained rule's last layers are zero; a trained rule's are not, and the cost must not
@@ -81,7 +83,7 @@ def mlp_rule_optimizer(fused: bool, seed: int = 0, tensor_features: bool = False
   import numpy as np  # pylint: disable=g-import-not-at-top
   import l2l  # pylint: disable=g-import-not-at-top
   import nets  # pylint: disable=g-import-not-at-top
-  rule = nets.PerParameterMLP(seed=seed, fused=fused, tensor_features=tensor_features)
+  rule = nets.PerParameterMLP(seed=seed, fused=fused, **options)
   rng = np.random.default_rng(seed)
   for w, b in [*rule.layers, *rule.schedule_layers]:
     w.assign(rng.normal(size=w.shape).astype(np.float32) / np.sqrt(w.shape[0]))
@@ -101,7 +103,8 @@ def main(argv: Optional[List[str]] = None) -> None:
            "no_update": build_step(None),
            "mlp_rule": build_step(mlp_rule_optimizer(fused=True)),
            "mlp_rule_reference": build_step(mlp_rule_optimizer(fused=False)),
-           "mlp_rule_tensor": build_step(mlp_rule_optimizer(fused=True, tensor_features=True))}
+           "mlp_rule_tensor": build_step(mlp_rule_optimizer(fused=True, tensor_features=True)),
+           "mlp_rule_adaptive": build_step(mlp_rule_optimizer(fused=True, step_adaptation=0.03))}
   times = {name: [] for name in steps}
   for round_ in range(args.warmup + args.steps * args.repeats):
     for name, step in steps.items():
@@ -137,6 +140,10 @@ def main(argv: Optional[List[str]] = None) -> None:
   print(f"case=apply_1m_mlp_rule_tensor_features ms_per_step={ms['mlp_rule_tensor']:.2f} "
         f"ms_per_step_adam={ms['adam']:.2f} ratio_vs_adam={statistics.median(tensor):.2f} "
         f"ratio_vs_adam_min={min(tensor):.2f} ratio_vs_adam_max={max(tensor):.2f}", flush=True)
+  adaptive = block_ratios("mlp_rule_adaptive")
+  print(f"case=apply_1m_mlp_rule_step_adaptation ms_per_step={ms['mlp_rule_adaptive']:.2f} "
+        f"ms_per_step_adam={ms['adam']:.2f} ratio_vs_adam={statistics.median(adaptive):.2f} "
+        f"ratio_vs_adam_min={min(adaptive):.2f} ratio_vs_adam_max={max(adaptive):.2f}", flush=True)
 
 
 if __name__ == "__main__":
