@@ -48,7 +48,12 @@ def run(main: Callable[[List[str]], None]) -> None:
     except app.UsageError as e:
       _one_line_usage_error(str(e), e.exitcode)
 
-  app.run(wrapped, flags_parser=_parse_flags)
+  try:
+    app.run(wrapped, flags_parser=_parse_flags)
+  except BrokenPipeError:
+    # The reader of stdout went away (`train.py --help | head`): stop quietly, as `cat` does.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
 
 
 def verbose() -> bool:

@@ -249,6 +249,18 @@ class ScriptsTest(absltest.TestCase):
         self.assertOneLineError(result, f"^{script}: error: .*{message}")
         self.assertLen(result.stderr.strip().splitlines(), 1, result.stderr)
 
+  def test_help_into_a_closed_pipe_is_quiet(self):
+    for script in ("train.py", "evaluate.py"):
+      with self.subTest(script=script):
+        process = subprocess.Popen([sys.executable, script, "--help"], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process.stdout.close()  # What `| head -1` does, before the help is written.
+        stderr = process.stderr.read()
+        process.wait(timeout=120)
+        process.stderr.close()
+        self.assertNotIn("Traceback", stderr)
+        self.assertNotIn("BrokenPipeError", stderr)
+
 
 class QuietLogsTest(absltest.TestCase):
 
