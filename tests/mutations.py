@@ -153,6 +153,20 @@ MUTATIONS: Sequence[Mutation] = (
              "scores[lr] = curves.log10_final_loss_mean",
              "scores[lr] = math.log10(float(np.mean(curves.losses)))",
              ("evaluation_reference_test.py",)),
+    # The versatile rule's online step-size adaptation (nets/mlp_rule.py).
+    Mutation("S1", "adaptation signal reads the momentum at 0.99, not Adam's 0.9",
+             "nets/mlp_rule.py", "[::stride, ADAM_MOMENTUM]\n", "[::stride, ADAM_MOMENTUM + 1]\n",
+             ("step_adaptation_test.py",)),
+    Mutation("S2", "one factor for the model weighs strided tensors by their sample only",
+             "nets/mlp_rule.py", "dots.append(stride * tf.reduce_sum(g * d))",
+             "dots.append(tf.reduce_sum(g * d))", ("step_adaptation_test.py",)),
+    Mutation("S3", "adaptation moves the step size the wrong way", "nets/mlp_rule.py",
+             "log_scale + rate * signal", "log_scale - rate * signal",
+             ("step_adaptation_test.py",)),
+    Mutation("S4", "the fused op ignores the adaptation's factors", "nets/mlp_rule_fused.py",
+             "schedule_scale, use_tensor_features, size_scale)",
+             "schedule_scale, use_tensor_features, None)",
+             ("step_adaptation_test.py",)),
 )
 
 
