@@ -75,14 +75,35 @@ def maml_nets(strategy, algorithm="MAML"):
   return [v.numpy() for v in model.trainable_variables], history.meta_losses
 
 
+def fewshot_nets(strategy, workdir: str):
+  """maml.py's library run (fewshot.run: MAML, 5-shot sinusoids, MAML_STEPS meta-steps of
+  META_BATCH tasks) in `workdir`; the trained weights read back from its checkpoint."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from l2l.meta_learning import fewshot  # pylint: disable=g-import-not-at-top
+  config = fewshot.FewShotConfig(methods=("MAML",), shots=(5,), num_iterations=MAML_STEPS,
+                                 meta_batch_size=META_BATCH, meta_lr=1e-2, inner_lr=0.05,
+                                 eval_steps=(1,), num_eval_tasks=8, k_query=5, hidden=(16,),
+                                 workdir=workdir)
+  results = fewshot.run(config, strategy)
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+      os.path.join(workdir, "MAML_5shot")))
+  keys = sorted(k for k in reader.get_variable_to_shape_map()
+                if k.startswith("algorithm/") and "OPTIMIZER_SLOT" not in k)
+  assert keys, reader.get_variable_to_shape_map()
+  return [reader.get_tensor(k) for k in keys], [results["rows"][0]["final_meta_loss"]]
+
+
 def mirrored_main(out: str) -> None:
   """Script mode: single-replica and 2-replica (logical CPU) runs, weights saved to `out`."""
   from l2l import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy("mirrored", cpu_devices=2)
   assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
   arrays = {}
+  workdir = os.path.dirname(out)
   for name, run in (("l2l", learned_optimizer_nets), ("maml", maml_nets),
-                    ("reptile", lambda s: maml_nets(s, "Reptile"))):
+                    ("reptile", lambda s: maml_nets(s, "Reptile")),
+                    ("fewshot", lambda s: fewshot_nets(s, os.path.join(
+                        workdir, "fewshot_" + ("single" if s is None else "mirrored"))))):
     for mode, s in (("single", None), ("mirrored", strategy)):
       weights, losses = run(s)
       arrays[f"{name}/{mode}/losses"] = np.array(losses)
@@ -152,6 +173,14 @@ class MirroredTest(absltest.TestCase):
 
   def test_reptile(self):
     self.assert_same_training("reptile")
+
+  def test_maml_script(self):
+    """maml.py's run (fewshot.run, as --strategy=mirrored --cpu_devices=2 calls it): the
+    checkpointed meta-parameters and results equal one replica's."""
+    self.assert_same_training("fewshot")
+    for mode in ("single", "mirrored"):
+      workdir = os.path.join(self.tmp.name, f"fewshot_{mode}")
+      self.assertEqual(sorted(os.listdir(workdir)), ["MAML_5shot", "results.json"])
 
 
 class MetaBatchTest(absltest.TestCase):
