@@ -279,8 +279,9 @@ class AsyncPES(tf.Module):
     Every chain always has one truncation scheduled; results are taken as they arrive (one
     waiting thread per scheduled truncation), applied unless staler than `max_staleness`, and
     their chain's next truncation scheduled. `callback(step, info)` runs after each applied
-    step (info: meta-loss, staleness, chain). Truncations still running at the end are waited
-    for and their chains advanced, but not applied.
+    step (info: meta-loss, staleness, chain); when it returns True no more truncations are
+    scheduled (a stop request). Truncations still running at the end are waited for and their
+    chains advanced, but not applied.
 
     Returns:
       `{"meta_steps", "estimates", "dropped", "seconds", "staleness": mean applied staleness}`.
@@ -307,6 +308,7 @@ class AsyncPES(tf.Module):
     in_flight = len(self.chains)
     applied = estimates = 0
     staleness_sum = 0
+    stopped = False
     while in_flight:
       index, fetched, error = arrived.get()
       in_flight -= 1
@@ -315,7 +317,7 @@ class AsyncPES(tf.Module):
       result = Result(*fetched)
       estimates += 1
       self._commit(index, tf.nest.map_structure(tf.convert_to_tensor, result))
-      if applied >= meta_steps:
+      if applied >= meta_steps or stopped:
         continue  # Draining: the run has its steps.
       staleness = int(self.version.numpy()) - int(result.version)
       if staleness > self.max_staleness:
@@ -325,10 +327,11 @@ class AsyncPES(tf.Module):
         applied += 1
         staleness_sum += staleness
         if callback is not None:
-          callback(applied, {"meta_loss": float(np.mean(result.meta_losses)),
-                             "final_loss": float(result.losses[-1]), "staleness": staleness,
-                             "chain": index})
-      if applied < meta_steps:
+          stopped = bool(callback(applied, {
+              "meta_loss": float(np.mean(result.meta_losses)),
+              "final_loss": float(result.losses[-1]), "staleness": staleness,
+              "chain": index}))
+      if applied < meta_steps and not stopped:
         launch(index)
         in_flight += 1
     seconds = time.perf_counter() - start
