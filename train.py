@@ -193,15 +193,30 @@ def train_async(strategy) -> None:
       checkpoint_period=FLAGS.checkpoint_period, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
       rescale=FLAGS.rescale, gradient=FLAGS.gradient, pes_particles=FLAGS.pes_particles,
       pes_std=FLAGS.pes_std, net_layers=cli.int_list("net_layers", FLAGS.net_layers))
+  # However it ends, the process leaves with os._exit once its state is saved:
+  # ClusterCoordinator's destructor waits, without a timeout, for every worker that died to come
+  # back (TensorFlow's preemption handler holds a lock in update_server_def until the whole
+  # cluster answers), so an ordinary exit would hang after a worker loss.
+  code = 1
   try:
-    summary = async_training.meta_train_async(config, strategy, FLAGS.max_staleness,
-                                              FLAGS.async_chains or None)
+    code = _train_async(async_training, config, strategy)
   except interrupts.Interrupted as e:
     logging.warning("%s", e)
-    logging.flush()
-    os._exit(e.exit_code)  # pylint: disable=protected-access  (see below)
+    code = e.exit_code
   except ValueError as e:
-    raise app.UsageError(str(e)) from None
+    sys.stderr.write(f"train.py: error: {e}\n")
+  except Exception:  # pylint: disable=broad-except
+    logging.exception("asynchronous training failed")
+  finally:
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+
+
+def _train_async(async_training, config, strategy) -> int:
+  summary = async_training.meta_train_async(config, strategy, FLAGS.max_staleness,
+                                            FLAGS.async_chains or None)
   logging.info("done in %.0fs: %d meta-steps from %d estimates (%.2f estimates/s, mean "
                "staleness %.2f, %d dropped as stale, %d skipped as non-finite); best validation "
                "log10 mean final loss %.4f (untrained %.4f)%s", summary["seconds"],
@@ -210,13 +225,9 @@ def train_async(strategy) -> None:
                summary["best_validation_log10_loss"],
                summary["untrained_validation_log10_loss"],
                f"; saved to {summary['save_path']}" if summary["save_path"] else "")
-  logging.flush()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  # ClusterCoordinator's destructor waits, without a timeout, for every worker that died to
-  # come back (TensorFlow's preemption handler holds a lock in update_server_def until the
-  # whole cluster answers); the state is saved, so leave without running it.
-  os._exit(0 if summary["finite"] else 1)  # pylint: disable=protected-access
+  if summary["lost"]:
+    logging.info("%d estimates were lost with a worker and computed again", summary["lost"])
+  return 0 if summary["finite"] else 1
 
 
 def main(argv):

@@ -79,6 +79,14 @@ def substituted(modules: Sequence[tf.Module], replacements: Dict[int, tf.Tensor]
       object.__setattr__(owner, attr, original)
 
 
+# Errors of a fetch whose worker went away (retried, at most _MAX_RETRIES times in a row per
+# chain; anything else, e.g. a failing parameter server after TensorFlow's own retries, ends
+# the run).
+_LOST_RESULT_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError,
+                       tf.errors.AbortedError)
+_MAX_RETRIES = 5
+
+
 class Chain(NamedTuple):
   """One truncation chain on the coordinator: a problem instance and its particles' state."""
   states: Any                 # UnrollState of the 2 N particles (leading axis)
@@ -176,6 +184,7 @@ class AsyncPES(tf.Module):
       self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
       self.dropped = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropped")
     self.chains = [self._new_chain(c, 0) for c in range(len(seeds))]
+    self.lost = 0  # Results lost with their worker (and recomputed).
     self._remote = tf.function(self._remote_truncation, autograph=False)
     self._apply = tf.function(self._apply_impl, autograph=False)
 
@@ -309,11 +318,28 @@ class AsyncPES(tf.Module):
     applied = estimates = 0
     staleness_sum = 0
     stopped = False
+    failures = [0] * len(self.chains)
     while in_flight:
       index, fetched, error = arrived.get()
       in_flight -= 1
       if error is not None:
-        raise error
+        # The coordinator re-runs a closure whose worker fails while running it, but a result
+        # still held by a worker that dies before it is fetched is lost: run that truncation
+        # again from the chain's (uncommitted) state. A worker, not the parameter servers.
+        lost = isinstance(error, _LOST_RESULT_ERRORS)
+        if lost and (applied >= meta_steps or stopped):
+          continue  # Draining: nothing more to apply.
+        failures[index] += 1
+        if not lost or failures[index] > _MAX_RETRIES:
+          raise error
+        logging.warning("chain %d: the result of a truncation was lost (%s: %s); running it "
+                        "again", index, type(error).__name__,
+                        str(error).strip().splitlines()[0][:200] if str(error).strip() else "")
+        self.lost += 1
+        launch(index)
+        in_flight += 1
+        continue
+      failures[index] = 0
       result = Result(*fetched)
       estimates += 1
       self._commit(index, tf.nest.map_structure(tf.convert_to_tensor, result))
@@ -339,5 +365,5 @@ class AsyncPES(tf.Module):
                  "than %d", estimates, seconds, estimates / seconds, applied,
                  int(self.dropped.numpy()), self.max_staleness)
     return {"meta_steps": applied, "estimates": estimates, "seconds": seconds,
-            "dropped": int(self.dropped.numpy()),
+            "dropped": int(self.dropped.numpy()), "lost": self.lost,
             "staleness": staleness_sum / applied if applied else 0.0}
