@@ -385,6 +385,42 @@ class MultiWorkerTest(absltest.TestCase):
           np.testing.assert_allclose(saved[str(i)], w, rtol=RTOL, atol=ATOL)
 
   @pytest.mark.slow
+  def test_maml_script_two_workers_match_one_process(self):
+    """maml.py --strategy=multi_worker as 2 workers (the launcher) against fewshot.run in this
+    process: the same checkpointed weights, and only the chief's files in --workdir (slow)."""
+    with tempfile.TemporaryDirectory() as tmp:
+      distributed = os.path.join(tmp, "mw")
+      try:
+        run_checked(["-m", "l2l.distribute.launch", "--workers=2", "--", "maml.py",
+                     "--strategy=multi_worker", "--methods=MAML", "--shots=5",
+                     f"--num_iterations={MAML_STEPS}", f"--meta_batch_size={META_BATCH}",
+                     "--meta_lr=0.01", "--inner_lr=0.05", "--eval_steps=1",
+                     "--num_eval_tasks=8", "--k_query=5", "--hidden=16",
+                     f"--workdir={distributed}"])
+      except AssertionError as e:  # Exit status 3: labelled diverged (3 meta-steps), compared.
+        self.assertIn("exited with 3", str(e).splitlines()[0])
+      weights, _ = fewshot_nets(None, os.path.join(tmp, "single"))
+      self.assertEqual(sorted(os.listdir(distributed)), ["MAML_5shot", "results.json"])
+      self.assertFalse(any(n.startswith("workertemp")
+                           for n in os.listdir(os.path.join(distributed, "MAML_5shot"))))
+      rows = []
+      for workdir in (distributed, os.path.join(tmp, "single")):
+        with open(os.path.join(workdir, "results.json")) as f:
+          rows.append(json.load(f)["rows"][0])
+      self.assertEqual(rows[0]["iterations"], MAML_STEPS)
+      self.assertEqual(rows[0]["diverged"], rows[1]["diverged"])
+      np.testing.assert_allclose(rows[0]["loss@1"], rows[1]["loss@1"], rtol=RTOL)
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+          os.path.join(distributed, "MAML_5shot")))
+      keys = sorted(k for k in reader.get_variable_to_shape_map()
+                    if k.startswith("algorithm/") and "OPTIMIZER_SLOT" not in k)
+      self.assertLen(keys, len(weights))
+      for key, want in zip(keys, weights):
+        np.testing.assert_allclose(reader.get_tensor(key), want, rtol=RTOL, atol=ATOL,
+                                   err_msg=key)
+
+  @pytest.mark.slow
   def test_killed_worker_resumes_from_the_chiefs_checkpoint(self):
     """SIGKILL worker 1 once the chief has checkpointed epoch >= 4 (and stop the chief, which
     waits in the all-reduce), restart both with the launcher: the job resumes from the chief's
