@@ -106,6 +106,8 @@ def meta_train_async(config: options.TrainConfig, strategy: Optional[tf.distribu
   total = config.num_epochs * unrolls_per_epoch
   best = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best")
   untrained = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="untrained")
+  # Epochs' worth of meta-steps done (train.py's resume checks read "epoch").
+  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   manager, writer, resumed = None, None, 0
   if config.save_path:
     state_dir = os.path.join(config.save_path, TRAIN_STATE)
@@ -114,7 +116,8 @@ def meta_train_async(config: options.TrainConfig, strategy: Optional[tf.distribu
         shutil.rmtree(os.path.join(config.save_path, sub), ignore_errors=True)
     checkpoint = tf.train.Checkpoint(nets=optimizer.nets, adam=trainer.optimizer,
                                      version=trainer.version, skipped=trainer.skipped_steps,
-                                     dropped=trainer.dropped, best=best, untrained=untrained)
+                                     dropped=trainer.dropped, best=best, untrained=untrained,
+                                     epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, state_dir, max_to_keep=2)
     if manager.latest_checkpoint:
       training._restore(checkpoint, manager.latest_checkpoint)  # pylint: disable=protected-access
@@ -150,8 +153,9 @@ def meta_train_async(config: options.TrainConfig, strategy: Optional[tf.distribu
   def save_state() -> None:
     if manager is None:
       return
-    if finite():  # Numbered by epochs' worth of steps, as train.py's (resume checks).
-      manager.save(checkpoint_number=int(trainer.version.numpy()) // unrolls_per_epoch)
+    if finite():  # Numbered by epochs' worth of steps, as train.py's.
+      epoch.assign(int(trainer.version.numpy()) // unrolls_per_epoch)
+      manager.save(checkpoint_number=int(epoch.numpy()))
     else:
       logging.warning("the nets' weights are not finite: checkpoint not saved")
 

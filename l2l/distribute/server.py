@@ -27,7 +27,8 @@ def task_type() -> str:
 
 def serve() -> None:
   """Runs this TF_CONFIG task's server until the process is killed (never returns)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from l2l import cli  # pylint: disable=g-import-not-at-top
+  tf = cli.start_tensorflow()  # Quietly (TensorFlow's start-up chatter hidden).
   resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
   if resolver.task_type not in SERVER_TASKS:
     raise ValueError(f"TF_CONFIG's task type must be one of {SERVER_TASKS} for a server, got "
