@@ -66,9 +66,11 @@ class TruncationTest(absltest.TestCase):
     estimate and new state, and the nets, the chain and the version are unchanged."""
     _, _, trainer, nets = _pes_pair()
     before = [v.numpy().copy() for v in nets.trainable_variables]
+    # pylint: disable=protected-access
     chain = trainer.chains[0]
-    args = (trainer._seed(0, chain), chain.states, chain.xi, chain.constants)  # pylint: disable=protected-access
-    first, second = trainer._remote(*args), trainer._remote(*args)  # pylint: disable=protected-access
+    args = (trainer._seed(0, chain), chain.states, chain.xi, chain.constants)
+    first, second = trainer._remote(*args), trainer._remote(*args)
+    # pylint: enable=protected-access
     for a, b in zip(*(tf_flatten(r) for r in (first, second))):
       np.testing.assert_array_equal(a, b)
     for b, v in zip(before, nets.trainable_variables):
@@ -179,7 +181,7 @@ class ClusterTest(absltest.TestCase):
         self.assertEqual(processes["chief"].returncode, 0, log[-3000:])
         self.assertIsNotNone(processes["worker 1"].poll())  # It stayed dead.
         self.assertIn(f"meta-step {epochs * unrolls}/{epochs * unrolls}", log)
-        self.assertIn(f"done in", log)
+        self.assertIn("done in", log)
         state = tf.train.load_checkpoint(tf.train.latest_checkpoint(
             os.path.join(save_path, "train_state")))
         self.assertEqual(int(state.get_tensor("version/.ATTRIBUTES/VARIABLE_VALUE")),

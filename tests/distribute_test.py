@@ -306,6 +306,21 @@ class LaunchTest(absltest.TestCase):
       self.assertEqual(config["cluster"]["worker"], [f"127.0.0.1:{p}" for p in ports])
       self.assertEqual(config["task"], {"type": "worker", "index": index})
 
+  def test_parameter_server_configs_are_a_loopback_cluster(self):
+    from l2l.distribute import launch  # pylint: disable=g-import-not-at-top
+    ports = launch.free_ports(4)
+    tasks = launch.parameter_server_configs(ports, 1)
+    self.assertEqual([name for name, _ in tasks], ["chief", "ps 0", "worker 0", "worker 1"])
+    for name, config in tasks:
+      config = json.loads(config)
+      self.assertEqual(config["cluster"], {"chief": [f"127.0.0.1:{ports[0]}"],
+                                           "ps": [f"127.0.0.1:{ports[1]}"],
+                                           "worker": [f"127.0.0.1:{p}" for p in ports[2:]]})
+      self.assertEqual(f"{config['task']['type']} {config['task']['index']}"
+                       if name != "chief" else "chief", name)
+    with self.assertRaisesRegex(ValueError, "parameter_servers must be a positive integer"):
+      launch.launch_parameter_server(["x.py"], workers=1, parameter_servers=0)
+
   def test_a_failing_worker_stops_the_others(self):
     from l2l.distribute import launch  # pylint: disable=g-import-not-at-top
     script = ("import json, os, sys, time\n"

@@ -85,6 +85,7 @@ def substituted(modules: Sequence[tf.Module], replacements: Dict[int, tf.Tensor]
 _LOST_RESULT_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError,
                        tf.errors.AbortedError)
 _MAX_RETRIES = 5
+_check_positive = meta_optimizer_lib._check_positive  # pylint: disable=protected-access
 
 
 class Chain(NamedTuple):
@@ -159,7 +160,7 @@ class AsyncPES(tf.Module):
     self.objective = objective
     self.max_staleness = max_staleness
     self.max_grad_norm = (None if max_grad_norm is None else
-                          meta_optimizer_lib._check_positive("max_grad_norm", max_grad_norm))  # pylint: disable=protected-access
+                          _check_positive("max_grad_norm", max_grad_norm))
     self.seed = int(seed)
     # One problem per chain (its instance stream); the first also traces the loss.
     self._problems = [capture.Problem(make_problem(s)) for s in seeds]
@@ -176,8 +177,8 @@ class AsyncPES(tf.Module):
     self.num_weights = sum(self._sizes)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:  # Adam's moments and the counters beside theta, on the parameter servers.
-      self.learning_rate = tf.Variable(float(meta_optimizer_lib._check_positive(  # pylint: disable=protected-access
-          "learning_rate", learning_rate)), trainable=False, name="learning_rate")
+      self.learning_rate = tf.Variable(_check_positive("learning_rate", learning_rate),
+                                       trainable=False, name="learning_rate")
       self.optimizer = snt.optimizers.Adam(self.learning_rate)
       self.optimizer._initialize(self._theta)  # pylint: disable=protected-access
       self.version = tf.Variable(0, dtype=tf.int64, trainable=False, name="version")

@@ -125,7 +125,9 @@ def meta_train_async(config: options.TrainConfig, strategy: Optional[tf.distribu
       logging.info("resuming from checkpoint %s at meta-step %d/%d", manager.latest_checkpoint,
                    resumed, total)
     os.makedirs(state_dir, exist_ok=True)
-    with open(os.path.join(state_dir, training._TRAIN_CONFIG), "w") as f:  # pylint: disable=protected-access
+    config_file = os.path.join(state_dir,
+                               training._TRAIN_CONFIG)  # pylint: disable=protected-access
+    with open(config_file, "w") as f:
       json.dump(config.resume_key(), f, indent=1, sort_keys=True)
     writer = tf.summary.create_file_writer(os.path.join(config.save_path, "tensorboard"))
   logging.info("asynchronous PES on %r: %d meta-steps of %d-step truncations (%d particle "
