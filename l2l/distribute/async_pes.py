@@ -294,7 +294,12 @@ class AsyncPES(tf.Module):
     chains advanced, but not applied.
 
     Returns:
-      `{"meta_steps", "estimates", "dropped", "seconds", "staleness": mean applied staleness}`.
+      `{"meta_steps", "estimates", "dropped", "lost" (results lost with their worker and
+      recomputed), "seconds", "staleness": mean applied staleness}`.
+
+    Raises:
+      A fetch's error other than a lost worker (or one chain losing its result more than
+      `_MAX_RETRIES` times in a row), e.g. a parameter server that failed.
     """
     checks.positive_int("meta_steps", meta_steps)
     arrived: "queue.Queue" = queue.Queue()
