@@ -14,6 +14,11 @@ to resume and exits with 128 + the signal number (a rerun resumes, losing nothin
 status 3: some method diverged (its row is labelled; the log has the iteration where its
 meta-loss exploded); 2: a damaged checkpoint or results file.
 
+--strategy=mirrored (local GPUs, or --cpu_devices logical CPU devices) or multi_worker
+(processes of TF_CONFIG; `python -m l2l.distribute.launch --workers=2 -- maml.py
+--strategy=multi_worker ...`) splits each meta-batch of --meta_batch_size tasks across the
+replicas, with the results of one replica; only the chief writes to --workdir.
+
 Quiet by default (l2l.cli): settings out of range are a one-line error found before TensorFlow
 loads; TensorFlow's start-up and per-checkpoint INFO lines are hidden unless --verbosity=1.
 """
@@ -27,6 +32,7 @@ from absl import logging
 # Only modules that load without TensorFlow here: --help and usage errors stay fast. fewshot
 # (TensorFlow) is imported in main(), after l2l.cli.start_tensorflow().
 from l2l import cli
+from l2l import distribute
 from l2l.meta_learning import fewshot_config
 
 _PROBLEM = flags.DEFINE_enum("problem", "sinusoid", list(fewshot_config.PROBLEMS),
@@ -87,6 +93,13 @@ _SEEDS = flags.DEFINE_list("seeds", [], "Run once per seed (overrides --seed) an
                            "mean +- std over seeds.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Checkpoints and results.json; none if empty.")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 1000, "Log the meta-loss every N iterations.")
+_STRATEGY = flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
+                              "tf.distribute strategy splitting each meta-batch: one replica, "
+                              "MirroredStrategy over local devices, or "
+                              "MultiWorkerMirroredStrategy across the processes of TF_CONFIG "
+                              "(see python -m l2l.distribute.launch).")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "--strategy=mirrored: replicate over this "
+                                    "many logical CPU devices (0: the GPUs, or the one CPU).")
 
 
 def main(argv):
@@ -116,10 +129,15 @@ def main(argv):
     fewshot_config.check_workdir(config, seeds)  # Before TensorFlow loads.
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  cli.start_tensorflow()
+  strategy = distribute.start_tensorflow(_STRATEGY.value, 0, _CPU_DEVICES.value)
   from l2l.meta_learning import fewshot  # pylint: disable=g-import-not-at-top
   try:
-    results = fewshot.run_seeds(config, seeds) if seeds else fewshot.run(config)
+    distribute.shard(config.meta_batch_size, strategy, "--meta_batch_size")
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  try:
+    results = (fewshot.run_seeds(config, seeds, strategy) if seeds
+               else fewshot.run(config, strategy))
   except fewshot.Interrupted as e:
     print(f"maml.py: {e}", file=sys.stderr)
     sys.exit(e.exit_code)

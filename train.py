@@ -15,6 +15,7 @@ and a re-run of the same command resumes.
 """
 
 import copy
+import os
 import sys
 
 from absl import app
@@ -113,10 +114,17 @@ flags.DEFINE_string("init_from", None, "--suite: start from the weights of this 
 flags.DEFINE_integer("meta_batch_size", _DEFAULTS.meta_batch_size, "Problem instances per "
                      "meta-step (their meta-gradients averaged), split across --strategy's "
                      "replicas.")
-flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES), "tf.distribute strategy: "
-                  "one replica, MirroredStrategy over local devices, or "
+flags.DEFINE_enum("strategy", "default",
+                  list(distribute.STRATEGIES + distribute.ASYNC_STRATEGIES),
+                  "tf.distribute strategy: one replica, MirroredStrategy over local devices, "
                   "MultiWorkerMirroredStrategy across the processes of TF_CONFIG (see "
-                  "python -m l2l.distribute.launch).")
+                  "python -m l2l.distribute.launch), or, with --gradient=pes, asynchronous "
+                  "workers of a ParameterServerStrategy (this process the coordinator; "
+                  "launch --parameter_servers=1).")
+flags.DEFINE_integer("max_staleness", 4, "--strategy=parameter_server: drop an estimate "
+                     "computed more than this many meta-steps ago.")
+flags.DEFINE_integer("async_chains", 0, "--strategy=parameter_server: truncation chains "
+                     "(problem-instance streams) kept in flight (0: 2 per worker).")
 flags.DEFINE_integer("cpu_devices", 0, "--strategy=mirrored: replicate over this many logical "
                      "CPU devices (0: the GPUs, or the one CPU).")
 FLAGS = flags.FLAGS
@@ -173,11 +181,75 @@ def train_suite() -> None:
                " (no --save_path: nothing saved)")
 
 
+def train_async(strategy) -> None:
+  """train.py --strategy=parameter_server: the coordinator of asynchronous PES workers."""
+  from l2l.distribute import async_training  # pylint: disable=g-import-not-at-top
+  config = options.TrainConfig(
+      problem=FLAGS.problem, save_path=FLAGS.save_path, overwrite=FLAGS.overwrite,
+      num_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps, unroll_length=FLAGS.unroll_length,
+      learning_rate=FLAGS.learning_rate, learning_rate_schedule=FLAGS.learning_rate_schedule,
+      max_grad_norm=FLAGS.max_grad_norm, objective=FLAGS.objective, log_period=FLAGS.log_period,
+      evaluation_period=FLAGS.evaluation_period, evaluation_epochs=FLAGS.evaluation_epochs,
+      checkpoint_period=FLAGS.checkpoint_period, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
+      rescale=FLAGS.rescale, gradient=FLAGS.gradient, pes_particles=FLAGS.pes_particles,
+      pes_std=FLAGS.pes_std, net_layers=cli.int_list("net_layers", FLAGS.net_layers))
+  # However it ends, the process leaves with os._exit once its state is saved:
+  # ClusterCoordinator's destructor waits, without a timeout, for every worker that died to come
+  # back (TensorFlow's preemption handler holds a lock in update_server_def until the whole
+  # cluster answers), so an ordinary exit would hang after a worker loss.
+  code = 1
+  try:
+    code = _train_async(async_training, config, strategy)
+  except interrupts.Interrupted as e:
+    logging.warning("%s", e)
+    code = e.exit_code
+  except ValueError as e:
+    sys.stderr.write(f"train.py: error: {e}\n")
+  except Exception:  # pylint: disable=broad-except
+    logging.exception("asynchronous training failed")
+  finally:
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+
+
+def _train_async(async_training, config, strategy) -> int:
+  summary = async_training.meta_train_async(config, strategy, FLAGS.max_staleness,
+                                            FLAGS.async_chains or None)
+  logging.info("done in %.0fs: %d meta-steps from %d estimates (%.2f estimates/s, mean "
+               "staleness %.2f, %d dropped as stale, %d skipped as non-finite); best validation "
+               "log10 mean final loss %.4f (untrained %.4f)%s", summary["seconds"],
+               summary["meta_steps"], summary["estimates"], summary["estimates_per_second"],
+               summary["mean_staleness"], summary["dropped"], summary["skipped_steps"],
+               summary["best_validation_log10_loss"],
+               summary["untrained_validation_log10_loss"],
+               f"; saved to {summary['save_path']}" if summary["save_path"] else "")
+  if summary["lost"]:
+    logging.info("%d estimates were lost with a worker and computed again", summary["lost"])
+  return 0 if summary["finite"] else 1
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.strategy in distribute.ASYNC_STRATEGIES:
+    if FLAGS.gradient != "pes":
+      raise app.UsageError(f"--strategy={FLAGS.strategy} needs --gradient=pes (asynchronous "
+                           f"workers send PES estimates), got --gradient={FLAGS.gradient}")
+    if FLAGS.suite is not None or FLAGS.meta_batch_size != 1 or FLAGS.curriculum:
+      raise app.UsageError(f"--strategy={FLAGS.strategy} trains --problem with one estimate "
+                           "per truncation: drop --suite, --meta_batch_size and --curriculum")
+    if FLAGS.max_staleness < 0 or FLAGS.async_chains < 0:
+      raise app.UsageError("--max_staleness and --async_chains must be >= 0")
+    from l2l.distribute import server  # pylint: disable=g-import-not-at-top
+    if server.task_type() in server.SERVER_TASKS:  # A ps / worker task of the cluster.
+      server.serve()
   strategy = distribute.start_tensorflow(FLAGS.strategy, FLAGS.inter_op_threads,
                                         FLAGS.cpu_devices)
+  if FLAGS.strategy in distribute.ASYNC_STRATEGIES:
+    train_async(strategy)
+    return
   if FLAGS.suite is not None:
     if strategy is not None:
       raise app.UsageError("--suite runs on one replica: use --strategy=default")

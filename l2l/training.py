@@ -216,7 +216,8 @@ def _meta_train(config: TrainConfig, stop: interrupts.StopOnSignal,
                 strategy: Optional[tf.distribute.Strategy]) -> Dict[str, Any]:
   config.validate()
   if strategy is not None and config.gradient == "pes":
-    raise ValueError("gradient='pes' runs on one replica (no strategy) for now")
+    raise ValueError("gradient='pes' runs on one replica, or on asynchronous workers with "
+                     "strategy 'parameter_server' (l2l.distribute.meta_train_async)")
   distribute.shard(config.meta_batch_size, strategy)  # Raises unless it splits evenly.
   chief = distribute.is_chief(strategy)
   check_save_path(config.save_path, config.overwrite, config)

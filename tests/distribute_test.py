@@ -75,14 +75,35 @@ def maml_nets(strategy, algorithm="MAML"):
   return [v.numpy() for v in model.trainable_variables], history.meta_losses
 
 
+def fewshot_nets(strategy, workdir: str):
+  """maml.py's library run (fewshot.run: MAML, 5-shot sinusoids, MAML_STEPS meta-steps of
+  META_BATCH tasks) in `workdir`; the trained weights read back from its checkpoint."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from l2l.meta_learning import fewshot  # pylint: disable=g-import-not-at-top
+  config = fewshot.FewShotConfig(methods=("MAML",), shots=(5,), num_iterations=MAML_STEPS,
+                                 meta_batch_size=META_BATCH, meta_lr=1e-2, inner_lr=0.05,
+                                 eval_steps=(1,), num_eval_tasks=8, k_query=5, hidden=(16,),
+                                 workdir=workdir)
+  results = fewshot.run(config, strategy)
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+      os.path.join(workdir, "MAML_5shot")))
+  keys = sorted(k for k in reader.get_variable_to_shape_map()
+                if k.startswith("algorithm/") and "OPTIMIZER_SLOT" not in k)
+  assert keys, reader.get_variable_to_shape_map()
+  return [reader.get_tensor(k) for k in keys], [results["rows"][0]["final_meta_loss"]]
+
+
 def mirrored_main(out: str) -> None:
   """Script mode: single-replica and 2-replica (logical CPU) runs, weights saved to `out`."""
   from l2l import distribute  # pylint: disable=g-import-not-at-top
   strategy = distribute.create_strategy("mirrored", cpu_devices=2)
   assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
   arrays = {}
+  workdir = os.path.dirname(out)
   for name, run in (("l2l", learned_optimizer_nets), ("maml", maml_nets),
-                    ("reptile", lambda s: maml_nets(s, "Reptile"))):
+                    ("reptile", lambda s: maml_nets(s, "Reptile")),
+                    ("fewshot", lambda s: fewshot_nets(s, os.path.join(
+                        workdir, "fewshot_" + ("single" if s is None else "mirrored"))))):
     for mode, s in (("single", None), ("mirrored", strategy)):
       weights, losses = run(s)
       arrays[f"{name}/{mode}/losses"] = np.array(losses)
@@ -152,6 +173,14 @@ class MirroredTest(absltest.TestCase):
 
   def test_reptile(self):
     self.assert_same_training("reptile")
+
+  def test_maml_script(self):
+    """maml.py's run (fewshot.run, as --strategy=mirrored --cpu_devices=2 calls it): the
+    checkpointed meta-parameters and results equal one replica's."""
+    self.assert_same_training("fewshot")
+    for mode in ("single", "mirrored"):
+      workdir = os.path.join(self.tmp.name, f"fewshot_{mode}")
+      self.assertEqual(sorted(os.listdir(workdir)), ["MAML_5shot", "results.json"])
 
 
 class MetaBatchTest(absltest.TestCase):
@@ -277,6 +306,21 @@ class LaunchTest(absltest.TestCase):
       self.assertEqual(config["cluster"]["worker"], [f"127.0.0.1:{p}" for p in ports])
       self.assertEqual(config["task"], {"type": "worker", "index": index})
 
+  def test_parameter_server_configs_are_a_loopback_cluster(self):
+    from l2l.distribute import launch  # pylint: disable=g-import-not-at-top
+    ports = launch.free_ports(4)
+    tasks = launch.parameter_server_configs(ports, 1)
+    self.assertEqual([name for name, _ in tasks], ["chief", "ps 0", "worker 0", "worker 1"])
+    for name, config in tasks:
+      config = json.loads(config)
+      self.assertEqual(config["cluster"], {"chief": [f"127.0.0.1:{ports[0]}"],
+                                           "ps": [f"127.0.0.1:{ports[1]}"],
+                                           "worker": [f"127.0.0.1:{p}" for p in ports[2:]]})
+      self.assertEqual(f"{config['task']['type']} {config['task']['index']}"
+                       if name != "chief" else "chief", name)
+    with self.assertRaisesRegex(ValueError, "parameter_servers must be a positive integer"):
+      launch.launch_parameter_server(["x.py"], workers=1, parameter_servers=0)
+
   def test_a_failing_worker_stops_the_others(self):
     from l2l.distribute import launch  # pylint: disable=g-import-not-at-top
     script = ("import json, os, sys, time\n"
@@ -354,6 +398,42 @@ class MultiWorkerTest(absltest.TestCase):
         np.testing.assert_allclose(saved["losses"], losses, rtol=RTOL, atol=ATOL)
         for i, w in enumerate(weights):
           np.testing.assert_allclose(saved[str(i)], w, rtol=RTOL, atol=ATOL)
+
+  @pytest.mark.slow
+  def test_maml_script_two_workers_match_one_process(self):
+    """maml.py --strategy=multi_worker as 2 workers (the launcher) against fewshot.run in this
+    process: the same checkpointed weights, and only the chief's files in --workdir (slow)."""
+    with tempfile.TemporaryDirectory() as tmp:
+      distributed = os.path.join(tmp, "mw")
+      try:
+        run_checked(["-m", "l2l.distribute.launch", "--workers=2", "--", "maml.py",
+                     "--strategy=multi_worker", "--methods=MAML", "--shots=5",
+                     f"--num_iterations={MAML_STEPS}", f"--meta_batch_size={META_BATCH}",
+                     "--meta_lr=0.01", "--inner_lr=0.05", "--eval_steps=1",
+                     "--num_eval_tasks=8", "--k_query=5", "--hidden=16",
+                     f"--workdir={distributed}"])
+      except AssertionError as e:  # Exit status 3: labelled diverged (3 meta-steps), compared.
+        self.assertIn("exited with 3", str(e).splitlines()[0])
+      weights, _ = fewshot_nets(None, os.path.join(tmp, "single"))
+      self.assertEqual(sorted(os.listdir(distributed)), ["MAML_5shot", "results.json"])
+      self.assertFalse(any(n.startswith("workertemp")
+                           for n in os.listdir(os.path.join(distributed, "MAML_5shot"))))
+      rows = []
+      for workdir in (distributed, os.path.join(tmp, "single")):
+        with open(os.path.join(workdir, "results.json")) as f:
+          rows.append(json.load(f)["rows"][0])
+      self.assertEqual(rows[0]["iterations"], MAML_STEPS)
+      self.assertEqual(rows[0]["diverged"], rows[1]["diverged"])
+      np.testing.assert_allclose(rows[0]["loss@1"], rows[1]["loss@1"], rtol=RTOL)
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+          os.path.join(distributed, "MAML_5shot")))
+      keys = sorted(k for k in reader.get_variable_to_shape_map()
+                    if k.startswith("algorithm/") and "OPTIMIZER_SLOT" not in k)
+      self.assertLen(keys, len(weights))
+      for key, want in zip(keys, weights):
+        np.testing.assert_allclose(reader.get_tensor(key), want, rtol=RTOL, atol=ATOL,
+                                   err_msg=key)
 
   @pytest.mark.slow
   def test_killed_worker_resumes_from_the_chiefs_checkpoint(self):

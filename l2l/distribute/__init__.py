@@ -18,24 +18,28 @@ This module loads without TensorFlow (train.py's --help stays fast); the submodu
 
 import importlib as _importlib
 
-# Names of train.py's / maml.py's --strategy.
+# Names of train.py's / maml.py's --strategy (synchronous replicas).
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# train.py --gradient=pes only: asynchronous workers (l2l.distribute.AsyncPES).
+ASYNC_STRATEGIES = ("parameter_server",)
 
 _LAZY = {
     "create_strategy": "strategies", "start_tensorflow": "startup",
     "replica_ids": "strategies", "all_reduce_mean": "strategies", "shard": "strategies",
     "barrier": "strategies", "is_chief": "strategies", "describe": "strategies",
     "write_dir": "checkpoints", "remove_write_dir": "checkpoints",
-    "MetaBatchMinimize": "meta_batch",
+    "MetaBatchMinimize": "meta_batch", "AsyncPES": "async_pes",
+    "meta_train_async": "async_training",
 }
 
-__all__ = ["STRATEGIES", *_LAZY]
+__all__ = ["STRATEGIES", "ASYNC_STRATEGIES", *_LAZY]
 
 
 def __getattr__(name: str):
   if name in _LAZY:
     value = getattr(_importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-  elif name in ("checkpoints", "launch", "meta_batch", "startup", "strategies"):
+  elif name in ("async_pes", "async_training", "checkpoints", "launch", "meta_batch", "server",
+                "startup", "strategies"):
     value = _importlib.import_module(f"{__name__}.{name}")
   else:
     raise AttributeError(f"module 'l2l.distribute' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import tensorflow as tf
 
+from l2l.distribute import ASYNC_STRATEGIES
 from l2l.distribute import STRATEGIES
 
 Strategy = tf.distribute.Strategy
@@ -40,6 +41,27 @@ def _check_tf_config() -> None:
                      f"{text[:200]!r}") from None
 
 
+def _check_parameter_server_config() -> None:
+  """ValueError unless TF_CONFIG describes a chief (this process), ps and worker tasks."""
+  text = os.environ.get("TF_CONFIG")
+  if not text:
+    raise ValueError("strategy 'parameter_server' needs the TF_CONFIG environment variable (a "
+                     "cluster with chief, ps and worker tasks; see BUILD.md, or start one "
+                     "with python -m l2l.distribute.launch --parameter_servers=1)")
+  try:
+    config = json.loads(text)
+    cluster, task = config["cluster"], config["task"]
+    if not all(isinstance(cluster.get(k), list) and cluster[k] for k in ("chief", "ps", "worker")):
+      raise ValueError
+    if task["type"] != "chief":
+      raise ValueError
+  except (ValueError, KeyError, TypeError, AttributeError):
+    raise ValueError(f"strategy 'parameter_server' needs TF_CONFIG like {{\"cluster\": "
+                     f"{{\"chief\": [...], \"ps\": [...], \"worker\": [...]}}, \"task\": "
+                     f"{{\"type\": \"chief\", \"index\": 0}}}} in the coordinator, got "
+                     f"{text[:200]!r}") from None
+
+
 def create_strategy(name: str, cpu_devices: int = 0) -> Optional[Strategy]:
   """The strategy called `name` (one of `STRATEGIES`); None for "default" (one replica, the
   trainers' single-process code).
@@ -49,8 +71,10 @@ def create_strategy(name: str, cpu_devices: int = 0) -> Optional[Strategy]:
 
   Args:
     name: "default", "mirrored" (`MirroredStrategy` over the local GPUs, or over
-      `cpu_devices` logical CPU devices) or "multi_worker" (`MultiWorkerMirroredStrategy`
-      across the processes of `TF_CONFIG`, CPU collectives over "RING").
+      `cpu_devices` logical CPU devices), "multi_worker" (`MultiWorkerMirroredStrategy`
+      across the processes of `TF_CONFIG`, CPU collectives over "RING") or
+      "parameter_server" (`ParameterServerStrategy`, this process the coordinator of the
+      TF_CONFIG cluster; asynchronous PES only, `l2l.distribute.AsyncPES`).
     cpu_devices: "mirrored" only: replicate over this many logical CPU devices (0: the GPUs if
       there are any, else the one CPU).
 
@@ -58,14 +82,18 @@ def create_strategy(name: str, cpu_devices: int = 0) -> Optional[Strategy]:
     ValueError: an unknown name, a bad `cpu_devices`, a missing or malformed TF_CONFIG, or
       TensorFlow already initialised.
   """
-  if name not in STRATEGIES:
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+  if name not in STRATEGIES + ASYNC_STRATEGIES:
+    raise ValueError(f"strategy must be one of {STRATEGIES + ASYNC_STRATEGIES}, got {name!r}")
   if isinstance(cpu_devices, bool) or not isinstance(cpu_devices, int) or cpu_devices < 0:
     raise ValueError(f"cpu_devices must be an int >= 0, got {cpu_devices!r}")
   if cpu_devices and name != "mirrored":
     raise ValueError(f"cpu_devices applies to strategy 'mirrored' only, got strategy {name!r}")
   if name == "default":
     return None
+  if name == "parameter_server":
+    _check_parameter_server_config()
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    return tf.distribute.experimental.ParameterServerStrategy(resolver)
   if name == "multi_worker":
     _check_tf_config()
     gpus = tf.config.list_physical_devices("GPU")
@@ -154,6 +182,8 @@ def barrier(strategy: Optional[Strategy]) -> None:
 
 def is_chief(strategy: Optional[Strategy]) -> bool:
   """Whether this process writes checkpoints and summaries (the only one, or the chief)."""
+  if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+    return True  # The coordinator: the only process that runs Python code.
   return strategy is None or bool(strategy.extended.should_checkpoint)
 
 
@@ -167,6 +197,11 @@ def describe(strategy: Optional[Strategy]) -> str:
   """A line for the log: the strategy, its replicas, this worker."""
   if strategy is None:
     return "one replica (default strategy)"
+  if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+    cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    return (f"ParameterServerStrategy: this process the coordinator, "
+            f"{cluster.num_tasks('ps')} parameter server(s), {cluster.num_tasks('worker')} "
+            f"worker(s)")
   multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
   text = (f"{strategy.num_replicas_in_sync} replicas ("
           f"{'MultiWorkerMirroredStrategy' if multi_worker else type(strategy).__name__}")

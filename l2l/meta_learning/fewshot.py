@@ -50,6 +50,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from l2l import distribute
 from l2l import interrupts
 from l2l.meta_learning import fewshot_config
 from l2l.meta_learning import maml as maml_lib
@@ -192,8 +193,13 @@ Interrupted = interrupts.Interrupted
 
 
 def _train_one(config: FewShotConfig, method: str, shots: int,
-               interrupt: Optional[interrupts.StopOnSignal] = None) -> Dict[str, Any]:
+               interrupt: Optional[interrupts.StopOnSignal] = None,
+               strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, Any]:
   """Meta-trains (or trains) one method for one shot count; returns its results row.
+
+  Under `strategy` each meta-batch is split across its replicas (`MetaTrainer`); the chief
+  writes the checkpoints, other workers a temporary copy deleted after each save
+  (`l2l.distribute.write_dir`), and every worker resumes from the chief's.
 
   The row's "diverged" is True when the query loss after every evaluated number of inner
   steps is non-finite or above the untrained model's without adaptation ("untrained_loss");
@@ -219,7 +225,8 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
   loss_fn = meta_trainer.cross_entropy if is_digits else meta_trainer.mse
   optimizer = snt.optimizers.Adam(config.meta_learning_rate(method))
   trainer = meta_trainer.MetaTrainer(algorithm, optimizer, loss_fn, sampler,
-                                     metric_fn=meta_trainer.accuracy if is_digits else None)
+                                     metric_fn=meta_trainer.accuracy if is_digits else None,
+                                     strategy=strategy)
   # The untrained model's query loss without adaptation: the bar for "diverged".
   untrained = trainer.evaluate(test_tasks, 0)["loss"]
   done = tf.Variable(0, dtype=tf.int64, name="iterations_done")
@@ -235,12 +242,14 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
                                      seconds=seconds, skipped_steps=skipped,
                                      exploded_at=exploded_at)
     directory = os.path.join(config.workdir, f"{method}_{shots}shot")
-    manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
-    if manager.latest_checkpoint:
+    manager = tf.train.CheckpointManager(checkpoint, distribute.write_dir(directory, strategy),
+                                         max_to_keep=1)
+    latest = tf.train.latest_checkpoint(directory)  # The chief's, on every worker.
+    if latest:
       try:
-        checkpoint.restore(manager.latest_checkpoint)
+        checkpoint.restore(latest)
       except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
-        raise ValueError(f"cannot restore the checkpoint {manager.latest_checkpoint} "
+        raise ValueError(f"cannot restore the checkpoint {latest} "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); it is "
                          f"damaged or from other settings: delete {directory} to start "
                          f"{name} over") from None
@@ -249,8 +258,7 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
       # The sampler's generator does not checkpoint: skip the tasks already used.
       for _ in range(start):
         sampler.sample(config.meta_batch_size)
-      logging.info("%s: resumed from %s at iteration %d", name, manager.latest_checkpoint,
-                   start)
+      logging.info("%s: resumed from %s at iteration %d", name, latest, start)
   previous_seconds = float(seconds.numpy())
   iterations = config.iterations(method)
 
@@ -260,6 +268,7 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
     seconds.assign(previous_seconds + time.perf_counter() - fit_start
                    if total_seconds is None else total_seconds)
     manager.save(checkpoint_number=iteration)
+    distribute.remove_write_dir(manager.directory, directory)
 
   def callback(iteration, loss):
     iteration += start
@@ -279,7 +288,7 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
         save(iteration)
         interrupt.raise_if_signalled(
             f"stopped {name} at iteration {iteration}/{iterations}; saved in "
-            f"{manager.directory}; run the same command to resume")
+            f"{directory}; run the same command to resume")
       interrupt.raise_if_signalled(f"stopped {name} at iteration {iteration}/"
                                    f"{iterations}; nothing saved (no workdir)")
 
@@ -420,8 +429,14 @@ def _write(path: str, results: Dict[str, Any]) -> None:
     json.dump(results, f, indent=2, default=list)
 
 
-def run(config: FewShotConfig) -> Dict[str, Any]:
+def run(config: FewShotConfig, strategy: Optional[tf.distribute.Strategy] = None
+        ) -> Dict[str, Any]:
   """Trains and evaluates every (method, shots) pair; returns `{"config", "rows", "table"}`.
+
+  `strategy` (`l2l.distribute.create_strategy`: MirroredStrategy, MultiWorkerMirroredStrategy)
+  splits every meta-batch across its replicas, so the results are those of one replica with
+  the same `meta_batch_size` (up to float32 rounding); with several workers only the chief
+  writes to `workdir` (checkpoints, results.json) and every worker returns the same results.
 
   With a `workdir` whose `results.json` holds other methods (computed with the same settings),
   their rows are kept: `rows`, `table` and the written file cover both, and the returned
@@ -432,16 +447,18 @@ def run(config: FewShotConfig) -> Dict[str, Any]:
 
   Raises:
     ValueError: an invalid config, or kept rows computed with other settings (checked before
-      training), or a workdir that is a file or holds a damaged checkpoint / results.json.
+      training), a workdir that is a file or holds a damaged checkpoint / results.json, or a
+      `meta_batch_size` that does not split evenly across the strategy's replicas.
     Interrupted: SIGINT or SIGTERM arrived.
   """
   check_workdir(config)
+  distribute.shard(config.meta_batch_size, strategy)  # Raises unless it splits evenly.
   kept, kept_methods = fewshot_config.kept_rows(config)
   rows = []
   with interrupts.StopOnSignal("the current meta-step") as interrupt:
     for shots in config.shots:
       for method in config.method_names():
-        rows.append(_train_one(config, method, shots, interrupt))
+        rows.append(_train_one(config, method, shots, interrupt, strategy))
   if kept:
     order = tuple(METHODS) + BASELINES
     methods = sorted(kept_methods + config.method_names(), key=order.index)
@@ -449,13 +466,15 @@ def run(config: FewShotConfig) -> Dict[str, Any]:
     rows = sorted(kept + rows, key=lambda r: (config.shots.index(r["shots"]),
                                               order.index(r["method"])))
   results = {"config": dataclasses.asdict(config), "rows": rows, "table": table(rows, config)}
-  if config.workdir:
+  if config.workdir and distribute.is_chief(strategy):
     _write(os.path.join(config.workdir, "results.json"), results)
   return results
 
 
-def run_seeds(config: FewShotConfig, seeds: Sequence[int]) -> Dict[str, Any]:
-  """`run` once per seed (in `workdir/seed_<s>`, one after the other); mean +- std table.
+def run_seeds(config: FewShotConfig, seeds: Sequence[int],
+              strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, Any]:
+  """`run` once per seed (in `workdir/seed_<s>`, one after the other, under `strategy`); mean
+  +- std table.
 
   Each seed's `results.json` merges as in `run`; the table has the methods every seed has.
 
@@ -466,13 +485,13 @@ def run_seeds(config: FewShotConfig, seeds: Sequence[int]) -> Dict[str, Any]:
   if not seeds:
     raise ValueError("seeds must name at least one seed, got []")
   check_workdir(config, seeds)  # Before any training.
-  runs = [run(seed_config) for seed_config in fewshot_config.seed_configs(config, seeds)]
+  runs = [run(seed_config, strategy) for seed_config in fewshot_config.seed_configs(config, seeds)]
   # The methods every seed has (each run's own plus the rows it kept), in table order.
   names = [tuple(r["config"]["methods"]) or config.method_names() for r in runs]
   methods = [m for m in names[0] if all(m in n for n in names)]
   table_config = dataclasses.replace(config, methods=tuple(methods))
   results = {"seeds": list(seeds), "runs": runs,
              "table": seeds_table([r["rows"] for r in runs], table_config)}
-  if config.workdir:
+  if config.workdir and distribute.is_chief(strategy):
     _write(os.path.join(config.workdir, "results_seeds.json"), results)
   return results
