@@ -29,7 +29,7 @@ Particles run one after the other (`tf.map_fn`); each writes its perturbed weigh
 nets' variables, which are restored afterwards.
 """
 
-from typing import Any, List, NamedTuple, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import sonnet as snt
 import tensorflow as tf
@@ -60,6 +60,25 @@ def _check_std(std: Any) -> float:
   if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 < std < float("inf"):
     raise ValueError(f"std must be a positive number, got {std!r}")
   return float(std)
+
+
+def net_groups(meta_optimizer: meta_optimizer_lib.MetaOptimizer, problem: capture.Problem,
+               net_assignments: Optional[meta_optimizer_lib.NetAssignments], owner: str
+               ) -> Tuple[List[unroll_lib.Group], List[tf.Variable], List[int]]:
+  """What an ES estimator perturbs: `(groups of the problem's parameters per net, theta (the nets'
+  weights), the weights' sizes)`.
+
+  Raises:
+    ValueError: bad `net_assignments`, or nets without trainable weights (`owner` names the
+      estimator in the message).
+  """
+  resolved = meta_optimizer_lib.resolve_assignments(list(meta_optimizer.nets),
+                                                    list(problem.param_names), net_assignments)
+  groups = [unroll_lib.Group(meta_optimizer.nets[netid], tuple(idx)) for netid, idx in resolved]
+  theta = list(meta_optimizer.trainable_variables)
+  if not theta:
+    raise ValueError(f"{owner} needs nets with trainable variables")
+  return groups, theta, [int(v.shape.num_elements()) for v in theta]
 
 
 class PESMinimize(tf.Module):
@@ -118,15 +137,8 @@ class PESMinimize(tf.Module):
                           meta_optimizer_lib._check_positive("max_grad_norm", max_grad_norm))  # pylint: disable=protected-access
     self.problem = make_loss if isinstance(make_loss, capture.Problem) else capture.Problem(
         make_loss)
-    names = list(self.problem.param_names)
-    resolved = meta_optimizer_lib.resolve_assignments(list(meta_optimizer.nets), names,
-                                                      net_assignments)
-    self._groups = [unroll_lib.Group(meta_optimizer.nets[netid], tuple(idx))
-                    for netid, idx in resolved]
-    self._theta = list(meta_optimizer.trainable_variables)
-    if not self._theta:
-      raise ValueError("PESMinimize needs nets with trainable variables")
-    self._sizes = [int(v.shape.num_elements()) for v in self._theta]
+    self._groups, self._theta, self._sizes = net_groups(meta_optimizer, self.problem,
+                                                        net_assignments, "PESMinimize")
     self.num_weights = sum(self._sizes)
 
     if num_steps is not None:

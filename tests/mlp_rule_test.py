@@ -91,6 +91,37 @@ def numpy_weights(rule):
   return get(rule.layers), get(rule.schedule_layers)
 
 
+def check_meta_gradient(test, rule, num_steps):
+  """Asserts that the gradient of a `num_steps`-step unroll of `rule` on a float64 quadratic (the
+  sum of its losses) to every weight of `rule` equals central finite differences; returns it."""
+  a = tf.constant(np.random.default_rng(5).normal(size=(4, 4)), tf.float64)
+  x0 = [tf.constant(np.linspace(-1., 1., 4)), tf.constant([[0.5, -0.2], [0.1, 0.3]], tf.float64)]
+  loss_fn = lambda p: (tf.reduce_sum(tf.square(tf.linalg.matvec(a, p[0]))) +
+                       tf.reduce_sum(tf.square(p[1] - 1.)))
+
+  def meta_loss():
+    # In float64 throughout (the unroll engine records its losses in float32).
+    params, total = list(x0), tf.constant(0., tf.float64)
+    state = rule.initial_state(params, num_steps=num_steps)
+    for _ in range(num_steps):
+      with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = loss_fn(params)
+      updates, state = rule(tape.gradient(loss, params), state, params=params)
+      params = [p + u for p, u in zip(params, updates)]
+      total += loss_fn(params)
+    return total
+
+  variables = rule.trainable_variables
+  with tf.GradientTape() as tape:
+    loss = meta_loss()
+  analytic = tape.gradient(loss, variables)
+  numeric = finite_differences.central_differences(meta_loss, variables, eps=2. ** -12)
+  for v, x, y in zip(variables, analytic, numeric):
+    test.assertAllClose(x, y, rtol=2e-3, atol=2e-4, msg=v.name)
+  return analytic
+
+
 class PerParameterMLPTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(((5,),), ((3, 4),), ((2, 3, 4),), ((),))
@@ -181,32 +212,7 @@ class PerParameterMLPTest(tf.test.TestCase, parameterized.TestCase):
     rule = nets.PerParameterMLP(hidden_sizes=(3,), schedule_hidden_size=2, learning_rate=0.05,
                                 seed=0)
     randomize(rule, 4, scale=0.3)
-    a = tf.constant(np.random.default_rng(5).normal(size=(4, 4)), tf.float64)
-    x0 = [tf.constant(np.linspace(-1., 1., 4)), tf.constant([[0.5, -0.2], [0.1, 0.3]],
-                                                            tf.float64)]
-    loss_fn = lambda p: (tf.reduce_sum(tf.square(tf.linalg.matvec(a, p[0]))) +
-                         tf.reduce_sum(tf.square(p[1] - 1.)))
-
-    def meta_loss():
-      # In float64 throughout (the unroll engine records its losses in float32).
-      params, total = list(x0), tf.constant(0., tf.float64)
-      state = rule.initial_state(params, num_steps=3)
-      for _ in range(3):
-        with tf.GradientTape() as tape:
-          tape.watch(params)
-          loss = loss_fn(params)
-        updates, state = rule(tape.gradient(loss, params), state, params=params)
-        params = [p + u for p, u in zip(params, updates)]
-        total += loss_fn(params)
-      return total
-
-    variables = rule.trainable_variables
-    with tf.GradientTape() as tape:
-      loss = meta_loss()
-    analytic = tape.gradient(loss, variables)
-    numeric = finite_differences.central_differences(meta_loss, variables, eps=2. ** -12)
-    for v, x, y in zip(variables, analytic, numeric):
-      self.assertAllClose(x, y, rtol=2e-3, atol=2e-4, msg=v.name)
+    analytic = check_meta_gradient(self, rule, num_steps=3)
     self.assertGreater(max(float(tf.reduce_max(tf.abs(x))) for x in analytic), 1e-3)
 
   def test_every_entry_point_passes_the_context(self):

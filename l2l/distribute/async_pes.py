@@ -165,15 +165,8 @@ class AsyncPES(tf.Module):
     # One problem per chain (its instance stream); the first also traces the loss.
     self._problems = [capture.Problem(make_problem(s)) for s in seeds]
     self.problem = self._problems[0]
-    names = list(self.problem.param_names)
-    resolved = meta_optimizer_lib.resolve_assignments(list(meta_optimizer.nets), names,
-                                                      net_assignments)
-    self._groups = [unroll_lib.Group(meta_optimizer.nets[netid], tuple(idx))
-                    for netid, idx in resolved]
-    self._theta = list(meta_optimizer.trainable_variables)
-    if not self._theta:
-      raise ValueError("AsyncPES needs nets with trainable variables")
-    self._sizes = [int(v.shape.num_elements()) for v in self._theta]
+    self._groups, self._theta, self._sizes = es.net_groups(meta_optimizer, self.problem,
+                                                           net_assignments, "AsyncPES")
     self.num_weights = sum(self._sizes)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:  # Adam's moments and the counters beside theta, on the parameter servers.

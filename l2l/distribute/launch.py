@@ -90,6 +90,28 @@ def _stop(processes: Sequence[subprocess.Popen], grace_seconds: float) -> None:
       process.wait()
 
 
+def _start(args: Sequence[str], config: str, label: str, env: Optional[dict]
+           ) -> Tuple[subprocess.Popen, threading.Thread]:
+  """`python <args>` with TF_CONFIG=config, its output prefixed with `[label] ` on our stdout."""
+  process = subprocess.Popen([sys.executable, *args],
+                             env=dict(os.environ if env is None else env, TF_CONFIG=config),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  pump = threading.Thread(target=_pump, args=(process.stdout, f"[{label}] ", sys.stdout),
+                          daemon=True)
+  pump.start()
+  return process, pump
+
+
+def _finish(processes: Sequence[subprocess.Popen], pumps: Sequence[threading.Thread],
+            previous_handlers: dict, grace_seconds: float) -> None:
+  """Stops what still runs, restores the signal handlers and drains the output pumps."""
+  _stop(processes, grace_seconds)
+  for s, handler in previous_handlers.items():
+    signal.signal(s, handler)
+  for pump in pumps:
+    pump.join(timeout=5.0)
+
+
 def launch(command: Sequence[str], workers: int, port: int = 0, grace_seconds: float = 10.0,
            env: Optional[dict] = None) -> int:
   """Runs `python <command>` as `workers` local workers; returns the exit status (see above).
@@ -105,16 +127,8 @@ def launch(command: Sequence[str], workers: int, port: int = 0, grace_seconds: f
     raise ValueError(f"port must be 0 (free ports) or a first port in 1..{65535 - workers}, got "
                      f"{port}")
   ports = free_ports(workers) if port == 0 else list(range(port, port + workers))
-  processes, pumps = [], []
-  for index, config in enumerate(tf_configs(ports)):
-    worker_env = dict(os.environ if env is None else env, TF_CONFIG=config)
-    process = subprocess.Popen([sys.executable, *command], env=worker_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    processes.append(process)
-    pump = threading.Thread(target=_pump, args=(process.stdout, f"[worker {index}] ",
-                                                sys.stdout), daemon=True)
-    pump.start()
-    pumps.append(pump)
+  processes, pumps = map(list, zip(*[_start(command, config, f"worker {index}", env)
+                                     for index, config in enumerate(tf_configs(ports))]))
 
   def forward(signum, _):
     for process in processes:
@@ -138,11 +152,7 @@ def launch(command: Sequence[str], workers: int, port: int = 0, grace_seconds: f
           _stop(running, grace_seconds)
       time.sleep(0.1)
   finally:
-    _stop(processes, grace_seconds)
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-    for pump in pumps:
-      pump.join(timeout=5.0)
+    _finish(processes, pumps, previous, grace_seconds)
   return status
 
 
@@ -166,20 +176,13 @@ def launch_parameter_server(command: Sequence[str], workers: int, parameter_serv
     raise ValueError(f"port must be 0 (free ports) or a first port in 1..{65535 - tasks}, got "
                      f"{port}")
   ports = free_ports(tasks) if port == 0 else list(range(port, port + tasks))
-  processes, names, pumps = [], [], []
   # Servers first, so that they listen when the coordinator connects.
   configs = parameter_server_configs(ports, parameter_servers)
-  for name, config in configs[1:] + configs[:1]:
-    process_env = dict(os.environ if env is None else env, TF_CONFIG=config)
-    args = command if name == "chief" else ["-m", "l2l.distribute.server"]
-    process = subprocess.Popen([sys.executable, *args], env=process_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    processes.append(process)
-    names.append(name)
-    pump = threading.Thread(target=_pump, args=(process.stdout, f"[{name}] ", sys.stdout),
-                            daemon=True)
-    pump.start()
-    pumps.append(pump)
+  configs = configs[1:] + configs[:1]
+  names = [name for name, _ in configs]
+  processes, pumps = map(list, zip(*[
+      _start(command if name == "chief" else ["-m", "l2l.distribute.server"], config, name, env)
+      for name, config in configs]))
   chief = processes[-1]
 
   def forward(signum, _):
@@ -200,11 +203,7 @@ def launch_parameter_server(command: Sequence[str], workers: int, parameter_serv
       time.sleep(0.1)
     code = chief.returncode
   finally:
-    _stop(processes, grace_seconds)
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-    for pump in pumps:
-      pump.join(timeout=5.0)
+    _finish(processes, pumps, previous, grace_seconds)
   return code if code >= 0 else 128 - code
 
 
