@@ -164,9 +164,29 @@ def schedule_features(g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, step: tf.Tensor)
   v_hat = v / tf.maximum(1. - tf.pow(RMS_DECAY, previous), 1e-8)
   inv_rms = 1. / (tf.sqrt(v_hat) + EPSILON)
   snr = [tf.reduce_mean(tf.abs(m_hat[:, i]) * inv_rms) for i in (1, 2)]
-  m_fast = m[:, ADAM_MOMENTUM]
-  cos = tf.reduce_sum(g * m_fast) / (tf.norm(g) * tf.norm(m_fast) + 1e-30)
+  dot, g2, m2 = _cosine_sums(g, m[:, ADAM_MOMENTUM])
+  cos = _cosine(dot, g2, m2)
   return tf.clip_by_value(tf.stack([*snr, cos]), -2., 2.)
+
+
+def _unit_scaled(x: tf.Tensor) -> tf.Tensor:
+  """`x / max|x|` (zeros stay zeros): the sums of `_cosine_sums` then neither underflow nor
+  overflow whatever the scale of x (CPUs flush float32 below ~1e-38 to zero, so the squares of
+  gradients of ~1e-20, common once a classifier's loss has reached zero in float32, vanish
+  while their products with an O(1) vector do not)."""
+  scale = tf.reduce_max(tf.abs(x))
+  return x / tf.where(scale > 0, scale, tf.ones_like(scale))
+
+
+def _cosine_sums(x: tf.Tensor, y: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """`(<x', y'>, |x'|^2, |y'|^2)` of x and y each scaled by its largest magnitude."""
+  x, y = _unit_scaled(x), _unit_scaled(y)
+  return tf.reduce_sum(x * y), tf.reduce_sum(x * x), tf.reduce_sum(y * y)
+
+
+def _cosine(dot: tf.Tensor, x2: tf.Tensor, y2: tf.Tensor) -> tf.Tensor:
+  """`dot / sqrt(x2 y2)` clipped to [-1, 1]; 0 where x or y is zero."""
+  return tf.clip_by_value(dot / (tf.sqrt(x2) * tf.sqrt(y2) + 1e-30), -1., 1.)
 
 
 def adaptation_signal(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: tf.Tensor,
@@ -180,10 +200,14 @@ def adaptation_signal(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: 
   (Baydin et al. 2018, "Online learning rate adaptation with hypergradient descent"): > 0 while
   the new gradient still points along the last step (the step was too short), < 0 when it
   reverses it (too long: the step overshot). `per_tensor`: one cosine per tensor; else one over
-  every tensor's coordinates, repeated. Invariant to the scales of the loss and the parameters.
-  Computed in the gradients' dtype.
+  every tensor's coordinates, repeated. Invariant to the scales of the loss and the parameters,
+  down to gradients of any size: the sums are taken of g and d scaled by their largest entries
+  (`_cosine_sums`), so that a classifier whose float32 loss has reached zero, with gradients of
+  1e-20 whose squares the CPU flushes to zero, gets a cosine in [-1, 1] and not the 1e13 that
+  the plain formula gives (which set the step size to its maximum in one step and blew such
+  runs up). Computed in the gradients' dtype.
   """
-  dots, g2s, d2s = [], [], []
+  dots, g2s, d2s, g_scales, d_scales = [], [], [], [], []
   previous = step - 1.
   for g, m_, v_ in zip(grads, m, v):
     n = int(g.shape.num_elements())
@@ -197,13 +221,22 @@ def adaptation_signal(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: 
                                             t), 1e-8)
     v_hat = v_ / tf.maximum(1. - tf.pow(tf.constant(RMS_DECAY, dtype), t), 1e-8)
     d = m_hat / (tf.sqrt(v_hat) + EPSILON)
-    dots.append(stride * tf.reduce_sum(g * d))
-    g2s.append(stride * tf.reduce_sum(g * g))
-    d2s.append(stride * tf.reduce_sum(d * d))
+    # The sums of g and d each scaled by its largest magnitude (no underflow however small the
+    # gradient), and those magnitudes, to combine the tensors.
+    g_scales.append(tf.reduce_max(tf.abs(g)))
+    d_scales.append(tf.reduce_max(tf.abs(d)))
+    dot, g2, d2 = _cosine_sums(g, d)
+    dots.append(stride * dot)
+    g2s.append(stride * g2)
+    d2s.append(stride * d2)
   dots, g2s, d2s = tf.stack(dots), tf.stack(g2s), tf.stack(d2s)
   if per_tensor:
-    return dots / (tf.sqrt(g2s * d2s) + 1e-30)
-  cos = tf.reduce_sum(dots) / (tf.sqrt(tf.reduce_sum(g2s) * tf.reduce_sum(d2s)) + 1e-30)
+    return _cosine(dots, g2s, d2s)
+  # One cosine over every coordinate: each tensor's sums weighed by its scales relative to the
+  # model's largest (r_k = G_k / max G, s_k = D_k / max D).
+  r, s = _unit_scaled(tf.stack(g_scales)), _unit_scaled(tf.stack(d_scales))
+  cos = _cosine(tf.reduce_sum(dots * r * s), tf.reduce_sum(g2s * r * r),
+                tf.reduce_sum(d2s * s * s))
   return tf.fill([len(grads)], cos)
 
 

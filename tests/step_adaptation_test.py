@@ -23,9 +23,10 @@ B2 = 0.999
 EPS = 1e-8
 
 
-def np_signal(grads, stats, t, per_tensor, sample=4096):
+def np_signal(grads, stats, t, per_tensor, sample=4096, tiny=1e-30):
   """NumPy float64: cos(g_t, m_hat_{t-1} / (sqrt(v_hat_{t-1}) + eps)), per tensor or over all
-  tensors, on a strided sample with the sums scaled by the stride."""
+  tensors, on a strided sample with the sums scaled by the stride (`tiny` added to the
+  denominators: 0 for gradients whose norms are ~1e-30 themselves)."""
   dots, g2s, d2s = [], [], []
   for g, (m, v, _, _) in zip(grads, stats):
     stride = max(1, -(-g.size // sample))
@@ -39,8 +40,8 @@ def np_signal(grads, stats, t, per_tensor, sample=4096):
     d2s.append(stride * d @ d)
   dots, g2s, d2s = map(np.array, (dots, g2s, d2s))
   if per_tensor:
-    return dots / (np.sqrt(g2s * d2s) + 1e-30)
-  return np.full(len(grads), dots.sum() / (np.sqrt(g2s.sum() * d2s.sum()) + 1e-30))
+    return dots / (np.sqrt(g2s * d2s) + tiny)
+  return np.full(len(grads), dots.sum() / (np.sqrt(g2s.sum() * d2s.sum()) + tiny))
 
 
 def zero_stats(shapes):
@@ -100,6 +101,27 @@ class StepAdaptationTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLess(signals[5:7].max(), 0.)           # It reversed.
     if not per_tensor:
       self.assertAllClose(signals, np.tile(signals[:, :1], [1, len(shapes)]))
+
+  @parameterized.parameters(False, True)
+  def test_signal_of_vanishing_gradients_is_the_cosine(self, per_tensor):
+    # A classifier whose float32 loss is 0 has gradients of 1e-20 and below, whose squares are
+    # 0 in float32 while their products with the O(1) Adam direction are not: the plain formula
+    # gave cosines of 1e13 there (and the step size its maximum in one step). Mixed scales: the
+    # model-wide cosine must weigh each tensor by its true size.
+    shapes = [(4, 6), (6,), (70, 80)]
+    rng = np.random.default_rng(3)
+    stats = [(rng.normal(size=s + (3,)), rng.uniform(0.5, 2., size=s), None, None)
+             for s in shapes]
+    for scales in ([1e-25, 1e-25, 1e-25], [1e-25, 1e-3, 1e-22], [1., 1e-30, 1e-12]):
+      grads = [c * (0.5 * st[0][..., 1] + rng.normal(size=s))
+               for c, st, s in zip(scales, stats, shapes)]
+      got = nets.mlp_rule.adaptation_signal(
+          [tf.constant(g, tf.float32) for g in grads],
+          [tf.constant(m, tf.float32) for m, _, _, _ in stats],
+          [tf.constant(v, tf.float32) for _, v, _, _ in stats], tf.constant(5.), per_tensor)
+      want = np_signal(grads, stats, 5, per_tensor, tiny=0.)
+      self.assertAllInRange(want, -1., 1.)
+      self.assertAllClose(got, want, rtol=1e-4, atol=1e-5, msg=str(scales))
 
   def test_log_scale_stays_within_its_bounds(self):
     rule = adaptive_rule(True, rate=5., low=-1.5, high=0.5)
