@@ -10,8 +10,9 @@ median and mean log10 ratio of final losses, and every task's ratio. No held-out
     python -m bench.step_adaptation                      # the table of README / BUILD.md
     python -m bench.step_adaptation --save=runs/v2       # also writes the chosen rule there
 
-A candidate is `v1` or `RATE:SCOPE[:MIN:MAX:ASYMMETRY]` (SCOPE global or tensor; defaults
--3:0:1), e.g. 0.03:global. `--save` writes the first candidate as a saved optimizer (what
+A candidate is `v1` or `RATE:SCOPE[:MIN:MAX:ASYMMETRY[:QUIET_GATE]]` (SCOPE global or tensor;
+defaults -3:0:1, no quiet gate), e.g. 0.03:global or 0.03:global:-3:0:1:0.03 (with
+`quiet_gate=0.03`). `--save` writes the first candidate as a saved optimizer (what
 `python -m l2l.versatile --ship` takes).
 """
 
@@ -32,12 +33,16 @@ def parse_candidate(spec: str):
   if spec == "v1":
     return None
   parts = spec.split(":")
-  if len(parts) not in (2, 5) or parts[1] not in ("global", "tensor"):
-    raise ValueError(f"candidate {spec!r}: expected v1 or RATE:global|tensor[:MIN:MAX:ASYMMETRY]")
-  low, high, asymmetry = (parts[2:] if len(parts) == 5 else ("-3", "0", "1"))
-  return dict(step_adaptation=float(parts[0]), adaptation_per_tensor=parts[1] == "tensor",
-              adaptation_min=float(low), adaptation_max=float(high),
-              adaptation_asymmetry=float(asymmetry))
+  if len(parts) not in (2, 5, 6) or parts[1] not in ("global", "tensor"):
+    raise ValueError(f"candidate {spec!r}: expected v1 or "
+                     f"RATE:global|tensor[:MIN:MAX:ASYMMETRY[:QUIET_GATE]]")
+  low, high, asymmetry = (parts[2:5] if len(parts) >= 5 else ("-3", "0", "1"))
+  options = dict(step_adaptation=float(parts[0]), adaptation_per_tensor=parts[1] == "tensor",
+                 adaptation_min=float(low), adaptation_max=float(high),
+                 adaptation_asymmetry=float(asymmetry))
+  if len(parts) == 6:
+    options["quiet_gate"] = float(parts[5])
+  return options
 
 
 def build(options):

@@ -47,6 +47,12 @@ down, and faster than it recovers: on a task where the learned step oscillates o
 step shrinks within tens of steps, and under pure gradient noise (E[c] ~ 0) the asymmetry lets it
 anneal. beta = exp(log_adaptation_rate) is a weight of the rule (meta-trainable).
 
+**Quiet gate** (`quiet_gate` > 0; off in v1 and v2). Adam's step m / (sqrt(v) + eps) vanishes
+with the gradient; the learned correction c_d tanh(d) does not (its inputs are scale-free and
+include the parameter itself), so an ungated rule keeps moving the weights of a classifier whose
+loss has reached zero, until a minibatch it no longer fits blows the run up. `quiet_factors`
+scales each tensor's step by min(1, rms(g) / (quiet_gate * (rms of the recent gradients + eps))).
+
 The maths are module-level functions of tensors (`tensor_features`, `progress_features`,
 `mlp_update`); the module holds the weights and maps them over the parameters. All parameters
 share one MLP call: their features are concatenated into one [num_coordinates, 9] matrix.
@@ -240,6 +246,41 @@ def adaptation_signal(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: 
   return tf.fill([len(grads)], cos)
 
 
+
+def quiet_factors(grads: Sequence[tf.Tensor], v: Tensors, step: tf.Tensor,
+                  threshold: float) -> tf.Tensor:
+  """`[num_tensors]` step-size factors that stop the rule on tensors whose gradient went quiet.
+
+      min(1, rms(g_t) / (threshold * (sqrt(mean(v_hat_t)) + eps)))
+
+  per tensor, with v_hat_t the bias-corrected second moment after this step's gradient (decay
+  0.999: the gradient's RMS over about the last 1,000 steps), on the same strided sample of at
+  most about `SCHEDULE_SAMPLE` coordinates as `adaptation_signal`. Adam's step m / (sqrt(v) +
+  eps) fades by itself when the gradient vanishes; the learned direction correction c_d tanh(d)
+  does not (its features are scale-free, and the parameter's own features do not vanish), so
+  without this gate a learned rule keeps moving the weights at a fixed rate once the loss has
+  reached zero (measured: 0.2% of a conv net's weights per step, the correction 1,000 times
+  the Adam step), until a minibatch it can no longer fit blows the run up. A gradient at its
+  usual level (ratio ~1, noisy batches a few times less) keeps factor 1; one that has fallen
+  below `threshold` times its recent RMS, or towards Adam's eps, scales the whole step down in
+  proportion. Scale-safe: the gradient's sums are taken relative to its largest entry.
+  """
+  factors = []
+  for g, v_ in zip(grads, v):
+    n = int(g.shape.num_elements())
+    stride = max(1, -(-n // SCHEDULE_SAMPLE))
+    dtype = g.dtype
+    g = tf.reshape(g, [-1])[::stride]
+    v_ = tf.reshape(tf.cast(v_, dtype), [-1])[::stride]
+    scale = tf.reduce_max(tf.abs(g))
+    unit = g / tf.where(scale > 0, scale, tf.ones_like(scale))
+    mean_g2 = tf.reduce_mean(tf.square(unit))  # mean(g^2) / scale^2
+    rms_g = scale * tf.sqrt(mean_g2)
+    mean_v = RMS_DECAY * tf.reduce_mean(v_) + (1. - RMS_DECAY) * tf.square(scale) * mean_g2
+    mean_v_hat = mean_v / (1. - tf.pow(tf.constant(RMS_DECAY, dtype), tf.cast(step, dtype)))
+    factors.append(tf.minimum(1., rms_g / (threshold * (tf.sqrt(mean_v_hat) + EPSILON))))
+  return tf.stack(factors)
+
 def step_sizes(progress: tf.Tensor, tensor_features: Optional[tf.Tensor], num_tensors: int,
                schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
                schedule_scale: float = 2.) -> tf.Tensor:
@@ -364,6 +405,10 @@ class PerParameterMLP(base.UpdateRule):
       between exp(adaptation_min) and exp(adaptation_max) times the learned one; the default
       maximum 0: the adaptation only slows the learned rule down).
     adaptation_asymmetry: k >= 1 multiplies the rate of the decreases (c < 0).
+    quiet_gate: > 0 scales each tensor's step by `quiet_factors` with this threshold: the rule
+      stops moving a tensor whose gradient has fallen below `quiet_gate` times its recent RMS
+      (a classifier at zero loss), as Adam does; 0 (the default of `versatile-mlp-v1` / v2):
+      off.
     default_num_steps: the horizon T when the caller gives none.
     seed: seed of the hidden layers' initial weights (N(0, 1 / fan_in)).
     fused: run the forward step as one fused C++ op per tensor on CPU
@@ -380,7 +425,7 @@ class PerParameterMLP(base.UpdateRule):
                tensor_features: bool = False, step_adaptation: float = 0.,
                adaptation_per_tensor: bool = False, adaptation_min: float = -3.,
                adaptation_max: float = 0., adaptation_asymmetry: float = 1.,
-               name: str = "per_parameter_mlp"):
+               quiet_gate: float = 0., name: str = "per_parameter_mlp"):
     super().__init__(name=name)
     hidden_sizes = [int(h) for h in hidden_sizes]
     if not hidden_sizes or min(hidden_sizes) < 1 or int(schedule_hidden_size) < 1:
@@ -401,6 +446,9 @@ class PerParameterMLP(base.UpdateRule):
             and 1 <= adaptation_asymmetry < math.inf):
       raise ValueError(f"PerParameterMLP: `adaptation_asymmetry` must be a number >= 1, got "
                        f"{adaptation_asymmetry!r}")
+    if not (isinstance(quiet_gate, (int, float)) and 0 <= quiet_gate < math.inf):
+      raise ValueError(f"PerParameterMLP: `quiet_gate` must be a number >= 0, got "
+                       f"{quiet_gate!r}")
     if not isinstance(default_num_steps, int) or default_num_steps < 1:
       raise ValueError(f"PerParameterMLP: `default_num_steps` must be a positive integer, got "
                        f"{default_num_steps!r}")
@@ -417,7 +465,8 @@ class PerParameterMLP(base.UpdateRule):
                                adaptation_per_tensor=bool(adaptation_per_tensor),
                                adaptation_min=float(adaptation_min),
                                adaptation_max=float(adaptation_max),
-                               adaptation_asymmetry=float(adaptation_asymmetry))))
+                               adaptation_asymmetry=float(adaptation_asymmetry))),
+                           **({} if not quiet_gate else dict(quiet_gate=float(quiet_gate))))
     self.fused = bool(fused)
     self.tensor_features = bool(tensor_features)
     self.direction_scale = float(direction_scale)
@@ -429,6 +478,7 @@ class PerParameterMLP(base.UpdateRule):
     self.adaptation_min = float(adaptation_min)
     self.adaptation_max = float(adaptation_max)
     self.adaptation_asymmetry = float(adaptation_asymmetry)
+    self.quiet_gate = float(quiet_gate)
     rng = np.random.default_rng(seed)
 
     def layer_stack(sizes: List[int], prefix: str) -> List[Tuple[tf.Variable, tf.Variable]]:
@@ -493,6 +543,9 @@ class PerParameterMLP(base.UpdateRule):
       log_scale = tf.clip_by_value(log_scale + rate * signal, self.adaptation_min,
                                    self.adaptation_max)
       size_scale = tf.exp(log_scale)
+    if self.quiet_gate and grads:
+      gate = quiet_factors(grads, state.v, step, self.quiet_gate)
+      size_scale = gate if size_scale is None else tf.cast(size_scale, gate.dtype) * gate
     args = (grads, params, state.m, state.v, state.row, state.col, step, state.num_steps,
             self.layers, self.schedule_layers, self.log_lr, self.direction_scale,
             self.magnitude_scale, self.schedule_scale, self.tensor_features, size_scale)
