@@ -51,7 +51,7 @@ anneal. beta = exp(log_adaptation_rate) is a weight of the rule (meta-trainable)
 with the gradient; the learned correction c_d tanh(d) does not (its inputs are scale-free and
 include the parameter itself), so an ungated rule keeps moving the weights of a classifier whose
 loss has reached zero, until a minibatch it no longer fits blows the run up. `quiet_factors`
-scales each tensor's step by min(1, rms(g) / (quiet_gate * (rms of the recent gradients + eps))).
+scales each tensor's c_d by min(1, rms(g) / (quiet_gate * (rms of the recent gradients + eps))).
 
 The maths are module-level functions of tensors (`tensor_features`, `progress_features`,
 `mlp_update`); the module holds the weights and maps them over the parameters. All parameters
@@ -249,21 +249,22 @@ def adaptation_signal(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: 
 
 def quiet_factors(grads: Sequence[tf.Tensor], v: Tensors, step: tf.Tensor,
                   threshold: float) -> tf.Tensor:
-  """`[num_tensors]` step-size factors that stop the rule on tensors whose gradient went quiet.
+  """`[num_tensors]` factors of the learned direction correction: none on quiet gradients.
 
       min(1, rms(g_t) / (threshold * (sqrt(mean(v_hat_t)) + eps)))
 
   per tensor, with v_hat_t the bias-corrected second moment after this step's gradient (decay
   0.999: the gradient's RMS over about the last 1,000 steps), on the same strided sample of at
-  most about `SCHEDULE_SAMPLE` coordinates as `adaptation_signal`. Adam's step m / (sqrt(v) +
-  eps) fades by itself when the gradient vanishes; the learned direction correction c_d tanh(d)
-  does not (its features are scale-free, and the parameter's own features do not vanish), so
-  without this gate a learned rule keeps moving the weights at a fixed rate once the loss has
-  reached zero (measured: 0.2% of a conv net's weights per step, the correction 1,000 times
-  the Adam step), until a minibatch it can no longer fit blows the run up. A gradient at its
-  usual level (ratio ~1, noisy batches a few times less) keeps factor 1; one that has fallen
-  below `threshold` times its recent RMS, or towards Adam's eps, scales the whole step down in
-  proportion. Scale-safe: the gradient's sums are taken relative to its largest entry.
+  most about `SCHEDULE_SAMPLE` coordinates as `adaptation_signal`. Adam's part of the step,
+  m / (sqrt(v) + eps), fades by itself when the gradient vanishes; the learned correction
+  c_d tanh(d) does not (its features are scale-free, and the parameter's own features do not
+  vanish), so without this gate a learned rule keeps moving the weights at a fixed rate once
+  the loss has reached zero (measured: 0.2% of a conv net's weights per step, the correction
+  1,000 times the Adam step), until a minibatch it can no longer fit blows the run up. A
+  gradient at its usual level (ratio ~1, noisy batches a few times less) keeps the whole
+  correction; one that has fallen below `threshold` times its recent RMS, or towards Adam's
+  eps, scales it down in proportion. Scale-safe: the gradient's sums are taken relative to its
+  largest entry.
   """
   factors = []
   for g, v_ in zip(grads, v):
@@ -305,11 +306,12 @@ def step_sizes(progress: tf.Tensor, tensor_features: Optional[tf.Tensor], num_te
 
 def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tensor,
                layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], step_size: tf.Tensor,
-               direction_scale: float, magnitude_scale: float) -> tf.Tensor:
+               direction_scale, magnitude_scale: float) -> tf.Tensor:
   """The updates [n] of n coordinates from their features [n, F] and the progress [P].
 
   `layers` are the (w, b) of the per-coordinate MLP (ReLU between layers, 2 outputs: d, m);
-  `step_size` is the schedule's step size (`step_sizes`), a scalar or one per coordinate [n].
+  `step_size` is the schedule's step size (`step_sizes`), a scalar or one per coordinate [n];
+  `direction_scale` c_d a float, or a tensor of one per coordinate [n] (the quiet gate's).
   Everything is computed in the features' dtype.
   """
   dtype = features.dtype
@@ -321,7 +323,7 @@ def mlp_update(features: tf.Tensor, adam_direction: tf.Tensor, progress: tf.Tens
     h = tf.matmul(h, w) + b
     if i + 1 < len(layers):
       h = tf.nn.relu(h)
-  direction = adam_direction + direction_scale * tf.tanh(h[:, 0])
+  direction = adam_direction + tf.cast(direction_scale, dtype) * tf.tanh(h[:, 0])
   return -tf.cast(step_size, dtype) * direction * tf.exp(magnitude_scale * tf.tanh(h[:, 1]))
 
 
@@ -348,9 +350,13 @@ def rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], m: Tensor
               layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
               schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
               direction_scale: float, magnitude_scale: float, schedule_scale: float,
-              use_tensor_features: bool = False, size_scale: Optional[tf.Tensor] = None
+              use_tensor_features: bool = False, size_scale: Optional[tf.Tensor] = None,
+              direction_factor: Optional[tf.Tensor] = None
               ) -> Tuple[List[tf.Tensor], Tuple[Tensors, Tensors, Tensors, Tensors]]:
   """One step of the rule with the reference ops: `(updates, (m', v', row', col'))`.
+
+  `size_scale` ([num_tensors]) multiplies each tensor's step size, `direction_factor`
+  ([num_tensors]) its direction correction's bound c_d (None: 1).
 
   `tensor_features` per tensor, the schedule's step size per tensor (`tensor_step_sizes`), then
   one `mlp_update` over every coordinate of every tensor, in the gradients' dtype.
@@ -369,6 +375,8 @@ def rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], m: Tensor
     directions.append(d)
     new_stats.append(s)
   sizes = [int(g.shape.num_elements()) for g in grads]
+  if direction_factor is not None:
+    direction_scale = direction_scale * tf.repeat(tf.cast(direction_factor, dtype), sizes)
   flat = mlp_update(tf.concat(features, 0), tf.concat(directions, 0), progress, layers,
                     tf.repeat(sizes_per_tensor, sizes), direction_scale, magnitude_scale)
   updates = [tf.cast(tf.reshape(u, g.shape), g.dtype)
@@ -405,10 +413,10 @@ class PerParameterMLP(base.UpdateRule):
       between exp(adaptation_min) and exp(adaptation_max) times the learned one; the default
       maximum 0: the adaptation only slows the learned rule down).
     adaptation_asymmetry: k >= 1 multiplies the rate of the decreases (c < 0).
-    quiet_gate: > 0 scales each tensor's step by `quiet_factors` with this threshold: the rule
-      stops moving a tensor whose gradient has fallen below `quiet_gate` times its recent RMS
-      (a classifier at zero loss), as Adam does; 0 (the default of `versatile-mlp-v1` / v2):
-      off.
+    quiet_gate: > 0 scales each tensor's direction correction (c_d) by `quiet_factors` with
+      this threshold: once a tensor's gradient has fallen below `quiet_gate` times its recent
+      RMS (a classifier at zero loss) the rule moves it no more than Adam would; 0 (the
+      default of `versatile-mlp-v1` / v2): off.
     default_num_steps: the horizon T when the caller gives none.
     seed: seed of the hidden layers' initial weights (N(0, 1 / fan_in)).
     fused: run the forward step as one fused C++ op per tensor on CPU
@@ -543,12 +551,13 @@ class PerParameterMLP(base.UpdateRule):
       log_scale = tf.clip_by_value(log_scale + rate * signal, self.adaptation_min,
                                    self.adaptation_max)
       size_scale = tf.exp(log_scale)
+    direction_factor = None
     if self.quiet_gate and grads:
-      gate = quiet_factors(grads, state.v, step, self.quiet_gate)
-      size_scale = gate if size_scale is None else tf.cast(size_scale, gate.dtype) * gate
+      direction_factor = quiet_factors(grads, state.v, step, self.quiet_gate)
     args = (grads, params, state.m, state.v, state.row, state.col, step, state.num_steps,
             self.layers, self.schedule_layers, self.log_lr, self.direction_scale,
-            self.magnitude_scale, self.schedule_scale, self.tensor_features, size_scale)
+            self.magnitude_scale, self.schedule_scale, self.tensor_features, size_scale,
+            direction_factor)
     if self.fused and mlp_rule_fused.applies(grads, params, state):
       updates, (m, v, row, col) = mlp_rule_fused.fused_rule_step(*args)
     else:

@@ -52,7 +52,8 @@ def applies(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor], state: Any)
 
 def _forward(kernels: Any, grads, params, m, v, row, col, step, num_steps, layers,
              schedule_layers, log_lr, direction_scale: float, magnitude_scale: float,
-             schedule_scale: float, use_tensor_features: bool, size_scale=None):
+             schedule_scale: float, use_tensor_features: bool, size_scale=None,
+             direction_factor=None):
   """The fused forward step: (updates, m', v', row', col'), one op per tensor."""
   from nets import mlp_rule  # pylint: disable=g-import-not-at-top (mlp_rule imports this module)
   progress = mlp_rule.progress_features(step, num_steps)
@@ -65,7 +66,10 @@ def _forward(kernels: Any, grads, params, m, v, row, col, step, num_steps, layer
                feature_clip=mlp_rule.FEATURE_CLIP, direction_scale=float(direction_scale),
                magnitude_scale=float(magnitude_scale))
   ws, bs = [w for w, _ in layers], [b for _, b in layers]
-  outs = [kernels.l2l_mlp_rule_step(*t, step, progress, sizes[i], ws, bs, **attrs)
+  if direction_factor is None:
+    direction_factor = tf.ones([len(grads)])
+  outs = [kernels.l2l_mlp_rule_step(*t, step, progress, sizes[i], direction_factor[i], ws, bs,
+                                    **attrs)
           for i, t in enumerate(zip(grads, params, m, v, row, col))]
   return tuple(list(x) for x in zip(*outs))
 
@@ -76,7 +80,8 @@ def fused_rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor],
                     layers: Sequence[Tuple[tf.Tensor, tf.Tensor]],
                     schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
                     direction_scale: float, magnitude_scale: float, schedule_scale: float,
-                    use_tensor_features: bool = False, size_scale: Optional[tf.Tensor] = None
+                    use_tensor_features: bool = False, size_scale: Optional[tf.Tensor] = None,
+                    direction_factor: Optional[tf.Tensor] = None
                     ) -> Tuple[List[tf.Tensor], Tuple[Tuple[tf.Tensor, ...], ...]]:
   """`nets.mlp_rule.rule_step` with a fused forward pass and the reference's gradients.
 
@@ -94,10 +99,12 @@ def fused_rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor],
   num_layers, num_schedule = len(layers), len(schedule_layers)
   if size_scale is None:
     size_scale = tf.ones([k])
+  if direction_factor is None:
+    direction_factor = tf.ones([k])
   flat = [tf.convert_to_tensor(t) for t in
           [*grads, *params, *m, *v, *row, *col, step, num_steps,
            *[t for wb in layers for t in wb], *[t for wb in schedule_layers for t in wb], log_lr,
-           size_scale]]
+           size_scale, direction_factor]]
 
   def unflatten(args):
     lists = [list(args[i * k:(i + 1) * k]) for i in range(6)]
@@ -106,8 +113,8 @@ def fused_rule_step(grads: Sequence[tf.Tensor], params: Sequence[tf.Tensor],
     lw = rest[2:2 + 2 * num_layers]
     sw = rest[2 + 2 * num_layers:2 + 2 * (num_layers + num_schedule)]
     pairs = lambda t: [(t[2 * i], t[2 * i + 1]) for i in range(len(t) // 2)]
-    return (*lists, step, num_steps, pairs(lw), pairs(sw), rest[-2], direction_scale,
-            magnitude_scale, schedule_scale, use_tensor_features, rest[-1])
+    return (*lists, step, num_steps, pairs(lw), pairs(sw), rest[-3], direction_scale,
+            magnitude_scale, schedule_scale, use_tensor_features, rest[-2], rest[-1])
 
   def reference(args) -> List[tf.Tensor]:
     updates, stats = mlp_rule.rule_step(*unflatten(args))

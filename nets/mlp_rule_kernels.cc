@@ -21,7 +21,8 @@
 //
 // The maths are those of nets/mlp_rule.py in another order of operations (the bias corrections
 // and the per-tensor rms as reciprocals, Cephes' exp, Eigen's tanh; the update is
-// -step_size (adam + c_d tanh(d)) exp(c_m tanh(m)) of the MLP's outputs d, m): the results agree with the reference to
+// -step_size (adam + c_d f tanh(d)) exp(c_m tanh(m)) of the MLP's outputs d, m, f the input
+// direction_factor, 1 but for the quiet gate): the results agree with the reference to
 // float32 round-off (tests/mlp_rule_fused_test.py). Only the forward step is fused: the gradient
 // is that of the reference ops (nets/mlp_rule_fused.py).
 //
@@ -62,6 +63,7 @@ REGISTER_OP("L2lMlpRuleStep")
     .Input("step: float")
     .Input("progress: float")
     .Input("step_size: float")
+    .Input("direction_factor: float")
     .Input("w: num_layers * float")
     .Input("b: num_layers * float")
     .Attr("num_layers: int >= 1")
@@ -356,14 +358,16 @@ class MlpRuleStepOp : public OpKernel {
     const Tensor& step = ctx->input(6);
     const Tensor& progress = ctx->input(7);
     const Tensor& step_size = ctx->input(8);
+    const Tensor& direction_factor = ctx->input(9);  // Scales c_d (the quiet gate).
     const int D = static_cast<int>(decays_.size());
     OP_REQUIRES(ctx, p.shape() == g.shape() && v.shape() == g.shape(),
                 InvalidArgument("g, p and v must have the same shape"));
     TensorShape m_shape = g.shape();
     m_shape.AddDim(D);
     OP_REQUIRES(ctx, m.shape() == m_shape, InvalidArgument("m must be [*g.shape, ", D, "]"));
-    OP_REQUIRES(ctx, step.NumElements() == 1 && step_size.NumElements() == 1,
-                InvalidArgument("step and step_size must be scalars"));
+    OP_REQUIRES(ctx, step.NumElements() == 1 && step_size.NumElements() == 1 &&
+                         direction_factor.NumElements() == 1,
+                InvalidArgument("step, step_size and direction_factor must be scalars"));
     Step s;
     s.n = g.NumElements();
     s.D = D;
@@ -388,8 +392,8 @@ class MlpRuleStepOp : public OpKernel {
     s.L = L_;
     int fan_in = F + P;
     for (int l = 0; l < L_; ++l) {
-      const Tensor& w = ctx->input(9 + l);
-      const Tensor& b = ctx->input(9 + L_ + l);
+      const Tensor& w = ctx->input(10 + l);
+      const Tensor& b = ctx->input(10 + L_ + l);
       OP_REQUIRES(ctx, w.dims() == 2 && w.dim_size(0) == fan_in && b.dims() == 1 &&
                            b.dim_size(0) == w.dim_size(1) && w.dim_size(1) <= kMaxWidth,
                   InvalidArgument("layer ", l, ": w must be [", fan_in, ", H <= ", kMaxWidth,
@@ -442,7 +446,7 @@ class MlpRuleStepOp : public OpKernel {
     s.inv_bc_v = 1.f / bc_v;
     s.eps = eps_;
     s.clip = clip_;
-    s.cd = cd_;
+    s.cd = cd_ * direction_factor.flat<float>()(0);
     s.cm = cm_;
     s.neg_step_size = -step_size.flat<float>()(0);
 

@@ -1,9 +1,11 @@
-"""The quiet gate of `nets.PerParameterMLP` (`quiet_gate`): no steps on gradients gone quiet.
+"""The quiet gate of `nets.PerParameterMLP` (`quiet_gate`): no learned correction on quiet
+gradients.
 
 The factors against a NumPy float64 re-implementation (down to gradients whose squares float32
-flushes to zero), whole steps as the ungated rule's times the factors (with and without the
-step-size adaptation), the fused op against the reference ops, and what the gate is for: a
-learned rule keeps moving parameters whose gradient vanished; the gated one stops, as Adam does.
+flushes to zero), whole steps against the NumPy rule with c_d scaled by the factors (with and
+without the step-size adaptation), the fused op against the reference ops, and what the gate is
+for: a learned rule keeps moving parameters whose gradient vanished; the gated one stops, as Adam
+does.
 """
 
 from absl.testing import parameterized
@@ -13,7 +15,7 @@ import tensorflow as tf
 import nets
 from nets import mlp_rule
 from nets import mlp_rule_fused
-from tests.mlp_rule_test import randomize
+from tests.mlp_rule_test import np_features, np_update, numpy_weights, randomize
 
 B2 = 0.999
 EPS = 1e-8
@@ -59,31 +61,51 @@ class QuietGateTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(float(usual[0]), 1.)
     self.assertLess(float(quiet[0]), 0.03)
 
-  @parameterized.parameters(0., 0.05)
-  def test_gated_step_is_the_ungated_step_times_the_factors(self, adaptation):
+  def test_steps_against_numpy(self):
     shapes = [(4, 6), (6,), (2, 2, 3)]
     rng = np.random.default_rng(1)
-    params = [tf.constant(rng.normal(size=s)) for s in shapes]
-    gated, plain = gated_rule(0.2, adaptation=adaptation), gated_rule(0., adaptation=adaptation)
-    state_g = gated.initial_state(params, num_steps=12)
-    state_p = plain.initial_state(params, num_steps=12)
+    params = [rng.normal(size=s) for s in shapes]
+    rule = gated_rule(0.2)
+    weights, log_lr = numpy_weights(rule), float(rule.log_lr.numpy())
+    state = rule.initial_state([tf.constant(p) for p in params], num_steps=12)
+    stats = [(np.zeros(s + (3,)), np.zeros(s), np.zeros(s[:-1]), np.zeros(s[:-2] + s[-1:]))
+             if len(s) >= 2 else (np.zeros(s + (3,)), np.zeros(s), np.zeros(1), np.zeros(1))
+             for s in shapes]
+    sizes = [int(np.prod(s)) for s in shapes]
     levels = [1., 1., 0.5, 1., 1e-2, 1e-3, 1e-4, 1e-6, 1., 3e-2]  # Gradients that go quiet.
     factors = []
     for t, level in enumerate(levels, start=1):
-      grads = [tf.constant(level * rng.normal(size=s)) for s in shapes]
-      want_factors = np_quiet_factors([g.numpy() for g in grads], [v.numpy() for v in state_g.v],
-                                      t, 0.2)
-      factors.append(want_factors)
-      u_g, state_g = gated(grads, state_g, params=params)
-      u_p, state_p = plain(grads, state_p, params=params)
-      for a, b, f in zip(u_g, u_p, want_factors):
-        self.assertAllClose(a, f * b.numpy(), rtol=1e-6, atol=1e-14)
-      # The gate scales the step only: the statistics and the adaptation's state are the same.
-      for a, b in zip(tf.nest.flatten(state_g), tf.nest.flatten(state_p)):
-        self.assertAllClose(a, b, rtol=1e-12, atol=0.)
+      grads = [level * rng.normal(size=s) for s in shapes]
+      f = np_quiet_factors(grads, [st[1] for st in stats], t, 0.2)
+      factors.append(f)
+      updates, state = rule([tf.constant(g) for g in grads], state,
+                            params=[tf.constant(p) for p in params])
+      feats, dirs, new_stats = zip(*[np_features(g, p, *st, t)
+                                     for g, p, st in zip(grads, params, stats)])
+      want = np_update(np.concatenate(feats), np.concatenate(dirs), min(t / 12, 1.), weights,
+                       log_lr, c_d=np.repeat(f, sizes))
+      for u, w in zip(updates, np.split(want, np.cumsum(sizes)[:-1])):
+        self.assertAllClose(u, w.reshape(u.shape), rtol=1e-7, atol=1e-15)
+      stats = list(new_stats)
+      params = [p + u.numpy() for p, u in zip(params, updates)]
     factors = np.array(factors)
     self.assertAllEqual(factors[:4], np.ones_like(factors[:4]))
     self.assertLess(factors[6:8].max(), 1e-2)
+
+  def test_the_gate_leaves_the_statistics_and_the_adaptation_alone(self):
+    shapes = [(4, 6), (6,)]
+    rng = np.random.default_rng(5)
+    params = [tf.constant(rng.normal(size=s)) for s in shapes]
+    gated, plain = gated_rule(0.2, adaptation=0.5), gated_rule(0., adaptation=0.5)
+    states = [r.initial_state(params, num_steps=8) for r in (gated, plain)]
+    for level in (1., 1., 1e-3, 1e-5, 1.):
+      grads = [tf.constant(level * rng.normal(size=s)) for s in shapes]
+      (u_g, s_g), (u_p, s_p) = [r(grads, st, params=params)
+                                for r, st in zip((gated, plain), states)]
+      states = [s_g, s_p]
+      for a, b in zip(tf.nest.flatten(s_g), tf.nest.flatten(s_p)):
+        self.assertAllClose(a, b, rtol=1e-12, atol=0.)
+    self.assertGreater(float(tf.reduce_max(tf.abs(s_g.log_scale))), 1e-3)
 
   def test_a_vanished_gradient_stops_the_gated_rule_only(self):
     # A parameter whose gradient vanishes after training: Adam's part of the step goes with it,
