@@ -246,7 +246,6 @@ def adaptation_signal(grads: Sequence[tf.Tensor], m: Tensors, v: Tensors, step: 
   return tf.fill([len(grads)], cos)
 
 
-
 def quiet_factors(grads: Sequence[tf.Tensor], v: Tensors, step: tf.Tensor,
                   threshold: float) -> tf.Tensor:
   """`[num_tensors]` factors of the learned direction correction: none on quiet gradients.
@@ -274,13 +273,13 @@ def quiet_factors(grads: Sequence[tf.Tensor], v: Tensors, step: tf.Tensor,
     g = tf.reshape(g, [-1])[::stride]
     v_ = tf.reshape(tf.cast(v_, dtype), [-1])[::stride]
     scale = tf.reduce_max(tf.abs(g))
-    unit = g / tf.where(scale > 0, scale, tf.ones_like(scale))
-    mean_g2 = tf.reduce_mean(tf.square(unit))  # mean(g^2) / scale^2
+    mean_g2 = tf.reduce_mean(tf.square(_unit_scaled(g)))  # mean(g^2) / scale^2
     rms_g = scale * tf.sqrt(mean_g2)
     mean_v = RMS_DECAY * tf.reduce_mean(v_) + (1. - RMS_DECAY) * tf.square(scale) * mean_g2
     mean_v_hat = mean_v / (1. - tf.pow(tf.constant(RMS_DECAY, dtype), tf.cast(step, dtype)))
     factors.append(tf.minimum(1., rms_g / (threshold * (tf.sqrt(mean_v_hat) + EPSILON))))
   return tf.stack(factors)
+
 
 def step_sizes(progress: tf.Tensor, tensor_features: Optional[tf.Tensor], num_tensors: int,
                schedule_layers: Sequence[Tuple[tf.Tensor, tf.Tensor]], log_lr: tf.Tensor,
