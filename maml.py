@@ -84,9 +84,6 @@ _IMAML_NEWTON_CG = flags.DEFINE_integer("imaml_newton_cg_steps", 10, "iMAML, new
 _IMAML_ITERATIONS = flags.DEFINE_integer("imaml_iterations", None, "iMAML: meta-steps per K "
                                          "(default --num_iterations; a Newton-solver meta-step "
                                          "costs about 20 MAML meta-steps).")
-_IMAML_SHOT_LAM = flags.DEFINE_list("imaml_shot_lam", [], "iMAML: lam for particular shot "
-                                    "counts, <shots>:<lam> pairs, e.g. 5:100 (the others: "
-                                    "--imaml_lam).")
 _FOMAML_META_LR = flags.DEFINE_float("fomaml_meta_lr", None, "FOMAML: its own outer Adam "
                                      "learning rate (default --meta_lr).")
 _FOMAML_LSTM_META_LR = flags.DEFINE_float("fomaml_lstm_meta_lr", None, "FOMAML+LSTM: its own "
@@ -112,19 +109,6 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "--strategy=mirrored: repl
                                     "many logical CPU devices (0: the GPUs, or the one CPU).")
 
 
-def _shot_lams():
-  """--imaml_shot_lam as (shots, lam) pairs; app.UsageError for an entry not <int>:<float>."""
-  pairs = []
-  for entry in _IMAML_SHOT_LAM.value:
-    try:
-      shots, lam = entry.split(":")
-      pairs.append((int(shots), float(lam)))
-    except ValueError:
-      raise app.UsageError(f"--imaml_shot_lam entries must be <shots>:<lam> (e.g. 5:100), got "
-                           f"{entry!r}") from None
-  return tuple(pairs)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -142,8 +126,7 @@ def main(argv):
       imaml_inner_steps=_IMAML_STEPS.value, imaml_cg_steps=_IMAML_CG.value,
       imaml_damping=_IMAML_DAMPING.value, imaml_solver=_IMAML_SOLVER.value,
       imaml_newton_cg_steps=_IMAML_NEWTON_CG.value, imaml_tol=_IMAML_TOL.value,
-      imaml_iterations=_IMAML_ITERATIONS.value, imaml_shot_lam=_shot_lams(),
-      fomaml_meta_lr=_FOMAML_META_LR.value,
+      imaml_iterations=_IMAML_ITERATIONS.value, fomaml_meta_lr=_FOMAML_META_LR.value,
       fomaml_lstm_meta_lr=_FOMAML_LSTM_META_LR.value, anil_inner_lr=_ANIL_INNER_LR.value,
       anil_meta_lr=_ANIL_META_LR.value,
       workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,

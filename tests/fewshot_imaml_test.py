@@ -123,19 +123,6 @@ class FewShotIMAMLTest(parameterized.TestCase):
       with self.assertRaisesRegex(ValueError, "anil_inner_lr must be a finite positive number"):
         tiny(anil_inner_lr=bad).validate()
 
-  def test_imaml_shot_lam_gives_those_shot_counts_their_own_lam(self):
-    config = tiny(shots=(3, 5), imaml_lam=0.5, imaml_shot_lam=((3, 2.0),), num_iterations=2,
-                  eval_steps=(1,))
-    self.assertEqual([config.for_shots(k).imaml_lam for k in (3, 5)], [2.0, 0.5])
-    results = fewshot.run(config)
-    self.assertIn("iMAML: lam 2 at 3 shots (0.5 otherwise).", results["table"])
-    drop = lambda row: {k: v for k, v in row.items() if k != "train_seconds"}
-    # Each shot count's row is that of a run with its lam for every shot count.
-    for shots, lam, row in ((3, 2.0, results["rows"][0]), (5, 0.5, results["rows"][1])):
-      alone, = fewshot.run(tiny(shots=(shots,), imaml_lam=lam, num_iterations=2,
-                                eval_steps=(1,)))["rows"]
-      self.assertEqual(drop(alone), drop(row))
-
   @staticmethod
   def initial_model(config):
     tf.random.set_seed(config.seed)  # As fewshot.run does before building each method.
@@ -199,13 +186,7 @@ class FewShotIMAMLTest(parameterized.TestCase):
                             ("imaml_inner_steps", 0, "imaml_inner_steps must be a positive"),
                             ("imaml_inner_steps", 2.5, "imaml_inner_steps must be a positive"),
                             ("imaml_iterations", 0, "imaml_iterations must be a positive integer"),
-                            ("imaml_iterations", 2.0, "imaml_iterations must be a positive"),
-                            ("imaml_shot_lam", ((7, 1.0),), r"imaml_shot_lam entries must be "
-                             r"\(shots, lam\) with shots one of \[5\]"),
-                            ("imaml_shot_lam", ((5, 0.0),), "imaml_shot_lam entries must be"),
-                            ("imaml_shot_lam", ((5, 1.0, 2.0),), "imaml_shot_lam entries must"),
-                            ("imaml_shot_lam", ((5, 1.0), (5, 2.0)),
-                             "imaml_shot_lam names a shot count twice"))
+                            ("imaml_iterations", 2.0, "imaml_iterations must be a positive"))
   def test_bad_settings(self, name, value, message):
     with self.assertRaisesRegex(ValueError, message):
       tiny(**{name: value}).validate()
@@ -222,15 +203,6 @@ class FewShotIMAMLTest(parameterized.TestCase):
     self.assertRegex(out.stderr, f"maml.py: error: {name} must be a finite positive number, "
                      r"got -?\d\.0\n$")
     self.assertNotIn("Traceback", out.stderr)
-
-
-  def test_script_rejects_a_malformed_imaml_shot_lam(self):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, "maml.py", "--imaml_shot_lam=5:x"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
-    self.assertNotEqual(out.returncode, 0)
-    self.assertEqual(out.stderr, "maml.py: error: --imaml_shot_lam entries must be "
-                     "<shots>:<lam> (e.g. 5:100), got '5:x'\n")
 
 
 if __name__ == "__main__":

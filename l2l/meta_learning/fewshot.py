@@ -219,7 +219,7 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
     logging.info("%s %d-shot: %s", method, shots, row)
     return row
   tf.random.set_seed(config.seed)
-  _, algorithm = build(config.for_shots(shots), method)
+  _, algorithm = build(config, method)
   sampler, test_tasks = _samplers(config, shots, method == "Pretrained")
   is_digits = config.problem == "digits"
   loss_fn = meta_trainer.cross_entropy if is_digits else meta_trainer.mse
@@ -339,9 +339,6 @@ def _footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, Any]]]) -> L
   if "iMAML" in config.method_names() and config.iterations("iMAML") != config.num_iterations:
     notes.append(f"iMAML: {config.iterations('iMAML')} meta-iterations (the others "
                  f"{config.num_iterations}).")
-  if "iMAML" in config.method_names() and config.imaml_shot_lam:
-    lams = ", ".join(f"{lam:g} at {k} shots" for k, lam in config.imaml_shot_lam)
-    notes.append(f"iMAML: lam {lams} ({config.imaml_lam:g} otherwise).")
   for method in ("FOMAML", "FOMAML+LSTM", "ANIL"):
     if method in config.method_names() and config.meta_learning_rate(method) != config.meta_lr:
       notes.append(f"{method}: meta learning rate {config.meta_learning_rate(method):g} (the "

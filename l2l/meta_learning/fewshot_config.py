@@ -101,7 +101,6 @@ class FewShotConfig:
   meaning `inner_lr`). The default lam = 10 = 1 / (inner_lr x imaml_inner_steps): with it the
   ten inner steps come close to the proximal solution the implicit gradient assumes (on
   validation sinusoid tasks lam 1 and 3 barely learned in 400-2,000 iterations).
-  `imaml_shot_lam` ((shots, lam) pairs) gives iMAML another lam for those shot counts.
   `imaml_iterations` (None: `num_iterations`) gives iMAML its own number of meta-steps: with
   the Newton solver its meta-step costs about 20 MAML meta-steps. `fomaml_meta_lr` (None:
   `meta_lr`) is FOMAML's own outer learning rate: its first-order meta-gradient is biased and
@@ -141,7 +140,6 @@ class FewShotConfig:
   imaml_newton_cg_steps: int = 10
   imaml_tol: float = 1e-4
   imaml_iterations: Optional[int] = None
-  imaml_shot_lam: Sequence[Tuple[int, float]] = ()
   fomaml_meta_lr: Optional[float] = None
   fomaml_lstm_meta_lr: Optional[float] = None
   anil_inner_lr: Optional[float] = None
@@ -152,11 +150,6 @@ class FewShotConfig:
       return tuple(self.methods)
     baselines = BASELINES if self.problem == "digits" else ("Pretrained",)
     return tuple(METHODS) + baselines
-
-  def for_shots(self, shots: int) -> "FewShotConfig":
-    """The config a method is built with for `shots`: iMAML's lam from `imaml_shot_lam`."""
-    lam = {int(k): v for k, v in self.imaml_shot_lam}.get(shots, self.imaml_lam)
-    return dataclasses.replace(self, imaml_lam=lam)
 
   def iterations(self, method: str) -> int:
     """The number of meta-steps `method` trains for."""
@@ -215,16 +208,6 @@ class FewShotConfig:
         or self.imaml_iterations < 1):
       raise ValueError(f"imaml_iterations must be a positive integer or None, got "
                        f"{self.imaml_iterations!r}")
-    pairs = list(self.imaml_shot_lam)
-    for pair in pairs:
-      if (not isinstance(pair, (tuple, list)) or len(pair) != 2 or pair[0] not in self.shots
-          or isinstance(pair[0], bool) or isinstance(pair[1], bool)
-          or not isinstance(pair[1], (int, float)) or not math.isfinite(pair[1])
-          or not pair[1] > 0):
-        raise ValueError(f"imaml_shot_lam entries must be (shots, lam) with shots one of "
-                         f"{list(self.shots)} and lam a finite positive number, got {pair!r}")
-    if len({p[0] for p in pairs}) != len(pairs):
-      raise ValueError(f"imaml_shot_lam names a shot count twice: {pairs!r}")
     if self.imaml_solver not in IMAML_SOLVERS:
       raise ValueError(f"imaml_solver must be one of {IMAML_SOLVERS}, got "
                        f"{self.imaml_solver!r}")
@@ -245,8 +228,7 @@ _METHOD_FIELDS = {"reptile_inner_steps": "Reptile", "finetune_steps": "Pretraine
                   "imaml_inner_steps": "iMAML", "imaml_cg_steps": "iMAML",
                   "imaml_damping": "iMAML", "imaml_solver": "iMAML",
                   "imaml_newton_cg_steps": "iMAML", "imaml_tol": "iMAML",
-                  "imaml_iterations": "iMAML", "imaml_shot_lam": "iMAML",
-                  "fomaml_meta_lr": "FOMAML",
+                  "imaml_iterations": "iMAML", "fomaml_meta_lr": "FOMAML",
                   "fomaml_lstm_meta_lr": "FOMAML+LSTM", "anil_inner_lr": "ANIL",
                   "anil_meta_lr": "ANIL"}
 
