@@ -10,7 +10,8 @@
 # iMAML: 2 damped Newton-CG steps (5 CG iterations each, line search) on the proximal objective
 # with lam $IMAML_LAM (default 100), 5 CG steps for the meta-gradient, $IMAML_ITERATIONS
 # meta-iterations (default 6,000: its meta-step costs about 20 MAML meta-steps); at evaluation
-# "1 step" / "10 steps" are Newton steps. FOMAML: outer learning rate $FOMAML_META_LR (default 1e-2; the others 1e-3).
+# "1 step" / "10 steps" are Newton steps. FOMAML: outer learning rate $FOMAML_META_LR (default
+# 1e-2; the others 1e-3).
 # ANIL: inner step size $ANIL_INNER_LR (default 0.03) and outer learning rate $ANIL_META_LR
 # (default 1e-2). MAML+LSTM / FOMAML+LSTM: MAML's step plus a coordinatewise LSTM (8 units)
 # meta-trained with the initialization (fewshot.JOINT_LSTM_*).
