@@ -107,7 +107,7 @@ class FewShotConfig:
   small where MAML's curvature term matters, and at Finn et al.'s 1e-3 it is still far from
   converged after 10,000 meta-steps (BUILD.md). `fomaml_lstm_meta_lr` and `anil_meta_lr` are
   FOMAML+LSTM's and ANIL's own, and `anil_inner_lr` (None: `inner_lr`) ANIL's inner step size
-  (meta-training and evaluation); all three were chosen on the validation split (BUILD.md).
+  (meta-training and evaluation); BUILD.md gives the validation runs behind the values used.
   """
   problem: str = "sinusoid"
   methods: Sequence[str] = ()
