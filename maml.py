@@ -86,6 +86,13 @@ _IMAML_ITERATIONS = flags.DEFINE_integer("imaml_iterations", None, "iMAML: meta-
                                          "costs about 20 MAML meta-steps).")
 _FOMAML_META_LR = flags.DEFINE_float("fomaml_meta_lr", None, "FOMAML: its own outer Adam "
                                      "learning rate (default --meta_lr).")
+_FOMAML_LSTM_META_LR = flags.DEFINE_float("fomaml_lstm_meta_lr", None, "FOMAML+LSTM: its own "
+                                          "outer Adam learning rate (default --meta_lr).")
+_ANIL_INNER_LR = flags.DEFINE_float("anil_inner_lr", None, "ANIL: its own inner step size "
+                                    "(head only), in meta-training and evaluation (default "
+                                    "--inner_lr).")
+_ANIL_META_LR = flags.DEFINE_float("anil_meta_lr", None, "ANIL: its own outer Adam learning "
+                                   "rate (default --meta_lr).")
 _IMAML_TOL = flags.DEFINE_float("imaml_tol", 1e-4, "iMAML, newton solver: relative tolerance "
                                 "on the proximal objective's gradient norm.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of tasks and initializations.")
@@ -120,6 +127,8 @@ def main(argv):
       imaml_damping=_IMAML_DAMPING.value, imaml_solver=_IMAML_SOLVER.value,
       imaml_newton_cg_steps=_IMAML_NEWTON_CG.value, imaml_tol=_IMAML_TOL.value,
       imaml_iterations=_IMAML_ITERATIONS.value, fomaml_meta_lr=_FOMAML_META_LR.value,
+      fomaml_lstm_meta_lr=_FOMAML_LSTM_META_LR.value, anil_inner_lr=_ANIL_INNER_LR.value,
+      anil_meta_lr=_ANIL_META_LR.value,
       workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
       checkpoint_every=_LOG_EVERY.value)
   seeds = cli.int_list("seeds", _SEEDS.value)

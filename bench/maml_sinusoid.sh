@@ -6,16 +6,19 @@
 # table (README.md quotes it); cells where held-out tasks diverged say how many. A rerun resumes
 # from the checkpoints (and re-evaluates); `--methods=iMAML` (say) adds one method to existing
 # results (results.json merges). Exit status 3 if a method diverged (see maml.py).
+# Settings chosen on the validation split (BUILD.md), never on the test tasks:
 # iMAML: 2 damped Newton-CG steps (5 CG iterations each, line search) on the proximal objective
-# with lam $IMAML_LAM (default 30, chosen on the validation split: BUILD.md), 5 CG steps for the
-# meta-gradient, $IMAML_ITERATIONS meta-iterations (default 6,000: its meta-step costs about 20
-# MAML meta-steps); at evaluation "1 step" / "10 steps" are Newton steps. FOMAML: outer learning
-# rate $FOMAML_META_LR (default 1e-2, chosen on the validation split: BUILD.md; the others 1e-3). MAML+LSTM /
-# FOMAML+LSTM: MAML's step plus a coordinatewise LSTM (8 units) meta-trained with the
-# initialization (fewshot.JOINT_LSTM_*).
+# with lam $IMAML_LAM (default 100), 5 CG steps for the meta-gradient, $IMAML_ITERATIONS
+# meta-iterations (default 6,000: its meta-step costs about 20 MAML meta-steps); at evaluation
+# "1 step" / "10 steps" are Newton steps. FOMAML: outer learning rate $FOMAML_META_LR (default
+# 1e-2; the others 1e-3).
+# ANIL: inner step size $ANIL_INNER_LR (default 0.03) and outer learning rate $ANIL_META_LR
+# (default 1e-2). MAML+LSTM / FOMAML+LSTM: MAML's step plus a coordinatewise LSTM (8 units)
+# meta-trained with the initialization (fewshot.JOINT_LSTM_*).
 cd "$(dirname "$0")/.." && exec nice -n "${NICE:-10}" "${PYTHON:-python}" maml.py \
   --problem=sinusoid --num_iterations="${ITERATIONS:-10000}" --shots=5,10,20 --eval_steps=1,10 \
-  --imaml_solver=newton --imaml_lam="${IMAML_LAM:-30}" --imaml_inner_steps=2 \
+  --imaml_solver=newton --imaml_lam="${IMAML_LAM:-100}" --imaml_inner_steps=2 \
   --imaml_iterations="${IMAML_ITERATIONS:-6000}" --fomaml_meta_lr="${FOMAML_META_LR:-1e-2}" \
   --imaml_newton_cg_steps=5 --imaml_cg_steps=5 \
+  --anil_inner_lr="${ANIL_INNER_LR:-0.03}" --anil_meta_lr="${ANIL_META_LR:-1e-2}" \
   --seeds="${SEEDS:-0,1,2}" --workdir="${WORKDIR:-/tmp/l2l_sinusoid}" "$@"

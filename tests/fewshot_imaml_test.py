@@ -87,17 +87,41 @@ class FewShotIMAMLTest(parameterized.TestCase):
     self.assertEqual([(r["method"], r["iterations"]) for r in read_rows(workdir)],
                      [("MAML", 3), ("iMAML", 4)])
 
-  def test_fomaml_meta_lr_is_fomaml_own_outer_learning_rate(self):
-    settings = dict(methods=("FOMAML", "MAML"), num_iterations=3, eval_steps=(1,))
+  @parameterized.parameters(("FOMAML", "fomaml_meta_lr"), ("FOMAML+LSTM", "fomaml_lstm_meta_lr"),
+                            ("ANIL", "anil_meta_lr"))
+  def test_own_meta_lr_is_the_method_own_outer_learning_rate(self, method, field):
+    settings = dict(methods=(method, "MAML"), num_iterations=3, eval_steps=(1,))
     plain = fewshot.run(tiny(meta_lr=0.01, **settings))
-    own = fewshot.run(tiny(meta_lr=0.05, fomaml_meta_lr=0.01, **settings))
+    own = fewshot.run(tiny(meta_lr=0.05, **{field: 0.01}, **settings))
+    self.assertEqual(tiny(**{field: 0.01}).meta_learning_rate(method), 0.01)
     drop = lambda row: {k: v for k, v in row.items() if k != "train_seconds"}
-    # FOMAML trained with 0.01 both times: the same row; MAML with 0.01, then 0.05.
+    # The method trained with 0.01 both times: the same row; MAML with 0.01, then 0.05.
     self.assertEqual(drop(plain["rows"][0]), drop(own["rows"][0]))
     self.assertNotEqual(plain["rows"][1]["loss@1"], own["rows"][1]["loss@1"])
-    self.assertIn("FOMAML: meta learning rate 0.01 (the others 0.05)", own["table"])
-    with self.assertRaisesRegex(ValueError, "fomaml_meta_lr must be a finite positive number"):
-      tiny(fomaml_meta_lr=0.0).validate()
+    self.assertIn(f"{method}: meta learning rate 0.01 (the others 0.05)", own["table"])
+    with self.assertRaisesRegex(ValueError, f"{field} must be a finite positive number"):
+      tiny(**{field: 0.0}).validate()
+
+  def test_anil_inner_lr_is_anil_own_step_size_and_scopes_its_rows(self):
+    config = tiny(methods=("ANIL", "MAML"), inner_lr=0.01, anil_inner_lr=0.05)
+    self.assertEqual(fewshot.build(config, "ANIL")[1].inner_lr, 0.05)
+    self.assertEqual(fewshot.build(config, "MAML")[1].inner_lr, 0.01)
+    self.assertEqual(fewshot.build(tiny(methods=("ANIL",)), "ANIL")[1].inner_lr, 0.01)
+    workdir = tempfile.mkdtemp()
+    fast = dict(num_iterations=2, eval_steps=(1,))
+    first = fewshot.run(tiny(workdir, methods=("MAML", "ANIL"), anil_inner_lr=0.05, **fast))
+    self.assertIn("ANIL: inner learning rate 0.05 (the others 0.01)", first["table"])
+    # ANIL again with another step size: its rows replaced, MAML's kept (the setting is ANIL's).
+    again = fewshot.run(tiny(workdir, methods=("ANIL",), anil_inner_lr=0.02, **fast))
+    self.assertEqual(again["rows"][0], first["rows"][0])
+    self.assertNotEqual(again["rows"][1]["loss@1"], first["rows"][1]["loss@1"])
+    # Kept ANIL rows computed with another step size: refused before training.
+    with self.assertRaisesRegex(ValueError, r"results of \['ANIL'\] computed with other settings "
+                                r"\(anil_inner_lr=0\.02, now 0\.05\)"):
+      fewshot.check_workdir(tiny(workdir, methods=("MAML",), anil_inner_lr=0.05, **fast))
+    for bad in (0.0, -1.0, float("nan")):
+      with self.assertRaisesRegex(ValueError, "anil_inner_lr must be a finite positive number"):
+        tiny(anil_inner_lr=bad).validate()
 
   @staticmethod
   def initial_model(config):
@@ -167,12 +191,17 @@ class FewShotIMAMLTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, message):
       tiny(**{name: value}).validate()
 
-  def test_script_rejects_bad_imaml_flags(self):
+  @parameterized.parameters(("--imaml_lam=0", "imaml_lam"),
+                            ("--anil_inner_lr=0", "anil_inner_lr"),
+                            ("--fomaml_lstm_meta_lr=-1", "fomaml_lstm_meta_lr"),
+                            ("--anil_meta_lr=0", "anil_meta_lr"))
+  def test_script_rejects_bad_method_flags(self, flag, name):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, "maml.py", "--methods=iMAML", "--imaml_lam=0"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "maml.py", flag], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
     self.assertNotEqual(out.returncode, 0)
-    self.assertIn("imaml_lam must be a finite positive number, got 0.0", out.stderr)
+    self.assertRegex(out.stderr, f"maml.py: error: {name} must be a finite positive number, "
+                     r"got -?\d\.0\n$")
     self.assertNotIn("Traceback", out.stderr)
 
 

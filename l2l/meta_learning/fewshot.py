@@ -339,9 +339,13 @@ def _footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, Any]]]) -> L
   if "iMAML" in config.method_names() and config.iterations("iMAML") != config.num_iterations:
     notes.append(f"iMAML: {config.iterations('iMAML')} meta-iterations (the others "
                  f"{config.num_iterations}).")
-  if "FOMAML" in config.method_names() and config.meta_learning_rate("FOMAML") != config.meta_lr:
-    notes.append(f"FOMAML: meta learning rate {config.meta_learning_rate('FOMAML'):g} (the "
-                 f"others {config.meta_lr:g}).")
+  for method in ("FOMAML", "FOMAML+LSTM", "ANIL"):
+    if method in config.method_names() and config.meta_learning_rate(method) != config.meta_lr:
+      notes.append(f"{method}: meta learning rate {config.meta_learning_rate(method):g} (the "
+                   f"others {config.meta_lr:g}).")
+  if "ANIL" in config.method_names() and config.anil_inner_lr not in (None, config.inner_lr):
+    notes.append(f"ANIL: inner learning rate {config.anil_inner_lr:g} (the others "
+                 f"{config.inner_lr:g}).")
   notes += _divergence_footnotes(config, per_seed)
   return [""] + notes if notes else []
 

@@ -42,7 +42,8 @@ def _metasgd(model, c):
 
 def _anil(model, c):
   from l2l.meta_learning import maml as maml_lib
-  return maml_lib.ANIL(model, model.submodules[-1], c.inner_lr, c.inner_steps)
+  lr = c.inner_lr if c.anil_inner_lr is None else c.anil_inner_lr
+  return maml_lib.ANIL(model, model.submodules[-1], lr, c.inner_steps)
 
 
 def _imaml(model, c):
@@ -104,7 +105,9 @@ class FewShotConfig:
   the Newton solver its meta-step costs about 20 MAML meta-steps. `fomaml_meta_lr` (None:
   `meta_lr`) is FOMAML's own outer learning rate: its first-order meta-gradient is biased and
   small where MAML's curvature term matters, and at Finn et al.'s 1e-3 it is still far from
-  converged after 10,000 meta-steps (BUILD.md).
+  converged after 10,000 meta-steps (BUILD.md). `fomaml_lstm_meta_lr` and `anil_meta_lr` are
+  FOMAML+LSTM's and ANIL's own, and `anil_inner_lr` (None: `inner_lr`) ANIL's inner step size
+  (meta-training and evaluation); BUILD.md gives the validation runs behind the values used.
   """
   problem: str = "sinusoid"
   methods: Sequence[str] = ()
@@ -138,6 +141,9 @@ class FewShotConfig:
   imaml_tol: float = 1e-4
   imaml_iterations: Optional[int] = None
   fomaml_meta_lr: Optional[float] = None
+  fomaml_lstm_meta_lr: Optional[float] = None
+  anil_inner_lr: Optional[float] = None
+  anil_meta_lr: Optional[float] = None
 
   def method_names(self) -> Tuple[str, ...]:
     if self.methods:
@@ -153,9 +159,9 @@ class FewShotConfig:
 
   def meta_learning_rate(self, method: str) -> float:
     """The outer (Adam) learning rate of `method`."""
-    if method == "FOMAML" and self.fomaml_meta_lr is not None:
-      return self.fomaml_meta_lr
-    return self.meta_lr
+    own = {"FOMAML": self.fomaml_meta_lr, "FOMAML+LSTM": self.fomaml_lstm_meta_lr,
+           "ANIL": self.anil_meta_lr}.get(method)
+    return self.meta_lr if own is None else own
 
   def validate(self) -> None:
     """Raises ValueError naming the first field that is out of range."""
@@ -189,9 +195,10 @@ class FewShotConfig:
       raise ValueError(f"hidden must be positive integers, got {list(self.hidden)}")
     if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
       raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-    for name in ("meta_lr", "inner_lr", "finetune_lr", "fomaml_meta_lr"):
+    optional = ("fomaml_meta_lr", "fomaml_lstm_meta_lr", "anil_inner_lr", "anil_meta_lr")
+    for name in ("meta_lr", "inner_lr", "finetune_lr") + optional:
       value = getattr(self, name)
-      if name == "fomaml_meta_lr" and value is None:
+      if name in optional and value is None:
         continue
       if (not isinstance(value, (int, float)) or isinstance(value, bool)
           or not math.isfinite(value) or not value > 0):
@@ -221,7 +228,9 @@ _METHOD_FIELDS = {"reptile_inner_steps": "Reptile", "finetune_steps": "Pretraine
                   "imaml_inner_steps": "iMAML", "imaml_cg_steps": "iMAML",
                   "imaml_damping": "iMAML", "imaml_solver": "iMAML",
                   "imaml_newton_cg_steps": "iMAML", "imaml_tol": "iMAML",
-                  "imaml_iterations": "iMAML", "fomaml_meta_lr": "FOMAML"}
+                  "imaml_iterations": "iMAML", "fomaml_meta_lr": "FOMAML",
+                  "fomaml_lstm_meta_lr": "FOMAML+LSTM", "anil_inner_lr": "ANIL",
+                  "anil_meta_lr": "ANIL"}
 
 
 # Settings whose default changed after they were added: results files without them ran with
