@@ -17,7 +17,8 @@ Cases (every one in its own process, printing `key=value` lines that start with 
 * `leak` (`bench/leak.py`): resident memory over `--leak_steps` meta-steps and the number of
   traces of the meta-step's `tf.function`s.
 
-The suite ends with `summary suite cases=... skipped=... failed=... checks_failed=...` and exits
+The suite starts with `case=machine cpu_model=... cpus=... simd=... load_avg=...` (what the
+figures ran on) and ends with `summary suite cases=... skipped=... failed=... checks_failed=...` and exits
 with status 1 when a case failed or a check (`flat`, `traced_once`, `first_meta_loss_match`) did
 not pass.
 
@@ -136,6 +137,26 @@ def failed_checks(fields: Dict[str, str]) -> List[str]:
           if fields.get(key) == "False"]
 
 
+def machine_line(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """`case=machine cpu_model=... cpus=... simd=... load_avg=...`: what the figures ran on
+  (the CPU model with spaces as underscores, its widest SIMD extensions, the 1-minute load
+  average before the suite starts: other processes' work skews every timing)."""
+  model, flags = "unknown", set()
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+          model = "_".join(value.split()) or "unknown"
+        elif key.strip() == "flags" and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  simd = "+".join(f for f in ("avx512f", "avx512_bf16", "avx2", "fma") if f in flags) or "none"
+  load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
+  return f"case=machine cpu_model={model} cpus={os.cpu_count()} simd={simd} load_avg={load}"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -143,6 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     speed_cases, configs, extras = select(args)
   except ValueError as e:
     parser.error(str(e))
+  print(machine_line(), flush=True)
   failures, checks, ran, skipped = 0, [], 0, 0
   if speed_cases:
     summaries, failures = speed.compare(args, speed_cases, configs)

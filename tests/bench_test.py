@@ -3,6 +3,9 @@ cases' lines, summaries, memory fields and skipped cases. No timing is asserted 
 run (except a missing module, to see a failure reported)."""
 
 import contextlib
+import os
+import shutil
+import tempfile
 import io
 import types
 from unittest import mock
@@ -29,6 +32,24 @@ def run_main(argv):
   with contextlib.redirect_stdout(out):
     status = suite.main(argv)
   return status, out.getvalue()
+
+
+class MachineLineTest(absltest.TestCase):
+
+  def test_machine_line_names_the_cpu(self):
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory)
+    path = os.path.join(directory, "cpuinfo")
+    with open(path, "w") as f:
+      f.write("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse2 avx2 fma "
+              "avx512f avx512_bf16\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 9B14\n")
+    fields = speed.parse(suite.machine_line(path))
+    self.assertEqual(fields["case"], "machine")
+    self.assertEqual(fields["cpu_model"], "AMD_EPYC_9B14")
+    self.assertEqual(fields["simd"], "avx512f+avx512_bf16+avx2+fma")
+    self.assertEqual(int(fields["cpus"]), os.cpu_count())
+    missing = speed.parse(suite.machine_line(os.path.join(path, "nothing")))
+    self.assertEqual((missing["cpu_model"], missing["simd"]), ("unknown", "none"))
 
 
 class SelectTest(absltest.TestCase):
