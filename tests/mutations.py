@@ -158,8 +158,8 @@ MUTATIONS: Sequence[Mutation] = (
              "nets/mlp_rule.py", "[::stride, ADAM_MOMENTUM]\n", "[::stride, ADAM_MOMENTUM + 1]\n",
              ("step_adaptation_test.py",)),
     Mutation("S2", "one factor for the model weighs strided tensors by their sample only",
-             "nets/mlp_rule.py", "dots.append(stride * tf.reduce_sum(g * d))",
-             "dots.append(tf.reduce_sum(g * d))", ("step_adaptation_test.py",)),
+             "nets/mlp_rule.py", "dots.append(stride * dot)",
+             "dots.append(dot)", ("step_adaptation_test.py",)),
     Mutation("S3", "adaptation moves the step size the wrong way", "nets/mlp_rule.py",
              "log_scale + rate * signal", "log_scale - rate * signal",
              ("step_adaptation_test.py",)),
@@ -167,6 +167,11 @@ MUTATIONS: Sequence[Mutation] = (
              "schedule_scale, use_tensor_features, size_scale)",
              "schedule_scale, use_tensor_features, None)",
              ("step_adaptation_test.py",)),
+    Mutation("S5", "the cosine's sums of unscaled vectors (underflow at zero loss)",
+             "nets/mlp_rule.py", "  x, y = _unit_scaled(x), _unit_scaled(y)\n", "\n",
+             ("step_adaptation_test.py",)),
+    Mutation("Q1", "the fused op ignores the quiet gate's factors", "nets/mlp_rule_fused.py",
+             "sizes[i], direction_factor[i], ws", "sizes[i], 1., ws", ("quiet_gate_test.py",)),
 )
 
 
