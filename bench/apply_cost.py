@@ -13,8 +13,10 @@ and labels; one training step (forward, backward, update) inside `tf.function`, 
 * `mlp_rule_reference`: the same rule with `fused=False` (the reference TF ops);
 * `mlp_rule_tensor`: the fused rule with `tensor_features=True` (a step size per tensor from
   its schedule features);
-* `mlp_rule_adaptive`: the fused rule with the online step-size adaptation of the shipped
-  `versatile-mlp-v2` (`step_adaptation=0.03`, one factor for the model).
+* `mlp_rule_adaptive`: the fused rule with the online step-size adaptation of
+  `versatile-mlp-v2` (`step_adaptation=0.03`, one factor for the model);
+* `mlp_rule_recommended`: the fused rule with every option of the recommended shipped optimizer
+  (`l2l.pretrained()`'s config: today's default, whatever it is; its weights random as above).
 
 The LSTM's weights are its random initialization, not trained ones: a trained optimizer runs the
 same operations on the same shapes, so the cost is the same. Each optimizer trains its own copy of
@@ -91,6 +93,18 @@ def mlp_rule_optimizer(fused: bool, seed: int = 0, **options):
   return l2l.LearnedOptimizer(rule, num_steps=1000)
 
 
+def recommended_options() -> dict:
+  """The `nets.PerParameterMLP` options of the recommended shipped optimizer, but seed and fused."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from l2l.versatile import zoo  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(zoo.path(zoo.recommended()), "config.json")) as f:
+    options = dict(json.load(f)["rule"]["net_options"])
+  for key in ("seed", "fused"):
+    options.pop(key, None)
+  return options
+
+
 def main(argv: Optional[List[str]] = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=20, help="timed rounds")
@@ -104,7 +118,9 @@ def main(argv: Optional[List[str]] = None) -> None:
            "mlp_rule": build_step(mlp_rule_optimizer(fused=True)),
            "mlp_rule_reference": build_step(mlp_rule_optimizer(fused=False)),
            "mlp_rule_tensor": build_step(mlp_rule_optimizer(fused=True, tensor_features=True)),
-           "mlp_rule_adaptive": build_step(mlp_rule_optimizer(fused=True, step_adaptation=0.03))}
+           "mlp_rule_adaptive": build_step(mlp_rule_optimizer(fused=True, step_adaptation=0.03)),
+           "mlp_rule_recommended": build_step(mlp_rule_optimizer(fused=True,
+                                                                 **recommended_options()))}
   times = {name: [] for name in steps}
   for round_ in range(args.warmup + args.steps * args.repeats):
     for name, step in steps.items():
@@ -144,6 +160,12 @@ def main(argv: Optional[List[str]] = None) -> None:
   print(f"case=apply_1m_mlp_rule_step_adaptation ms_per_step={ms['mlp_rule_adaptive']:.2f} "
         f"ms_per_step_adam={ms['adam']:.2f} ratio_vs_adam={statistics.median(adaptive):.2f} "
         f"ratio_vs_adam_min={min(adaptive):.2f} ratio_vs_adam_max={max(adaptive):.2f}", flush=True)
+  shipped = block_ratios("mlp_rule_recommended")
+  from l2l.versatile import zoo  # pylint: disable=g-import-not-at-top
+  print(f"case=apply_1m_mlp_rule_recommended name={zoo.recommended()} "
+        f"ms_per_step={ms['mlp_rule_recommended']:.2f} ms_per_step_adam={ms['adam']:.2f} "
+        f"ratio_vs_adam={statistics.median(shipped):.2f} ratio_vs_adam_min={min(shipped):.2f} "
+        f"ratio_vs_adam_max={max(shipped):.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""How `versatile-mlp-v2` was chosen: the step adaptation on the *training* tasks only.
+"""How `versatile-mlp-v2` and `-v3` were chosen: the step adaptation and the quiet gate, on the
+*training* tasks only.
 
 Every candidate rule is the shipped `versatile-mlp-v1` (its meta-trained weights unchanged)
 with or without `nets.PerParameterMLP`'s online step-size adaptation. Each runs on VALIDATION
@@ -9,6 +10,8 @@ median and mean log10 ratio of final losses, and every task's ratio. No held-out
 
     python -m bench.step_adaptation                      # the table of README / BUILD.md
     python -m bench.step_adaptation --save=runs/v2       # also writes the chosen rule there
+    python -m bench.step_adaptation --candidates=0.03:global:-3:0:1:0.01,\
+        0.03:global:-3:0:1:0.001,0.03:global:-3:0:1:0.0001,0.03:global:-3:0:1:0.00001  # v3's gate
 
 A candidate is `v1` or `RATE:SCOPE[:MIN:MAX:ASYMMETRY[:QUIET_GATE]]` (SCOPE global or tensor;
 defaults -3:0:1, no quiet gate), e.g. 0.03:global or 0.03:global:-3:0:1:0.03 (with

@@ -47,11 +47,14 @@ down, and faster than it recovers: on a task where the learned step oscillates o
 step shrinks within tens of steps, and under pure gradient noise (E[c] ~ 0) the asymmetry lets it
 anneal. beta = exp(log_adaptation_rate) is a weight of the rule (meta-trainable).
 
-**Quiet gate** (`quiet_gate` > 0; off in v1 and v2). Adam's step m / (sqrt(v) + eps) vanishes
+**Quiet gate** (`quiet_gate` > 0; off in v1 and v2, 1e-4 in `versatile-mlp-v3`). Adam's step m / (sqrt(v) + eps) vanishes
 with the gradient; the learned correction c_d tanh(d) does not (its inputs are scale-free and
 include the parameter itself), so an ungated rule keeps moving the weights of a classifier whose
 loss has reached zero, until a minibatch it no longer fits blows the run up. `quiet_factors`
 scales each tensor's c_d by min(1, rms(g) / (quiet_gate * (rms of the recent gradients + eps))).
+At 0.1 .. 1 the gate also fades the correction through a classifier's ordinary late training
+(its gradient keeps falling) and costs the rule its lead there; at 1e-3 .. 1e-5 it acts only
+once a gradient has fallen by orders of magnitude (float32 zero loss) and keeps it.
 
 The maths are module-level functions of tensors (`tensor_features`, `progress_features`,
 `mlp_update`); the module holds the weights and maps them over the parameters. All parameters
@@ -415,7 +418,7 @@ class PerParameterMLP(base.UpdateRule):
     quiet_gate: > 0 scales each tensor's direction correction (c_d) by `quiet_factors` with
       this threshold: once a tensor's gradient has fallen below `quiet_gate` times its recent
       RMS (a classifier at zero loss) the rule moves it no more than Adam would; 0 (the
-      default of `versatile-mlp-v1` / v2): off.
+      default, and `versatile-mlp-v1` / v2's): off; `versatile-mlp-v3`: 1e-4.
     default_num_steps: the horizon T when the caller gives none.
     seed: seed of the hidden layers' initial weights (N(0, 1 / fan_in)).
     fused: run the forward step as one fused C++ op per tensor on CPU

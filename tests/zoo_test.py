@@ -40,18 +40,31 @@ class ZooTest(absltest.TestCase):
       np.testing.assert_allclose(got, stored, rtol=1e-4, atol=1e-7, err_msg=name)
       self.assertLess(got[-1], got[0], name)  # The optimizers do optimize.
 
-  def test_v2_is_v1_plus_the_step_adaptation(self):
-    v1, v2 = l2l.pretrained("versatile-mlp-v1"), l2l.pretrained("versatile-mlp-v2")
-    self.assertEqual(zoo.recommended(), "versatile-mlp-v2")
-    self.assertEqual((v1.step_adaptation, v2.step_adaptation), (0., 0.03))
-    self.assertFalse(v2.adaptation_per_tensor)
-    self.assertEqual((v2.adaptation_min, v2.adaptation_max, v2.adaptation_asymmetry),
-                     (-3., 0., 1.))
+  def test_v2_and_v3_are_v1_plus_the_step_adaptation(self):
+    v1 = l2l.pretrained("versatile-mlp-v1")
+    self.assertEqual(zoo.recommended(), "versatile-mlp-v3")
     weights = lambda r: tf.nest.flatten([r.layers, r.schedule_layers, r.log_lr])
-    self.assertLen(v2.trainable_variables, len(v1.trainable_variables) + 1)
-    for a, b in zip(weights(v1), weights(v2)):
-      np.testing.assert_array_equal(a.numpy(), b.numpy())
-    self.assertAlmostEqual(float(np.exp(v2.log_adaptation_rate.numpy())), 0.03, places=6)
+    for name, gate in (("versatile-mlp-v2", 0.), ("versatile-mlp-v3", 1e-4)):
+      rule = l2l.pretrained(name)
+      self.assertEqual((v1.step_adaptation, rule.step_adaptation), (0., 0.03))
+      self.assertFalse(rule.adaptation_per_tensor)
+      self.assertEqual((rule.adaptation_min, rule.adaptation_max, rule.adaptation_asymmetry),
+                       (-3., 0., 1.))
+      self.assertEqual((v1.quiet_gate, rule.quiet_gate), (0., gate))
+      self.assertLen(rule.trainable_variables, len(v1.trainable_variables) + 1)
+      for a, b in zip(weights(v1), weights(rule)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+      self.assertAlmostEqual(float(np.exp(rule.log_adaptation_rate.numpy())), 0.03, places=6)
+
+  def test_the_cost_benchmark_measures_the_recommended_rule(self):
+    from bench import apply_cost  # pylint: disable=g-import-not-at-top
+    options = apply_cost.recommended_options()
+    rule, shipped = nets.PerParameterMLP(**options), l2l.pretrained()
+    for key in ("step_adaptation", "quiet_gate", "adaptation_per_tensor", "tensor_features",
+                "direction_scale", "magnitude_scale"):
+      self.assertEqual(getattr(rule, key), getattr(shipped, key), key)
+    self.assertEqual([w.shape for w in rule.trainable_variables],
+                     [w.shape for w in shipped.trainable_variables])
 
   def test_shipping_a_recommended_optimizer_unsets_the_previous_one(self):
     directory = tempfile.mkdtemp()
