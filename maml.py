@@ -91,8 +91,8 @@ _FOMAML_LSTM_META_LR = flags.DEFINE_float("fomaml_lstm_meta_lr", None, "FOMAML+L
 _ANIL_INNER_LR = flags.DEFINE_float("anil_inner_lr", None, "ANIL: its own inner step size "
                                     "(head only), in meta-training and evaluation (default "
                                     "--inner_lr); MetaSGD-ANIL: its initial step sizes.")
-_ANIL_META_LR = flags.DEFINE_float("anil_meta_lr", None, "ANIL and MetaSGD-ANIL: their own "
-                                   "outer Adam learning rate (default --meta_lr).")
+_ANIL_META_LR = flags.DEFINE_float("anil_meta_lr", None, "ANIL: its own outer Adam learning "
+                                   "rate (default --meta_lr).")
 _MAML_LSTM_RULE_META_LR = flags.DEFINE_float(
     "maml_lstm_rule_meta_lr", None, "MAML+LSTM: the outer Adam learning rate of the LSTM's "
     "weights, a second optimizer beside the initialization's (default: one optimizer at "

@@ -132,7 +132,8 @@ class FewShotIMAMLTest(parameterized.TestCase):
     self.assertCountEqual(algorithm.adapt_names, head)  # Only the head adapts ...
     for rate in algorithm.lrs:  # ... each coordinate from ANIL's step size.
       np.testing.assert_array_equal(rate.numpy(), np.full(rate.shape, 0.05, np.float32))
-    self.assertEqual(config.meta_learning_rate("MetaSGD-ANIL"), 0.02)
+    # Its outer learning rate is meta_lr (Meta-SGD's), not ANIL's.
+    self.assertEqual(config.meta_learning_rate("MetaSGD-ANIL"), config.meta_lr)
     workdir = tempfile.mkdtemp()
     fast = dict(num_iterations=2, eval_steps=(1,))
     first = fewshot.run(tiny(workdir, methods=("MetaSGD-ANIL",), anil_inner_lr=0.05, **fast))

@@ -343,7 +343,7 @@ def _footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, Any]]]) -> L
   if "iMAML" in config.method_names() and config.iterations("iMAML") != config.num_iterations:
     notes.append(f"iMAML: {config.iterations('iMAML')} meta-iterations (the others "
                  f"{config.num_iterations}).")
-  for method in ("FOMAML", "FOMAML+LSTM", "ANIL", "MetaSGD-ANIL"):
+  for method in ("FOMAML", "FOMAML+LSTM", "ANIL"):
     if method in config.method_names() and config.meta_learning_rate(method) != config.meta_lr:
       notes.append(f"{method}: meta learning rate {config.meta_learning_rate(method):g} (the "
                    f"others {config.meta_lr:g}).")

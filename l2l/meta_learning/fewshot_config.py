@@ -48,7 +48,7 @@ def _anil(model, c):
 
 def _metasgd_anil(model, c):
   # ANIL's head-only inner loop with Meta-SGD's learned per-coordinate step sizes (initially
-  # ANIL's inner lr): a step of size alpha_j on head weight j changes the prediction at x by
+  # ANIL's inner lr; the outer learning rate is meta_lr, as Meta-SGD's): a step of size alpha_j on head weight j changes the prediction at x by
   # -(2 / K) sum_i (sum_j alpha_j f_j(x) f_j(x_i) + alpha_b) r_i, a kernel that can change sign
   # when some alpha are negative, although the ReLU features f are not (bench/anil_one_step.py).
   from l2l.meta_learning import maml as maml_lib
@@ -119,7 +119,10 @@ class FewShotConfig:
   small where MAML's curvature term matters, and at Finn et al.'s 1e-3 it is still far from
   converged after 10,000 meta-steps (BUILD.md). `fomaml_lstm_meta_lr` and `anil_meta_lr` are
   FOMAML+LSTM's and ANIL's own, and `anil_inner_lr` (None: `inner_lr`) ANIL's inner step size
-  (meta-training and evaluation); BUILD.md gives the validation runs behind the values used.
+  (meta-training and evaluation) and MetaSGD-ANIL's initial step sizes.
+  `maml_lstm_rule_meta_lr` / `fomaml_lstm_rule_meta_lr` (None: one optimizer) give the LSTM's
+  weights of MAML+LSTM / FOMAML+LSTM an Adam of their own, beside the initialization's
+  (`MetaTrainer(rule_optimizer=...)`). BUILD.md gives the validation runs behind the values used.
   """
   problem: str = "sinusoid"
   methods: Sequence[str] = ()
@@ -174,7 +177,7 @@ class FewShotConfig:
   def meta_learning_rate(self, method: str) -> float:
     """The outer (Adam) learning rate of `method`."""
     own = {"FOMAML": self.fomaml_meta_lr, "FOMAML+LSTM": self.fomaml_lstm_meta_lr,
-           "ANIL": self.anil_meta_lr, "MetaSGD-ANIL": self.anil_meta_lr}.get(method)
+           "ANIL": self.anil_meta_lr}.get(method)
     return self.meta_lr if own is None else own
 
   def rule_meta_learning_rate(self, method: str) -> Optional[float]:
@@ -250,7 +253,7 @@ _METHOD_FIELDS = {"reptile_inner_steps": ("Reptile",), "finetune_steps": ("Pretr
                   "maml_lstm_rule_meta_lr": ("MAML+LSTM",),
                   "fomaml_lstm_rule_meta_lr": ("FOMAML+LSTM",),
                   "anil_inner_lr": ("ANIL", "MetaSGD-ANIL"),
-                  "anil_meta_lr": ("ANIL", "MetaSGD-ANIL"),
+                  "anil_meta_lr": ("ANIL",),
                   **{name: ("iMAML",) for name in (
                       "imaml_lam", "imaml_inner_lr", "imaml_inner_steps", "imaml_cg_steps",
                       "imaml_damping", "imaml_solver", "imaml_newton_cg_steps", "imaml_tol",
