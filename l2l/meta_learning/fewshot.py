@@ -26,7 +26,10 @@ inner update (step size `imaml_inner_lr`, on its proximal objective).
 
 "MAML+LSTM" / "FOMAML+LSTM": MAML (second / first order) whose inner step is gradient descent
 plus a small coordinatewise LSTM's correction (`maml.ResidualRule`), the LSTM meta-trained
-with the initialization.
+with the initialization; with `maml_lstm_rule_meta_lr` / `fomaml_lstm_rule_meta_lr` the LSTM's
+weights get an Adam of their own (`MetaTrainer(rule_optimizer=...)`, checkpointed as
+"rule_optimizer"). "MetaSGD-ANIL": ANIL's head-only inner loop with Meta-SGD's learned
+per-coordinate step sizes.
 
 Nothing passes silently: held-out tasks whose loss is not finite are counted per cell (the
 cell is the mean over the others), a method worse than the untrained model after every

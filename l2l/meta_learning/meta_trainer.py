@@ -16,6 +16,10 @@ evenly across the replicas: each computes the mean meta-gradient of its share of
 the shares are all-reduced (`l2l.distribute`), so the step is the same whatever the number of
 replicas. Every worker samples the whole meta-batch from its (identically seeded) sampler and
 keeps its own copy of the model, updated with the same all-reduced meta-gradient.
+
+`MetaTrainer(..., rule_optimizer=...)` gives the inner rule's variables (a learned inner
+optimizer's weights, Meta-SGD's step sizes) a second optimizer, so that they and the
+initialization learn at their own rates.
 """
 
 import dataclasses
