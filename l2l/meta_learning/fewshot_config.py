@@ -48,7 +48,8 @@ def _anil(model, c):
 
 def _metasgd_anil(model, c):
   # ANIL's head-only inner loop with Meta-SGD's learned per-coordinate step sizes (initially
-  # ANIL's inner lr; the outer learning rate is meta_lr, as Meta-SGD's): a step of size alpha_j on head weight j changes the prediction at x by
+  # ANIL's inner lr; the outer learning rate is meta_lr, as Meta-SGD's). A step of size alpha_j
+  # on head weight j changes the prediction at x by
   # -(2 / K) sum_i (sum_j alpha_j f_j(x) f_j(x_i) + alpha_b) r_i, a kernel that can change sign
   # when some alpha are negative, although the ReLU features f are not (bench/anil_one_step.py).
   from l2l.meta_learning import maml as maml_lib
