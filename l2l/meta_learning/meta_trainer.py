@@ -249,7 +249,8 @@ class MetaTrainer:
 
     def apply() -> None:
       for optimizer, indices in self._groups:
-        optimizer.apply([grads[i] for i in indices], [variables[i] for i in indices])
+        if indices:  # Sonnet's optimizers reject empty lists.
+          optimizer.apply([grads[i] for i in indices], [variables[i] for i in indices])
       # Each task's learner updated its own copy of the buffers (BatchNorm statistics) over its
       # inner steps and query forward; the module keeps their mean over tasks. For Sonnet's
       # moving averages (linear in the batch statistics) that is the moving average of the
