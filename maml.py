@@ -90,9 +90,16 @@ _FOMAML_LSTM_META_LR = flags.DEFINE_float("fomaml_lstm_meta_lr", None, "FOMAML+L
                                           "outer Adam learning rate (default --meta_lr).")
 _ANIL_INNER_LR = flags.DEFINE_float("anil_inner_lr", None, "ANIL: its own inner step size "
                                     "(head only), in meta-training and evaluation (default "
-                                    "--inner_lr).")
+                                    "--inner_lr); MetaSGD-ANIL: its initial step sizes.")
 _ANIL_META_LR = flags.DEFINE_float("anil_meta_lr", None, "ANIL: its own outer Adam learning "
                                    "rate (default --meta_lr).")
+_MAML_LSTM_RULE_META_LR = flags.DEFINE_float(
+    "maml_lstm_rule_meta_lr", None, "MAML+LSTM: the outer Adam learning rate of the LSTM's "
+    "weights, a second optimizer beside the initialization's (default: one optimizer at "
+    "--meta_lr for both).")
+_FOMAML_LSTM_RULE_META_LR = flags.DEFINE_float(
+    "fomaml_lstm_rule_meta_lr", None, "FOMAML+LSTM: the outer Adam learning rate of the "
+    "LSTM's weights (default: one optimizer at --fomaml_lstm_meta_lr for both).")
 _IMAML_TOL = flags.DEFINE_float("imaml_tol", 1e-4, "iMAML, newton solver: relative tolerance "
                                 "on the proximal objective's gradient norm.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of tasks and initializations.")
@@ -129,6 +136,8 @@ def main(argv):
       imaml_iterations=_IMAML_ITERATIONS.value, fomaml_meta_lr=_FOMAML_META_LR.value,
       fomaml_lstm_meta_lr=_FOMAML_LSTM_META_LR.value, anil_inner_lr=_ANIL_INNER_LR.value,
       anil_meta_lr=_ANIL_META_LR.value,
+      maml_lstm_rule_meta_lr=_MAML_LSTM_RULE_META_LR.value,
+      fomaml_lstm_rule_meta_lr=_FOMAML_LSTM_RULE_META_LR.value,
       workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,
       checkpoint_every=_LOG_EVERY.value)
   seeds = cli.int_list("seeds", _SEEDS.value)

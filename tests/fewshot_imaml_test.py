@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import l2l
 from l2l.meta_learning import fewshot
+from l2l.meta_learning import functional
 from l2l.meta_learning import meta_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,6 +124,52 @@ class FewShotIMAMLTest(parameterized.TestCase):
       with self.assertRaisesRegex(ValueError, "anil_inner_lr must be a finite positive number"):
         tiny(anil_inner_lr=bad).validate()
 
+  def test_metasgd_anil_learns_head_rates_with_anil_settings(self):
+    config = tiny(methods=("MetaSGD-ANIL",), anil_inner_lr=0.05, anil_meta_lr=0.02)
+    model, algorithm = fewshot.build(config, "MetaSGD-ANIL")
+    self.assertIsInstance(algorithm, l2l.MetaSGD)
+    head = [functional.variable_name(v) for v in model.submodules[-1].trainable_variables]
+    self.assertCountEqual(algorithm.adapt_names, head)  # Only the head adapts ...
+    for rate in algorithm.lrs:  # ... each coordinate from ANIL's step size.
+      np.testing.assert_array_equal(rate.numpy(), np.full(rate.shape, 0.05, np.float32))
+    # Its outer learning rate is meta_lr (Meta-SGD's), not ANIL's.
+    self.assertEqual(config.meta_learning_rate("MetaSGD-ANIL"), config.meta_lr)
+    workdir = tempfile.mkdtemp()
+    fast = dict(num_iterations=2, eval_steps=(1,))
+    first = fewshot.run(tiny(workdir, methods=("MetaSGD-ANIL",), anil_inner_lr=0.05, **fast))
+    self.assertIn("MetaSGD-ANIL: initial inner learning rate 0.05 (the others 0.01)",
+                  first["table"])
+    # ANIL's settings are its settings: kept rows computed with another step size are refused.
+    with self.assertRaisesRegex(ValueError, r"results of \['MetaSGD-ANIL'\] computed with other "
+                                r"settings \(anil_inner_lr=0\.05, now 0\.02\)"):
+      fewshot.check_workdir(tiny(workdir, methods=("MAML",), anil_inner_lr=0.02, **fast))
+
+  def test_rule_meta_lr_is_the_learned_rule_own_outer_learning_rate(self):
+    # One meta-step: Adam's first step moves every coordinate by its learning rate times
+    # |g| / (|g| + eps), so the largest move of each group is its own rate.
+    config = tiny(methods=("FOMAML+LSTM",), num_iterations=1, eval_steps=(1,),
+                  fomaml_lstm_meta_lr=1e-2, fomaml_lstm_rule_meta_lr=1e-4,
+                  workdir=tempfile.mkdtemp())
+    self.assertEqual((config.rule_meta_learning_rate("FOMAML+LSTM"),
+                      config.rule_meta_learning_rate("MAML+LSTM")), (1e-4, None))
+    tf.random.set_seed(config.seed)  # As fewshot.run builds it.
+    model, algorithm = fewshot.build(config, "FOMAML+LSTM")
+    rule = algorithm.inner_optimizer.trainable_variables
+    before = [v.numpy() for v in model.trainable_variables], [v.numpy() for v in rule]
+    results = fewshot.run(config)
+    checkpoint = tf.train.Checkpoint(algorithm=algorithm)
+    checkpoint.restore(tf.train.latest_checkpoint(
+        os.path.join(config.workdir, "FOMAML+LSTM_5shot"))).expect_partial()
+    after = [v.numpy() for v in model.trainable_variables], [v.numpy() for v in rule]
+    largest = [max(np.abs(a - b).max() for a, b in zip(*pair)) for pair in zip(after, before)]
+    np.testing.assert_allclose(largest, [1e-2, 1e-4], rtol=1e-3)
+    self.assertIn("FOMAML+LSTM: meta learning rate 0.0001 for the LSTM's weights, 0.01 for the "
+                  "initialization.", results["table"])
+    # The second optimizer's state is in the checkpoint (a rerun resumes it).
+    names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(
+        os.path.join(config.workdir, "FOMAML+LSTM_5shot")))]
+    self.assertTrue(any(n.startswith("rule_optimizer/") for n in names))
+
   @staticmethod
   def initial_model(config):
     tf.random.set_seed(config.seed)  # As fewshot.run does before building each method.
@@ -194,7 +241,9 @@ class FewShotIMAMLTest(parameterized.TestCase):
   @parameterized.parameters(("--imaml_lam=0", "imaml_lam"),
                             ("--anil_inner_lr=0", "anil_inner_lr"),
                             ("--fomaml_lstm_meta_lr=-1", "fomaml_lstm_meta_lr"),
-                            ("--anil_meta_lr=0", "anil_meta_lr"))
+                            ("--anil_meta_lr=0", "anil_meta_lr"),
+                            ("--fomaml_lstm_rule_meta_lr=-1", "fomaml_lstm_rule_meta_lr"),
+                            ("--maml_lstm_rule_meta_lr=0", "maml_lstm_rule_meta_lr"))
   def test_script_rejects_bad_method_flags(self, flag, name):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     out = subprocess.run([sys.executable, "maml.py", flag], cwd=REPO, env=env,

@@ -209,6 +209,52 @@ class Float64ReferenceTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(loss, expected_loss, rtol=1e-12, atol=0)
     self.assertAllClose(step, expected_grad, rtol=1e-10, atol=0)
 
+  def test_rule_optimizer_steps_the_inner_rule_and_meta_optimizer_the_rest(self):
+    # Meta-SGD, one inner step on linear least squares: theta'_t = theta - alpha o g_s,t.
+    # Meta-gradients: theta: mean_t (I - diag(alpha) H_s,t)^T g_q,t; alpha: mean_t -g_s,t o
+    # g_q,t. theta (the module) takes SGD(0.5)'s step, alpha (the rule) Adam(0.25)'s first step
+    # lr g / (|g| + eps): each group by its own optimizer, neither by the other.
+    num_tasks, k, d = 3, 6, 2
+    tasks = random_tasks(2, num_tasks, k, 4, d)
+    model = snt.Linear(1, name="linear")
+    model(tf.zeros([1, d], tf.float64))
+    theta = np.array([0.4, -0.2, 0.1])
+    model.w.assign(theta[:d, None])
+    model.b.assign(theta[d:])
+    algorithm = l2l.MetaSGD(model, inner_lr=0.05)
+    alpha = np.array([0.05, 0.2, -0.1])
+    lrs = algorithm.learning_rates()
+    lrs["linear/w"].assign(alpha[:d, None])
+    lrs["linear/b"].assign(alpha[d:])
+    adam = snt.optimizers.Adam(0.25)  # Exact in float32, as 0.5.
+    trainer = l2l.MetaTrainer(algorithm, snt.optimizers.SGD(0.5), meta_trainer.mse, None,
+                              rule_optimizer=adam)
+    trainer.meta_step(tasks)
+    grad_theta, grad_alpha = np.zeros(d + 1), np.zeros(d + 1)
+    for t in range(num_tasks):
+      g_s, h_s = ls_grad(theta, tasks.support_x[t], tasks.support_y[t])
+      g_q, _ = ls_grad(theta - alpha * g_s, tasks.query_x[t], tasks.query_y[t])
+      grad_theta += (np.eye(d + 1) - np.diag(alpha) @ h_s).T @ g_q / num_tasks
+      grad_alpha += -g_s * g_q / num_tasks
+    new_theta = np.concatenate([model.w.numpy().ravel(), model.b.numpy()])
+    new_alpha = np.concatenate([lrs["linear/w"].numpy().ravel(), lrs["linear/b"].numpy()])
+    self.assertAllClose(theta - new_theta, 0.5 * grad_theta, rtol=1e-10, atol=0)
+    self.assertAllClose(alpha - new_alpha,
+                        0.25 * grad_alpha / (np.abs(grad_alpha) + adam.epsilon),
+                        rtol=1e-10, atol=0)
+    self.assertEqual(int(adam.step.numpy()), 1)
+    # Adam's slots cover the step sizes only.
+    self.assertEqual([m.shape for m in adam.m], [v.shape for v in algorithm.lrs])
+
+  def test_rule_optimizer_needs_inner_rule_variables(self):
+    with self.assertRaisesRegex(ValueError, "rule_optimizer is given but MAML has no "
+                                "inner-rule variables"):
+      l2l.MetaTrainer(l2l.MAML(built_mlp()), snt.optimizers.SGD(0.1), meta_trainer.mse, None,
+                      rule_optimizer=snt.optimizers.SGD(0.1))
+    with self.assertRaisesRegex(TypeError, "rule_optimizer must be a Sonnet optimizer"):
+      l2l.MetaTrainer(l2l.MetaSGD(built_mlp()), snt.optimizers.SGD(0.1), meta_trainer.mse,
+                      None, rule_optimizer=0.1)
+
   @parameterized.parameters(True, False)
   def test_anil_evaluates_the_adapted_head_and_meta_trains_the_body(self, batched):
     lr, steps = 0.3, 2

@@ -134,6 +134,13 @@ MUTATIONS: Sequence[Mutation] = (
              "l2l/meta_learning/meta_trainer.py",
              "by_name = {k: tf.reduce_mean(g, axis=0)", "by_name = {k: tf.reduce_sum(g, axis=0)",
              ("meta_trainer_test.py", "imaml_test.py")),
+    Mutation("A5", "MetaTrainer steps the inner rule's variables with the meta-optimizer",
+             "l2l/meta_learning/meta_trainer.py", "(rule_optimizer, rule)]",
+             "(meta_optimizer, rule)]", ("meta_trainer_test.py", "fewshot_imaml_test.py")),
+    Mutation("A6", "MetaSGD-ANIL adapts (and learns rates for) every layer, not the head",
+             "l2l/meta_learning/fewshot_config.py",
+             "return maml_lib.MetaSGD(model, lr, c.inner_steps, adapt_names=head)",
+             "return maml_lib.MetaSGD(model, lr, c.inner_steps)", ("fewshot_imaml_test.py",)),
     # Training and evaluation.
     Mutation("T2", "learning-rate schedule one epoch ahead", "l2l/training.py",
              "(epoch - 1) / config.num_epochs))", "epoch / config.num_epochs))",

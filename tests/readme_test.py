@@ -58,6 +58,11 @@ class ReadmeTest(absltest.TestCase):
       with self.subTest(block=run.block.splitlines()[0]):
         self.assertIsNone(run.error, run.error)
 
+  def test_rule_optimizer_example(self):
+    run = self.block("rule_optimizer=snt.optimizers.Adam(1e-4)")
+    # Each group moved by its own optimizer's first Adam step (its learning rate, up to eps).
+    self.assertIn("largest change: step sizes 1.0e-04, initialization 1.0e-03\n", run.output)
+
   def test_pretrained_example(self):
     run = self.block("l2l.pretrained(), num_steps=300")
     losses = run.namespace["losses"]

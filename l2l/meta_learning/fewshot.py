@@ -26,7 +26,10 @@ inner update (step size `imaml_inner_lr`, on its proximal objective).
 
 "MAML+LSTM" / "FOMAML+LSTM": MAML (second / first order) whose inner step is gradient descent
 plus a small coordinatewise LSTM's correction (`maml.ResidualRule`), the LSTM meta-trained
-with the initialization.
+with the initialization; with `maml_lstm_rule_meta_lr` / `fomaml_lstm_rule_meta_lr` the LSTM's
+weights get an Adam of their own (`MetaTrainer(rule_optimizer=...)`, checkpointed as
+"rule_optimizer"). "MetaSGD-ANIL": ANIL's head-only inner loop with Meta-SGD's learned
+per-coordinate step sizes.
 
 Nothing passes silently: held-out tasks whose loss is not finite are counted per cell (the
 cell is the mean over the others), a method worse than the untrained model after every
@@ -224,9 +227,12 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
   is_digits = config.problem == "digits"
   loss_fn = meta_trainer.cross_entropy if is_digits else meta_trainer.mse
   optimizer = snt.optimizers.Adam(config.meta_learning_rate(method))
+  rule_lr = config.rule_meta_learning_rate(method)
+  # The learned inner rule's weights get their own Adam when the method has its own rate.
+  rule_optimizer = None if rule_lr is None else snt.optimizers.Adam(rule_lr)
   trainer = meta_trainer.MetaTrainer(algorithm, optimizer, loss_fn, sampler,
                                      metric_fn=meta_trainer.accuracy if is_digits else None,
-                                     strategy=strategy)
+                                     strategy=strategy, rule_optimizer=rule_optimizer)
   # The untrained model's query loss without adaptation: the bar for "diverged".
   untrained = trainer.evaluate(test_tasks, 0)["loss"]
   done = tf.Variable(0, dtype=tf.int64, name="iterations_done")
@@ -238,9 +244,10 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
   manager = None
   name = f"{method} {shots}-shot"
   if config.workdir:
+    extra = {} if rule_optimizer is None else {"rule_optimizer": rule_optimizer}
     checkpoint = tf.train.Checkpoint(algorithm=algorithm, optimizer=optimizer, done=done,
                                      seconds=seconds, skipped_steps=skipped,
-                                     exploded_at=exploded_at)
+                                     exploded_at=exploded_at, **extra)
     directory = os.path.join(config.workdir, f"{method}_{shots}shot")
     manager = tf.train.CheckpointManager(checkpoint, distribute.write_dir(directory, strategy),
                                          max_to_keep=1)
@@ -343,9 +350,15 @@ def _footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, Any]]]) -> L
     if method in config.method_names() and config.meta_learning_rate(method) != config.meta_lr:
       notes.append(f"{method}: meta learning rate {config.meta_learning_rate(method):g} (the "
                    f"others {config.meta_lr:g}).")
-  if "ANIL" in config.method_names() and config.anil_inner_lr not in (None, config.inner_lr):
-    notes.append(f"ANIL: inner learning rate {config.anil_inner_lr:g} (the others "
-                 f"{config.inner_lr:g}).")
+  for method in ("MAML+LSTM", "FOMAML+LSTM"):
+    if method in config.method_names() and config.rule_meta_learning_rate(method) is not None:
+      notes.append(f"{method}: meta learning rate {config.rule_meta_learning_rate(method):g} for "
+                   f"the LSTM's weights, {config.meta_learning_rate(method):g} for the "
+                   f"initialization.")
+  for method in ("ANIL", "MetaSGD-ANIL"):
+    if method in config.method_names() and config.anil_inner_lr not in (None, config.inner_lr):
+      notes.append(f"{method}: {'initial ' * (method != 'ANIL')}inner learning rate "
+                   f"{config.anil_inner_lr:g} (the others {config.inner_lr:g}).")
   notes += _divergence_footnotes(config, per_seed)
   return [""] + notes if notes else []
 

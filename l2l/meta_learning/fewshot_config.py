@@ -46,6 +46,18 @@ def _anil(model, c):
   return maml_lib.ANIL(model, model.submodules[-1], lr, c.inner_steps)
 
 
+def _metasgd_anil(model, c):
+  # ANIL's head-only inner loop with Meta-SGD's learned per-coordinate step sizes (initially
+  # ANIL's inner lr; the outer learning rate is meta_lr, as Meta-SGD's). A step of size alpha_j
+  # on head weight j changes the prediction at x by
+  # -(2 / K) sum_i (sum_j alpha_j f_j(x) f_j(x_i) + alpha_b) r_i, a kernel that can change sign
+  # when some alpha are negative, although the ReLU features f are not (bench/anil_one_step.py).
+  from l2l.meta_learning import maml as maml_lib
+  lr = c.inner_lr if c.anil_inner_lr is None else c.anil_inner_lr
+  head = maml_lib.head_names(model, model.submodules[-1])
+  return maml_lib.MetaSGD(model, lr, c.inner_steps, adapt_names=head)
+
+
 def _imaml(model, c):
   from l2l.meta_learning import imaml as imaml_lib
   lr = c.imaml_inner_lr
@@ -81,7 +93,8 @@ def _joint(first_order):
 # (model: snt.Module, config: FewShotConfig) -> an l2l.MAML subclass MetaTrainer can train.
 Builder = Callable[[Any, "FewShotConfig"], Any]
 METHODS: Dict[str, Builder] = {"MAML": _maml, "FOMAML": _fomaml, "Reptile": _reptile,
-                               "MetaSGD": _metasgd, "ANIL": _anil, "iMAML": _imaml,
+                               "MetaSGD": _metasgd, "ANIL": _anil,
+                               "MetaSGD-ANIL": _metasgd_anil, "iMAML": _imaml,
                                "MAML+LSTM": _joint(False), "FOMAML+LSTM": _joint(True)}
 
 
@@ -107,7 +120,10 @@ class FewShotConfig:
   small where MAML's curvature term matters, and at Finn et al.'s 1e-3 it is still far from
   converged after 10,000 meta-steps (BUILD.md). `fomaml_lstm_meta_lr` and `anil_meta_lr` are
   FOMAML+LSTM's and ANIL's own, and `anil_inner_lr` (None: `inner_lr`) ANIL's inner step size
-  (meta-training and evaluation); BUILD.md gives the validation runs behind the values used.
+  (meta-training and evaluation) and MetaSGD-ANIL's initial step sizes.
+  `maml_lstm_rule_meta_lr` / `fomaml_lstm_rule_meta_lr` (None: one optimizer) give the LSTM's
+  weights of MAML+LSTM / FOMAML+LSTM an Adam of their own, beside the initialization's
+  (`MetaTrainer(rule_optimizer=...)`). BUILD.md gives the validation runs behind the values used.
   """
   problem: str = "sinusoid"
   methods: Sequence[str] = ()
@@ -144,6 +160,8 @@ class FewShotConfig:
   fomaml_lstm_meta_lr: Optional[float] = None
   anil_inner_lr: Optional[float] = None
   anil_meta_lr: Optional[float] = None
+  maml_lstm_rule_meta_lr: Optional[float] = None
+  fomaml_lstm_rule_meta_lr: Optional[float] = None
 
   def method_names(self) -> Tuple[str, ...]:
     if self.methods:
@@ -162,6 +180,12 @@ class FewShotConfig:
     own = {"FOMAML": self.fomaml_meta_lr, "FOMAML+LSTM": self.fomaml_lstm_meta_lr,
            "ANIL": self.anil_meta_lr}.get(method)
     return self.meta_lr if own is None else own
+
+  def rule_meta_learning_rate(self, method: str) -> Optional[float]:
+    """The outer (Adam) learning rate of `method`'s learned inner rule (the LSTM's weights of
+    MAML+LSTM / FOMAML+LSTM), or None: one optimizer at `meta_learning_rate` for everything."""
+    return {"MAML+LSTM": self.maml_lstm_rule_meta_lr,
+            "FOMAML+LSTM": self.fomaml_lstm_rule_meta_lr}.get(method)
 
   def validate(self) -> None:
     """Raises ValueError naming the first field that is out of range."""
@@ -195,7 +219,8 @@ class FewShotConfig:
       raise ValueError(f"hidden must be positive integers, got {list(self.hidden)}")
     if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
       raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-    optional = ("fomaml_meta_lr", "fomaml_lstm_meta_lr", "anil_inner_lr", "anil_meta_lr")
+    optional = ("fomaml_meta_lr", "fomaml_lstm_meta_lr", "anil_inner_lr", "anil_meta_lr",
+                "maml_lstm_rule_meta_lr", "fomaml_lstm_rule_meta_lr")
     for name in ("meta_lr", "inner_lr", "finetune_lr") + optional:
       value = getattr(self, name)
       if name in optional and value is None:
@@ -223,14 +248,17 @@ class FewShotConfig:
 
 # Fields that do not change any result, and fields that change only one method's rows.
 _RUN_ONLY_FIELDS = ("methods", "workdir", "log_every", "checkpoint_every")
-_METHOD_FIELDS = {"reptile_inner_steps": "Reptile", "finetune_steps": "Pretrained",
-                  "finetune_lr": "Pretrained", "imaml_lam": "iMAML", "imaml_inner_lr": "iMAML",
-                  "imaml_inner_steps": "iMAML", "imaml_cg_steps": "iMAML",
-                  "imaml_damping": "iMAML", "imaml_solver": "iMAML",
-                  "imaml_newton_cg_steps": "iMAML", "imaml_tol": "iMAML",
-                  "imaml_iterations": "iMAML", "fomaml_meta_lr": "FOMAML",
-                  "fomaml_lstm_meta_lr": "FOMAML+LSTM", "anil_inner_lr": "ANIL",
-                  "anil_meta_lr": "ANIL"}
+_METHOD_FIELDS = {"reptile_inner_steps": ("Reptile",), "finetune_steps": ("Pretrained",),
+                  "finetune_lr": ("Pretrained",), "fomaml_meta_lr": ("FOMAML",),
+                  "fomaml_lstm_meta_lr": ("FOMAML+LSTM",),
+                  "maml_lstm_rule_meta_lr": ("MAML+LSTM",),
+                  "fomaml_lstm_rule_meta_lr": ("FOMAML+LSTM",),
+                  "anil_inner_lr": ("ANIL", "MetaSGD-ANIL"),
+                  "anil_meta_lr": ("ANIL",),
+                  **{name: ("iMAML",) for name in (
+                      "imaml_lam", "imaml_inner_lr", "imaml_inner_steps", "imaml_cg_steps",
+                      "imaml_damping", "imaml_solver", "imaml_newton_cg_steps", "imaml_tol",
+                      "imaml_iterations")}}
 
 
 # Settings whose default changed after they were added: results files without them ran with
@@ -268,7 +296,7 @@ def kept_rows(config: FewShotConfig) -> Tuple[List[Dict[str, Any]], Tuple[str, .
   current = _as_json(config)
   different = [name for name in current
                if name not in _RUN_ONLY_FIELDS and saved[name] != current[name]
-               and _METHOD_FIELDS.get(name, methods[0]) in methods]
+               and set(_METHOD_FIELDS.get(name, methods)) & set(methods)]
   if different:
     raise ValueError(
         f"{path} holds results of {list(methods)} computed with other settings "

@@ -16,6 +16,10 @@ evenly across the replicas: each computes the mean meta-gradient of its share of
 the shares are all-reduced (`l2l.distribute`), so the step is the same whatever the number of
 replicas. Every worker samples the whole meta-batch from its (identically seeded) sampler and
 keeps its own copy of the model, updated with the same all-reduced meta-gradient.
+
+`MetaTrainer(..., rule_optimizer=...)` gives the inner rule's variables (a learned inner
+optimizer's weights, Meta-SGD's step sizes) a second optimizer, so that they and the
+initialization learn at their own rates.
 """
 
 import dataclasses
@@ -92,6 +96,23 @@ def cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
   return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
 
 
+def _optimizer_groups(maml: maml_lib.MAML, meta_optimizer: snt.Optimizer,
+                      rule_optimizer: Optional[snt.Optimizer]):
+  """[(optimizer, indices into `maml.trainable_variables`)]: the module's variables to
+  `meta_optimizer`, the others (the inner rule's) to `rule_optimizer` when there is one."""
+  variables = maml.trainable_variables
+  everything = list(range(len(variables)))
+  if rule_optimizer is None:
+    return [(meta_optimizer, everything)]
+  module = {v.ref() for v in maml.module.trainable_variables}
+  rule = [i for i in everything if variables[i].ref() not in module]
+  if not rule:
+    raise ValueError(f"rule_optimizer is given but {type(maml).__name__} has no inner-rule "
+                     f"variables (a learned inner_optimizer, Meta-SGD's step sizes) for it to "
+                     f"step; leave it out")
+  return [(meta_optimizer, [i for i in everything if i not in rule]), (rule_optimizer, rule)]
+
+
 class MetaTrainer:
   """Meta-trains a `MAML` / `MetaSGD` / `ANIL` / `Reptile` on tasks from a sampler.
 
@@ -106,23 +127,33 @@ class MetaTrainer:
     strategy: a `MirroredStrategy` / `MultiWorkerMirroredStrategy` that splits each meta-batch
       across its replicas (`l2l.distribute.create_strategy`; the model and `meta_optimizer`
       created outside its scope); None: one replica.
+    rule_optimizer: a second Sonnet optimizer for the inner rule's variables: the algorithm's
+      trainable variables that are not its module's (the weights of a learned
+      `inner_optimizer`, Meta-SGD's step sizes, learnable hyperparameters), so that they and
+      the initialization get their own learning rates (or kinds of optimizer); then
+      `meta_optimizer` steps the module's variables only. None: `meta_optimizer` steps all.
 
   Raises:
-    TypeError: `maml` is not an `l2l.MAML`, `meta_optimizer` has no `apply`, `task_sampler`
-      (None: only `meta_step` / `evaluate` on given tasks) no `sample`, or `loss_fn` /
-      `metric_fn` is not callable.
+    TypeError: `maml` is not an `l2l.MAML`, `meta_optimizer` (or `rule_optimizer`) has no
+      `apply`, `task_sampler` (None: only `meta_step` / `evaluate` on given tasks) no
+      `sample`, or `loss_fn` / `metric_fn` is not callable.
+    ValueError: `rule_optimizer` is given but `maml` has no inner-rule variables.
   """
 
   def __init__(self, maml: maml_lib.MAML, meta_optimizer: snt.Optimizer, loss_fn: LossFn,
                task_sampler: tasks_lib.TaskSampler, metric_fn: Optional[LossFn] = None,
-               batched: bool = True, strategy: Optional[tf.distribute.Strategy] = None):
+               batched: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
+               rule_optimizer: Optional[snt.Optimizer] = None):
     if not isinstance(maml, maml_lib.MAML):
       raise TypeError(f"maml must be an l2l.MAML (or MetaSGD, ANIL, Reptile), got "
                       f"{type(maml).__name__}")
-    if not callable(getattr(meta_optimizer, "apply", None)):
-      raise TypeError(f"meta_optimizer must be a Sonnet optimizer (with apply(grads, "
-                      f"variables)), e.g. snt.optimizers.Adam(1e-3), got "
-                      f"{type(meta_optimizer).__name__}")
+    for argument, optimizer in (("meta_optimizer", meta_optimizer),
+                                ("rule_optimizer", rule_optimizer)):
+      if not callable(getattr(optimizer, "apply", None)) and not (
+          argument == "rule_optimizer" and optimizer is None):
+        raise TypeError(f"{argument} must be a Sonnet optimizer (with apply(grads, "
+                        f"variables)), e.g. snt.optimizers.Adam(1e-3), got "
+                        f"{type(optimizer).__name__}")
     if task_sampler is not None and not callable(getattr(task_sampler, "sample", None)):
       raise TypeError(f"task_sampler must have a sample(num_tasks) method (e.g. "
                       f"problems.tasks.SinusoidTaskSampler), got {type(task_sampler).__name__}")
@@ -132,6 +163,9 @@ class MetaTrainer:
                         f"{type(fn).__name__}")
     self.maml = maml
     self.meta_optimizer = meta_optimizer
+    self.rule_optimizer = rule_optimizer
+    # (optimizer, indices into maml.trainable_variables) per group of variables.
+    self._groups = _optimizer_groups(maml, meta_optimizer, rule_optimizer)
     self.loss_fn = loss_fn
     self.task_sampler = task_sampler
     self.metric_fn = metric_fn
@@ -139,10 +173,12 @@ class MetaTrainer:
     self.strategy = strategy
     # Sonnet's Adam / Momentum / RMSProp create their slots on the first `apply`; inside the
     # step's tf.function that costs a second trace. Create them now when the variables exist.
-    initialize = getattr(meta_optimizer, "_initialize", None)
-    if callable(initialize) and maml.trainable_variables:
-      with tf.init_scope():
-        initialize(maml.trainable_variables)
+    variables = maml.trainable_variables
+    for optimizer, indices in self._groups:
+      initialize = getattr(optimizer, "_initialize", None)
+      if callable(initialize) and indices:
+        with tf.init_scope():
+          initialize([variables[i] for i in indices])
     # Meta-steps skipped for a non-finite meta-loss or meta-gradient, a Python int (the
     # variable is the graph's side of the count).
     self.skipped_steps = 0
@@ -212,7 +248,9 @@ class MetaTrainer:
     variables = self.maml.trainable_variables
 
     def apply() -> None:
-      self.meta_optimizer.apply(grads, variables)
+      for optimizer, indices in self._groups:
+        if indices:  # Sonnet's optimizers reject empty lists.
+          optimizer.apply([grads[i] for i in indices], [variables[i] for i in indices])
       # Each task's learner updated its own copy of the buffers (BatchNorm statistics) over its
       # inner steps and query forward; the module keeps their mean over tasks. For Sonnet's
       # moving averages (linear in the batch statistics) that is the moving average of the
