@@ -95,11 +95,8 @@ def mlp_rule_optimizer(fused: bool, seed: int = 0, **options):
 
 def recommended_options() -> dict:
   """The `nets.PerParameterMLP` options of the recommended shipped optimizer, but seed and fused."""
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  from l2l.versatile import zoo  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(zoo.path(zoo.recommended()), "config.json")) as f:
-    options = dict(json.load(f)["rule"]["net_options"])
+  import l2l  # pylint: disable=g-import-not-at-top
+  options = dict(l2l.pretrained().config["net_options"])
   for key in ("seed", "fused"):
     options.pop(key, None)
   return options

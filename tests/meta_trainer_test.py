@@ -177,6 +177,15 @@ def random_tasks(seed, num_tasks, k_support, k_query, d):
                          ((k_support, d), (k_support, 1), (k_query, d), (k_query, 1))))
 
 
+def linear_model(theta: np.ndarray) -> snt.Linear:
+  """A float64 `snt.Linear(1)` over len(theta) - 1 inputs with weights theta[:-1], bias theta[-1]."""
+  model = snt.Linear(1, name="linear")
+  model(tf.zeros([1, len(theta) - 1], tf.float64))
+  model.w.assign(theta[:-1, None])
+  model.b.assign(theta[-1:])
+  return model
+
+
 class Float64ReferenceTest(tf.test.TestCase, parameterized.TestCase):
   """What `MetaTrainer` applies and evaluates, in float64, against NumPy references."""
 
@@ -187,11 +196,8 @@ class Float64ReferenceTest(tf.test.TestCase, parameterized.TestCase):
     # support gradient), MAML's is J_t^T times it, J_t = prod_k (I - lr H_s); both task-averaged.
     num_tasks, k, d, lr, steps = 3, 7, 2, 0.1, 3
     tasks = random_tasks(0, num_tasks, k, 4, d)
-    model = snt.Linear(1, name="linear")
-    model(tf.zeros([1, d], tf.float64))
     theta = np.array([0.5, -0.3, 0.2])
-    model.w.assign(theta[:d, None])
-    model.b.assign(theta[d:])
+    model = linear_model(theta)
     trainer = l2l.MetaTrainer(l2l.MAML(model, lr, steps, first_order=first_order),
                               snt.optimizers.SGD(1.0), meta_trainer.mse, None, batched=batched)
     loss = trainer.meta_step(tasks)
@@ -216,11 +222,8 @@ class Float64ReferenceTest(tf.test.TestCase, parameterized.TestCase):
     # lr g / (|g| + eps): each group by its own optimizer, neither by the other.
     num_tasks, k, d = 3, 6, 2
     tasks = random_tasks(2, num_tasks, k, 4, d)
-    model = snt.Linear(1, name="linear")
-    model(tf.zeros([1, d], tf.float64))
     theta = np.array([0.4, -0.2, 0.1])
-    model.w.assign(theta[:d, None])
-    model.b.assign(theta[d:])
+    model = linear_model(theta)
     algorithm = l2l.MetaSGD(model, inner_lr=0.05)
     alpha = np.array([0.05, 0.2, -0.1])
     lrs = algorithm.learning_rates()
