@@ -139,7 +139,8 @@ def run_case(case: str, config: str, args, peak: Optional[float] = None
   """
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   if case in OWN_CASES:
-    cmd = [sys.executable, "-m", "bench.speed", "--_run_l2l", "--case", case]
+    cmd = [sys.executable, "-m", "bench.speed", "--_run_l2l", "--case", case, "--peers_dir",
+           args.peers_dir]
     cwd = REPO
   else:
     _, script, extra = PEER_CASES[case]
