@@ -40,7 +40,9 @@ flags.DEFINE_string("problem", "quadratic", "A named configuration "
 flags.DEFINE_integer("num_epochs", 100, "Held-out problem instances.")
 flags.DEFINE_integer("num_steps", 100, "Optimizer steps per instance.")
 flags.DEFINE_integer("inter_op_threads", 1, "TensorFlow inter-op threads (0: TensorFlow's "
-                     "default). One is faster for meta-training, a chain of dependent ops.")
+                     "default).")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TensorFlow's "
+                     "default; train.py's default is 1, see l2l.threads).")
 flags.DEFINE_integer("seed", 0, "Seed of the instance streams.")
 flags.DEFINE_float("learning_rate", None, "Baselines' learning rate (default: tuned).")
 flags.DEFINE_integer("tuning_epochs", 20, "Instances for tuning each baseline's learning rate.")
@@ -61,7 +63,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.output_json:
     cli.check_output_file("output_json", FLAGS.output_json)  # Before the work, not after.
-  cli.start_tensorflow(FLAGS.inter_op_threads)
+  cli.start_tensorflow(FLAGS.inter_op_threads, FLAGS.intra_op_threads)
   # pylint: disable=g-import-not-at-top
   from l2l import evaluation
   from l2l.versatile import zoo

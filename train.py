@@ -68,8 +68,11 @@ flags.DEFINE_integer("checkpoint_period", _DEFAULTS.checkpoint_period,
                      "<save_path>/train_state (the same command resumes from the latest).")
 flags.DEFINE_string("data_dir", None, "Dataset directory of the mnist, cifar and cifar-multi "
                     "configs (default: $L2L_DATA_DIR, else the Keras download and cache).")
-flags.DEFINE_integer("inter_op_threads", 1, "TensorFlow inter-op threads (0: TensorFlow's "
-                     "default). One is faster for meta-training, a chain of dependent ops.")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TensorFlow's "
+                     "default; the fused optimizer ops take helper threads from this pool).")
+flags.DEFINE_integer("intra_op_threads", 1, "TensorFlow intra-op threads (0: TensorFlow's "
+                     "default). One keeps a small problem's own ops unsplit, faster for "
+                     "meta-training; the fused optimizer ops still use every core.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of nets, problem instances and TF ops.")
 flags.DEFINE_float("rescale", _DEFAULTS.rescale, "Random rescaling (Lv et al. 2017): train on "
                    "parameters scaled per coordinate by exp(U[-r, r]); 0 turns it off.")
@@ -246,7 +249,7 @@ def main(argv):
     if server.task_type() in server.SERVER_TASKS:  # A ps / worker task of the cluster.
       server.serve()
   strategy = distribute.start_tensorflow(FLAGS.strategy, FLAGS.inter_op_threads,
-                                        FLAGS.cpu_devices)
+                                        FLAGS.cpu_devices, FLAGS.intra_op_threads)
   if FLAGS.strategy in distribute.ASYNC_STRATEGIES:
     train_async(strategy)
     return

@@ -61,18 +61,16 @@ def verbose() -> bool:
   return flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].value >= 1
 
 
-def start_tensorflow(inter_op_threads: int = 0):
-  """Imports TensorFlow quietly, sets its inter-op threads (`--inter_op_threads`; app.UsageError
-  if negative) and returns the module.
+def start_tensorflow(inter_op_threads: int = 0, intra_op_threads: int = 0):
+  """Imports TensorFlow quietly, sets its inter-op and intra-op threads (`--inter_op_threads`,
+  `--intra_op_threads`: `l2l.threads`; app.UsageError if negative) and returns the module.
 
   Unless `verbose()`: stderr (file descriptor 2, where C++ writes) goes to a temporary file while
   TensorFlow loads and initializes its CPU device; lines of it other than the known start-up
   chatter are written back to stderr, so real errors still show. TensorFlow's Python INFO lines
   are dropped. Numerics are unchanged (oneDNN stays on; only its notice is hidden).
   """
-  if inter_op_threads < 0:
-    raise app.UsageError(f"--inter_op_threads must be >= 0 (0: TensorFlow's default), got "
-                         f"{inter_op_threads}")
+  check_threads(inter_op_threads, intra_op_threads)
   quiet = not verbose()
   if quiet:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -81,6 +79,7 @@ def start_tensorflow(inter_op_threads: int = 0):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from l2l import threads  # pylint: disable=g-import-not-at-top
     threads.use_inter_op_threads(inter_op_threads)
+    threads.use_intra_op_threads(intra_op_threads)
     tf.constant(0.0).numpy()  # Initializes the CPU device (its notice) while stderr is captured.
   finally:
     if captured is not None:
@@ -141,11 +140,17 @@ def check_output_file(name: str, path: str) -> None:
     raise app.UsageError(f"--{name}: {path!r} is a directory; give a file name")
 
 
+def check_threads(inter_op_threads: int, intra_op_threads: int = 0) -> None:
+  """app.UsageError naming `--inter_op_threads` or `--intra_op_threads` when one is negative."""
+  for name, value in (("inter_op_threads", inter_op_threads),
+                      ("intra_op_threads", intra_op_threads)):
+    if value < 0:
+      raise app.UsageError(f"--{name} must be >= 0 (0: TensorFlow's default), got {value}")
+
+
 def use_inter_op_threads(num_threads: int) -> None:
   """`--inter_op_threads`: `threads.use_inter_op_threads`, app.UsageError if negative."""
-  if num_threads < 0:
-    raise app.UsageError(f"--inter_op_threads must be >= 0 (0: TensorFlow's default), got "
-                         f"{num_threads}")
+  check_threads(num_threads)
   from l2l import threads  # pylint: disable=g-import-not-at-top
   threads.use_inter_op_threads(num_threads)
 

@@ -149,6 +149,26 @@ def fast_deep_lstm(x: tf.Tensor, state: LSTMState, weights: Sequence[tf.Tensor],
   return out, tuple((new_state[2 * i], new_state[2 * i + 1]) for i in range(num_layers))
 
 
+def kernel_threads() -> Dict[str, Any]:
+  """The fused ops' thread attributes, from this process's TensorFlow thread settings.
+
+  Helpers come from TensorFlow's inter-op pool when it has threads besides the one running the
+  op (ForParts in lstm_kernels.cc), and the rows are split over as many threads as the larger
+  of the two pools has: with one intra-op thread (`l2l.threads.use_intra_op_threads(1)`, which
+  keeps a small problem's own ops unsplit) the fused ops still use every core.
+  """
+  inter = tf.config.threading.get_inter_op_parallelism_threads()
+  return dict(inter_op_helpers=inter != 1,
+              inter_op_threads=inter if inter > 0 else _cpus())
+
+
+def _cpus() -> int:
+  """The CPUs this process may run on (TensorFlow's default inter-op pool size)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
 def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[tf.Tensor],
                               biases: Sequence[tf.Tensor], out_w: tf.Tensor, out_b: tf.Tensor,
                               forget_bias: float = 1.0, log_and_sign: Optional[float] = None,
@@ -178,9 +198,7 @@ def fused_coordinatewise_step(g: tf.Tensor, state: LSTMState, weights: Sequence[
   attrs = dict(log_and_sign=log_and_sign is not None,
                k=float(log_and_sign if log_and_sign is not None else 1.0), eps=float(eps),
                forget_bias=float(forget_bias), scale=float(scale),
-               # The ops' helper threads come from TensorFlow's inter-op pool when it has
-               # threads besides the one running the op (see ForParts in lstm_kernels.cc).
-               inter_op_helpers=tf.config.threading.get_inter_op_parallelism_threads() != 1)
+               **kernel_threads())
   hs = [tf.convert_to_tensor(h) for h, _ in state]
   cs = [tf.convert_to_tensor(c) for _, c in state]
   tensors = [tf.convert_to_tensor(t) for t in [*weights, *biases, out_w, out_b]]

@@ -292,6 +292,7 @@ REGISTER_OP("L2lCwLstm")
     .Attr("forget_bias: float")
     .Attr("scale: float")
     .Attr("inter_op_helpers: bool = true")
+    .Attr("inter_op_threads: int = 0")
     .Output("update: float")
     .Output("h_new: num_layers * float")
     .Output("c_new: num_layers * float")
@@ -326,6 +327,7 @@ REGISTER_OP("L2lCwLstmGrad")
     .Attr("forget_bias: float")
     .Attr("scale: float")
     .Attr("inter_op_helpers: bool = true")
+    .Attr("inter_op_threads: int = 0")
     .Output("d_g: float")
     .Output("d_h: num_layers * float")
     .Output("d_c: num_layers * float")
@@ -711,6 +713,7 @@ class CwLstmBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &fb_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("inter_op_helpers", &inter_op_helpers_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("inter_op_threads", &inter_op_threads_));
   }
 
  protected:
@@ -774,8 +777,14 @@ class CwLstmBase : public OpKernel {
     return std::max<int64_t>(1, std::min<int64_t>(kMaxParts, blocks / 2));
   }
 
-  static int64_t Workers(OpKernelContext* ctx, int64_t rows) {
-    const int64_t threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+  // The threads of the larger of TensorFlow's two pools (`inter_op_threads`: the inter-op
+  // pool's size, known to Python only): a process with one intra-op thread (small problems'
+  // own ops run faster unsplit) still runs these ops on every core, helped from the inter-op
+  // pool (ForParts).
+  int64_t Workers(OpKernelContext* ctx, int64_t rows) const {
+    const int64_t threads = std::max<int64_t>(
+        ctx->device()->tensorflow_cpu_worker_threads()->num_threads,
+        inter_op_helpers_ ? inter_op_threads_ : 1);
     return std::max<int64_t>(1, std::min<int64_t>(threads, rows / kMinRows));
   }
 
@@ -783,6 +792,7 @@ class CwLstmBase : public OpKernel {
   bool log_and_sign_;
   float k_, eps_, fb_, scale_;
   bool inter_op_helpers_;
+  int64_t inter_op_threads_;
 };
 
 // Block buffers of one thread.

@@ -9,7 +9,8 @@ from absl import logging as absl_logging
 from l2l import cli
 
 
-def start_tensorflow(name: str, inter_op_threads: int = 0, cpu_devices: int = 0) -> Any:
+def start_tensorflow(name: str, inter_op_threads: int = 0, cpu_devices: int = 0,
+                     intra_op_threads: int = 0) -> Any:
   """`l2l.cli.start_tensorflow` for a script with a `--strategy`: quietly imports TensorFlow,
   sets its inter-op threads, creates the strategy (`create_strategy`) before TensorFlow's first
   op and returns it (None for "default", which is exactly `cli.start_tensorflow`).
@@ -18,11 +19,9 @@ def start_tensorflow(name: str, inter_op_threads: int = 0, cpu_devices: int = 0)
     app.UsageError: a bad name, `cpu_devices` or TF_CONFIG (one line, for `cli.run`).
   """
   if name == "default" and not cpu_devices:
-    cli.start_tensorflow(inter_op_threads)
+    cli.start_tensorflow(inter_op_threads, intra_op_threads)
     return None
-  if inter_op_threads < 0:
-    raise app.UsageError(f"--inter_op_threads must be >= 0 (0: TensorFlow's default), got "
-                         f"{inter_op_threads}")
+  cli.check_threads(inter_op_threads, intra_op_threads)
   quiet = not cli.verbose()
   captured = cli._StderrCapture() if quiet else None  # pylint: disable=protected-access
   try:
@@ -34,6 +33,7 @@ def start_tensorflow(name: str, inter_op_threads: int = 0, cpu_devices: int = 0)
       absl_logging.get_absl_handler().addFilter(
           cli._drop_tensorflow_info)  # pylint: disable=protected-access
     threads.use_inter_op_threads(inter_op_threads)
+    threads.use_intra_op_threads(intra_op_threads)
     strategy = strategies.create_strategy(name, cpu_devices)
   except ValueError as e:
     raise app.UsageError(str(e).replace("cpu_devices", "--cpu_devices")) from None
