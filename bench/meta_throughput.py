@@ -4,13 +4,15 @@ The problem is a task of the versatile optimizer's training suite, by default
 `digits_mlp_tanh_32` of `problems.suite("train")`: an MLP 64-32-10 (tanh, Glorot init; 2,410
 parameters) on minibatches of 64 of scikit-learn's 8x8 digits, softmax cross-entropy, each
 parameter rescaled by exp(U[-1, 1]); `--task` picks another task of the suites. Every trainer
-gets its own instance stream of the task (seed 0). Two rules, each meta-trained two ways:
+gets its own instance stream of the task (seed 0). Two rules, each meta-trained two ways, with
+the sizes and options of train.py's defaults (read from `l2l.options.TrainConfig` and
+`l2l.versatile.suite_training.SuiteTrainConfig` at run time; today's values below):
 
 | rule | gradient | trainer | len_unroll | particles | as in |
 |---|---|---|---|---|---|
 | `lstm` | `backprop` | `MetaOptimizer.meta_minimize` | 10 | - | train.py --problem=digits |
 | `lstm` | `pes` | `l2l.PESMinimize` | 10 | 8 | train.py --gradient=pes |
-| `mlp_rule` | `backprop` | `MetaOptimizer.meta_minimize` | 10 | - | train.py's unroll |
+| `mlp_rule` | `backprop` | `MetaOptimizer.meta_minimize` | 10 | - | train.py --unroll_length |
 | `mlp_rule` | `pes` | `l2l.PESMinimize` | 50 | 2 | train.py --suite |
 
 `lstm` is the 2016 coordinatewise LSTM as train.py builds it for an MLP classifier
@@ -50,7 +52,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 DEFAULT_TASK = "digits_mlp_tanh_32"
 RULES = ("lstm", "mlp_rule")
@@ -64,12 +66,18 @@ class Setting(NamedTuple):
   horizon: int        # Optimizee steps per problem instance (reset() after them).
 
 
-SETTINGS = {
-    ("lstm", "backprop"): Setting(10, 0, 100),
-    ("lstm", "pes"): Setting(10, 8, 100),
-    ("mlp_rule", "backprop"): Setting(10, 0, 1000),
-    ("mlp_rule", "pes"): Setting(50, 2, 1000),
-}
+def default_settings() -> Dict[Tuple[str, str], Setting]:
+  """The table above, read from train.py's defaults (`l2l.options.TrainConfig` for `lstm`,
+  `l2l.versatile.suite_training.SuiteTrainConfig` for `mlp_rule`'s PES and horizon)."""
+  from l2l import options  # pylint: disable=g-import-not-at-top
+  from l2l.versatile import suite_training  # pylint: disable=g-import-not-at-top
+  train, suite = options.TrainConfig(), suite_training.SuiteTrainConfig()
+  return {
+      ("lstm", "backprop"): Setting(train.unroll_length, 0, train.num_steps),
+      ("lstm", "pes"): Setting(train.unroll_length, train.pes_particles, train.num_steps),
+      ("mlp_rule", "backprop"): Setting(train.unroll_length, 0, suite.num_steps),
+      ("mlp_rule", "pes"): Setting(suite.unroll_length, suite.pes_particles, suite.num_steps),
+  }
 
 
 def find_task(name: str):
@@ -90,26 +98,31 @@ def find_task(name: str):
 
 
 def build(rule: str, gradient: str, make_loss, setting: Setting, seed: int = 0):
-  """The trainer of `rule` x `gradient` on `make_loss` (see the module docstring's table)."""
+  """The trainer of `rule` x `gradient` on `make_loss` (see the module docstring's table), with
+  the meta-learning rate, objective, clipping and PES std of train.py's defaults."""
   import l2l  # pylint: disable=g-import-not-at-top
   from l2l import configs  # pylint: disable=g-import-not-at-top
+  from l2l import options  # pylint: disable=g-import-not-at-top
   from l2l import training  # pylint: disable=g-import-not-at-top
   from l2l.versatile import suite_training  # pylint: disable=g-import-not-at-top
   if rule == "lstm":
+    config = options.TrainConfig()
     opt = l2l.MetaOptimizer(**training.seeded_net_configs({"cw": configs.MLP_LSTM}, seed))
-    options = dict(learning_rate=3e-3, objective="log_mean")
+    kwargs = {}
   else:
+    config = suite_training.SuiteTrainConfig()
     opt = l2l.MetaOptimizer(**training.seeded_net_configs(
         {"rule": suite_training.VERSATILE_NET}, seed))
-    options = dict(learning_rate=2e-3, objective="log", max_grad_norm=1.0,
-                   num_steps=setting.horizon)
+    kwargs = dict(num_steps=setting.horizon)
+  kwargs.update(learning_rate=config.learning_rate, objective=config.objective,
+                max_grad_norm=config.max_grad_norm)
   if gradient == "backprop":
-    return opt.meta_minimize(make_loss, setting.len_unroll, **options)
-  if rule == "mlp_rule":
-    options.update(use_while_loop=True,
-                   common_random_numbers=training._find_generators(make_loss))  # pylint: disable=protected-access
-  return l2l.PESMinimize(opt, make_loss, setting.len_unroll, setting.particles, std=0.01,
-                         seed=seed + 1, **options)
+    return opt.meta_minimize(make_loss, setting.len_unroll, **kwargs)
+  if rule == "mlp_rule":  # As suite_training's PESMinimize.
+    kwargs.update(use_while_loop=True,
+                  common_random_numbers=training._find_generators(make_loss))  # pylint: disable=protected-access
+  return l2l.PESMinimize(opt, make_loss, setting.len_unroll, setting.particles,
+                         std=config.pes_std, seed=seed + 1, **kwargs)
 
 
 class Case:
@@ -206,10 +219,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                  cpus_allowed=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                  else os.cpu_count(),
                  cpu_model=speed.parse(suite.machine_line())["cpu_model"])
+  settings = default_settings()
   cases = []
   for rule in rules:
     for gradient in gradients:
-      default = SETTINGS[rule, gradient]
+      default = settings[rule, gradient]
       setting = default._replace(
           len_unroll=args.len_unroll or default.len_unroll,
           particles=(args.particles or default.particles) if gradient == "pes" else 0)
