@@ -119,8 +119,8 @@ def build(rule: str, gradient: str, make_loss, setting: Setting, seed: int = 0):
   if gradient == "backprop":
     return opt.meta_minimize(make_loss, setting.len_unroll, **kwargs)
   if rule == "mlp_rule":  # As suite_training's PESMinimize.
-    kwargs.update(use_while_loop=True,
-                  common_random_numbers=training._find_generators(make_loss))  # pylint: disable=protected-access
+    generators = training._find_generators(make_loss)  # pylint: disable=protected-access
+    kwargs.update(use_while_loop=True, common_random_numbers=generators)
   return l2l.PESMinimize(opt, make_loss, setting.len_unroll, setting.particles,
                          std=config.pes_std, seed=seed + 1, **kwargs)
 
@@ -129,7 +129,7 @@ class Case:
   """One trainer and its timings."""
 
   def __init__(self, rule: str, gradient: str, task, setting: Setting):
-    self.rule, self.gradient, self.setting = rule, gradient, setting
+    self.rule, self.gradient, self.setting, self.task = rule, gradient, setting, task.name
     self.trainer = build(rule, gradient, task.make_problem(0), setting)
     problem = (self.trainer.meta_loss.problem if gradient == "backprop" else
                self.trainer.problem)
@@ -150,12 +150,13 @@ class Case:
     self.done += 1
     return time.perf_counter() - start
 
-  def line(self, threads: Dict[str, Any]) -> str:
+  def line(self, machine: Dict[str, Any]) -> str:
+    """The case's line; `machine` (thread settings, CPUs, CPU model) is appended to it."""
     ms = [1e3 * statistics.median(t) for t in self.times]
     rates = [1e3 * self.per_step / m for m in ms]
     traces = self.trainer._step.experimental_get_tracing_count()  # pylint: disable=protected-access
     fields = dict(
-        case="meta_throughput", rule=self.rule, gradient=self.gradient, task=threads["task"],
+        case="meta_throughput", rule=self.rule, gradient=self.gradient, task=self.task,
         params=self.params, len_unroll=self.setting.len_unroll,
         particles=self.setting.particles, optimizee_steps_per_meta_step=self.per_step,
         ms_per_meta_step=f"{statistics.median(ms):.2f}", ms_per_meta_step_min=f"{min(ms):.2f}",
@@ -165,7 +166,7 @@ class Case:
         optimizee_steps_per_s_max=f"{max(rates):.1f}",
         first_step_s=f"{self.first_step_s:.2f}", traces=traces, repeats=len(self.times),
         steps=len(self.times[0]))
-    fields.update({k: v for k, v in threads.items() if k != "task"})
+    fields.update(machine)
     return " ".join(f"{key}={value}" for key, value in fields.items())
 
 
@@ -213,8 +214,7 @@ def main(argv: Optional[List[str]] = None) -> None:
   from bench import __main__ as suite  # pylint: disable=g-import-not-at-top
   from bench import speed  # pylint: disable=g-import-not-at-top
   tf.random.set_seed(0)
-  threads = dict(task=task.name,
-                 inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+  machine = dict(inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
                  intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
                  cpus_allowed=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                  else os.cpu_count(),
@@ -236,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for case in cases:
       case.times.append([case.step() for _ in range(args.steps)])
   for case in cases:
-    print(case.line(threads), flush=True)
+    print(case.line(machine), flush=True)
 
 
 if __name__ == "__main__":
