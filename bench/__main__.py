@@ -16,6 +16,10 @@ Cases (every one in its own process, printing `key=value` lines that start with 
   25, for each of `--maml_inner_steps`.
 * `leak` (`bench/leak.py`): resident memory over `--leak_steps` meta-steps and the number of
   traces of the meta-step's `tf.function`s.
+* `meta_throughput` (`bench/meta_throughput.py`): meta-training throughput on a 2,410-parameter
+  MLP of the versatile optimizer's task suite: optimizee steps per second and ms per meta-step of
+  truncated backprop (`meta_minimize`) and of PES (`PESMinimize`), for the 2016 LSTM and the
+  versatile per-parameter rule; medians and min-max over `--throughput_repeats`.
 
 The suite starts with `case=machine cpu_model=... cpus=... simd=... load_avg=...` (what the
 figures ran on) and ends with `summary suite cases=... skipped=... failed=... checks_failed=...` and exits
@@ -26,6 +30,7 @@ not pass.
     python -m bench --cases l2l,tf,torch+compile --configs quadratic --extras none
     python -m bench --cases leak,apply_1m              # only these extras
     python -m bench --extras maml_sinusoid --maml_inner_steps 1
+    python -m bench --extras meta_throughput --throughput_steps 10 --throughput_repeats 3
 """
 
 import argparse
@@ -45,6 +50,8 @@ EXTRAS = {
                                                      "--steps", str(a.maml_steps)]),
     "leak": ("bench.leak", lambda a: ["--steps", str(a.leak_steps), "--peers_dir",
                                       a.peers_dir]),
+    "meta_throughput": ("bench.meta_throughput", lambda a: [
+        "--steps", str(a.throughput_steps), "--repeats", str(a.throughput_repeats)]),
 }
 SPEED_CASES = (*speed.OWN_CASES, *speed.PEER_CASES)
 
@@ -69,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--maml_steps", type=int, default=20,
                       help="maml_sinusoid: timed meta-steps per count")
   parser.add_argument("--leak_steps", type=int, default=1000, help="leak: meta-steps")
+  parser.add_argument("--throughput_steps", type=int, default=10,
+                      help="meta_throughput: timed meta-steps per case and repeat")
+  parser.add_argument("--throughput_repeats", type=int, default=3,
+                      help="meta_throughput: interleaved repeats (medians and min-max over them)")
   return parser
 
 

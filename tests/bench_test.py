@@ -61,7 +61,7 @@ class SelectTest(absltest.TestCase):
     cases, configs, extras = self.select([])
     self.assertEqual(cases, list(speed.DEFAULT_CASES))
     self.assertEqual(configs, ["quadratic", "mlp"])
-    self.assertEqual(extras, ["apply_1m", "maml_sinusoid", "leak"])
+    self.assertEqual(extras, ["apply_1m", "maml_sinusoid", "leak", "meta_throughput"])
 
   def test_named_cases_only(self):
     self.assertEqual(self.select(["--cases", "l2l,tf+xla", "--configs", "mlp"]),
@@ -83,6 +83,18 @@ class SelectTest(absltest.TestCase):
       self.select(["--extras", "leaks"])
     with self.assertRaisesRegex(ValueError, r"unknown configs \['cnn'\]"):
       self.select(["--configs", "quadratic,cnn"])
+
+  def test_meta_throughput_extra_and_its_options(self):
+    self.assertEqual(self.select(["--extras", "meta_throughput"])[2], ["meta_throughput"])
+    self.assertEqual(self.select(["--cases", "l2l,meta_throughput"])[::2],
+                     (["l2l"], ["meta_throughput"]))
+    module, options = suite.EXTRAS["meta_throughput"]
+    self.assertEqual(module, "bench.meta_throughput")
+    args = suite.build_parser().parse_args([])
+    self.assertEqual(options(args), ["--steps", "10", "--repeats", "3"])
+    args = suite.build_parser().parse_args(["--throughput_steps", "4", "--throughput_repeats",
+                                            "2"])
+    self.assertEqual(options(args), ["--steps", "4", "--repeats", "2"])
 
   def test_main_rejects_unknown_case(self):
     with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
