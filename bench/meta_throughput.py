@@ -39,7 +39,7 @@ repeats' min-max:
     len_unroll=10 particles=0 optimizee_steps_per_meta_step=10 ms_per_meta_step=...
     ms_per_meta_step_min=... ms_per_meta_step_max=... optimizee_steps_per_s=...
     optimizee_steps_per_s_min=... optimizee_steps_per_s_max=... first_step_s=... traces=1
-    repeats=3 steps=10 inter_op_threads=1 intra_op_threads=0 cpus_allowed=2 cpu_model=...
+    repeats=3 steps=10 inter_op_threads=0 intra_op_threads=1 cpus_allowed=2 cpu_model=...
 
 `traces`: traces of the trainer's compiled step (1: the timed steps never retraced);
 `inter_op_threads` / `intra_op_threads` TensorFlow's settings (0: its default);
@@ -191,8 +191,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                       help="optimizee steps per truncation for every case (0: the table's)")
   parser.add_argument("--particles", type=int, default=0,
                       help="PES antithetic pairs for every PES case (0: the table's)")
-  parser.add_argument("--inter_op_threads", type=int, default=1,
-                      help="TensorFlow inter-op threads (train.py's default 1; 0: TensorFlow's)")
+  parser.add_argument("--inter_op_threads", type=int, default=0,
+                      help="TensorFlow inter-op threads (train.py's default 0: TensorFlow's)")
+  parser.add_argument("--intra_op_threads", type=int, default=1,
+                      help="TensorFlow intra-op threads (train.py's default 1; 0: TensorFlow's)")
   args = parser.parse_args(argv)
   try:
     rules = _names("--rules", args.rules, RULES)
@@ -200,13 +202,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     for name in ("steps", "repeats", "warmup"):
       if getattr(args, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("len_unroll", "particles", "inter_op_threads"):
+    for name in ("len_unroll", "particles", "inter_op_threads", "intra_op_threads"):
       if getattr(args, name) < 0:
         raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
   except ValueError as e:
     parser.exit(2, f"{parser.prog}: error: {e}\n")  # One line, no usage dump.
   from l2l import cli  # pylint: disable=g-import-not-at-top
-  tf = cli.start_tensorflow(args.inter_op_threads)  # Before anything imports TensorFlow.
+  # Before anything imports TensorFlow.
+  tf = cli.start_tensorflow(args.inter_op_threads, args.intra_op_threads)
   try:
     task = find_task(args.task)
   except ValueError as e:

@@ -37,9 +37,11 @@ from typing import Dict, List, Optional, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PEERS_DIR = os.path.join(os.path.dirname(REPO), "shared", "peers")
 
-# case -> (interpreter flag, script, extra args). "l2l" is this library; "l2l-reference" is the
-# same with the reference (autodiff) LSTM instead of the fused kernels; "l2l+inter_op1" is "l2l"
-# in a process with one TensorFlow inter-op thread (train.py's and evaluate.py's default).
+# case -> (interpreter flag, script, extra args). "l2l" is this library with TensorFlow's default
+# threads; "l2l-reference" is the same with the reference (autodiff) LSTM instead of the fused
+# kernels; "l2l+intra_op1" is "l2l" in a process with one TensorFlow intra-op thread (train.py's
+# default, `l2l.threads.use_intra_op_threads(1)`); "l2l+inter_op1" with one inter-op thread
+# (evaluate.py's default).
 PEER_CASES = {
     "tf": ("tf", "l2l_tf.py", []),
     "tf+while_loop": ("tf", "l2l_tf.py", ["--while_loop"]),
@@ -49,9 +51,9 @@ PEER_CASES = {
     "jax": ("jax", "l2l_jax.py", []),
     "jax+remat": ("jax", "l2l_jax.py", ["--remat"]),
 }
-OWN_CASES = ("l2l", "l2l+inter_op1", "l2l-reference")
-DEFAULT_CASES = ("l2l", "l2l+inter_op1", "l2l-reference", "tf", "tf+while_loop", "torch",
-                 "torch+compile", "jax", "jax+remat")
+OWN_CASES = ("l2l", "l2l+intra_op1", "l2l+inter_op1", "l2l-reference")
+DEFAULT_CASES = ("l2l", "l2l+intra_op1", "l2l+inter_op1", "l2l-reference", "tf",
+                 "tf+while_loop", "torch", "torch+compile", "jax", "jax+remat")
 KEYS = ("ms_per_meta_step", "first_meta_loss", "last_meta_loss", "achieved_gflops",
         "fraction_of_matmul_peak", "first_step_s", "own_cores", "other_cores", "rss_base_mib",
         "peak_rss_mib", "rss_warm_mib", "step_peak_rss_mib", "meta_step_mib",
@@ -107,9 +109,11 @@ def run_l2l(args) -> None:
   sys.path.insert(0, REPO)
   import common  # The peers' shared data, weights and timing loop.
   from bench import rss  # pylint: disable=g-import-not-at-top
+  from l2l import threads  # pylint: disable=g-import-not-at-top
   if args.case == "l2l+inter_op1":
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    threads.use_inter_op_threads(1)
+  elif args.case == "l2l+intra_op1":
+    threads.use_intra_op_threads(1)
   _, trainer = build_l2l(args.config, common, fast_path=args.case != "l2l-reference")
 
   def step() -> float:
@@ -212,10 +216,11 @@ def summary_line(config: str, by_case: Dict[str, List[Dict[str, str]]],
     fastest = min(peers, key=peers.get)
     line += (f" fastest_peer={fastest} fastest_peer_ms={peers[fastest]:.2f} "
              f"speedup_vs_fastest_peer={peers[fastest] / medians['l2l']:.2f}")
-    if "l2l+inter_op1" in medians:
-      inter_op1 = medians["l2l+inter_op1"]
-      line += (f" l2l_inter_op1_ms={inter_op1:.2f} "
-               f"speedup_inter_op1_vs_fastest_peer={peers[fastest] / inter_op1:.2f}")
+    for case in ("l2l+intra_op1", "l2l+inter_op1"):
+      if case in medians:
+        name = case.split("+")[1]
+        line += (f" l2l_{name}_ms={medians[case]:.2f} "
+                 f"speedup_{name}_vs_fastest_peer={peers[fastest] / medians[case]:.2f}")
   else:
     line += " speedup_vs_fastest_peer=n/a note=no_peer_ran"
   return line
