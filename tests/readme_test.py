@@ -141,7 +141,7 @@ class ReadmeNamesTest(absltest.TestCase):
     import l2l  # pylint: disable=g-import-not-at-top
     names = l2l_names()
     self.assertGreaterEqual(len(names), 20)  # The scan finds the README's names at all.
-    self.assertIn("l2l.threads.use_inter_op_threads", names)
+    self.assertIn("l2l.threads.use_intra_op_threads", names)
     for name in names:
       with self.subTest(name=name):
         value = l2l
