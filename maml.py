@@ -93,6 +93,11 @@ _ANIL_INNER_LR = flags.DEFINE_float("anil_inner_lr", None, "ANIL: its own inner 
                                     "--inner_lr); MetaSGD-ANIL: its initial step sizes.")
 _ANIL_META_LR = flags.DEFINE_float("anil_meta_lr", None, "ANIL: its own outer Adam learning "
                                    "rate (default --meta_lr).")
+_ANIL_HEAD_INPUT = flags.DEFINE_enum(
+    "anil_head_input", "relu", list(fewshot_config.ANIL_HEAD_INPUTS), "ANIL: what its head "
+    "reads: 'relu', the last hidden layer's ReLU outputs (Raghu et al.; non-negative, so one "
+    "head step's kernel never changes sign), or 'linear', that layer's pre-activations (the "
+    "same MLP without its last ReLU; signed).")
 _MAML_LSTM_RULE_META_LR = flags.DEFINE_float(
     "maml_lstm_rule_meta_lr", None, "MAML+LSTM: the outer Adam learning rate of the LSTM's "
     "weights, a second optimizer beside the initialization's (default: one optimizer at "
@@ -135,7 +140,7 @@ def main(argv):
       imaml_newton_cg_steps=_IMAML_NEWTON_CG.value, imaml_tol=_IMAML_TOL.value,
       imaml_iterations=_IMAML_ITERATIONS.value, fomaml_meta_lr=_FOMAML_META_LR.value,
       fomaml_lstm_meta_lr=_FOMAML_LSTM_META_LR.value, anil_inner_lr=_ANIL_INNER_LR.value,
-      anil_meta_lr=_ANIL_META_LR.value,
+      anil_meta_lr=_ANIL_META_LR.value, anil_head_input=_ANIL_HEAD_INPUT.value,
       maml_lstm_rule_meta_lr=_MAML_LSTM_RULE_META_LR.value,
       fomaml_lstm_rule_meta_lr=_FOMAML_LSTM_RULE_META_LR.value,
       workdir=_WORKDIR.value, log_every=_LOG_EVERY.value,

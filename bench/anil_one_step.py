@@ -24,7 +24,9 @@ best single step (step size scanned, the start h0 the best of zero and the best 
 
 None is a bound on ANIL (its body can learn other non-negative features); the ReLU'd row is
 what one head step gets from a perfect body behind a ReLU, the shifted rows what learned
-per-coordinate rates add.
+per-coordinate rates add. With `maml.py --anil_head_input=linear` ANIL's head reads the last
+hidden layer's pre-activations, which are signed: the "exact" row is what one head step gets
+from a perfect body then.
 """
 
 import argparse

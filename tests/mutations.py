@@ -141,6 +141,12 @@ MUTATIONS: Sequence[Mutation] = (
              "l2l/meta_learning/fewshot_config.py",
              "return maml_lib.MetaSGD(model, lr, c.inner_steps, adapt_names=head)",
              "return maml_lib.MetaSGD(model, lr, c.inner_steps)", ("fewshot_imaml_test.py",)),
+    Mutation("A7", "ANIL's linear head input keeps the ReLU before the head",
+             "l2l/meta_learning/fewshot.py", "activate_final=False, name=\"body\")",
+             "activate_final=True, name=\"body\")", ("anil_head_input_test.py",)),
+    Mutation("A8", "a checkpoint of another architecture is resumed half-restored",
+             "l2l/meta_learning/fewshot.py", "latest).assert_existing_objects_matched()",
+             "latest)", ("anil_head_input_test.py",)),
     # Training and evaluation.
     Mutation("T2", "learning-rate schedule one epoch ahead", "l2l/training.py",
              "(epoch - 1) / config.num_epochs))", "epoch / config.num_epochs))",

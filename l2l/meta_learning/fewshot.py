@@ -95,11 +95,30 @@ def _samplers(config: FewShotConfig, shots: int, pretrained: bool
   return train, test.sample(config.num_eval_tasks)
 
 
-def _mlp(config: FewShotConfig, outputs: int) -> snt.Module:
+class LinearFeatureMLP(snt.Module):
+  """The MLP of `_mlp` without the ReLU after its last hidden layer: `head(body(x))`.
+
+  `body` is an `snt.nets.MLP` over the hidden sizes with ReLU between its layers but not after
+  the last, so the features `body(x)` the linear `head` reads are signed (ANIL with
+  `anil_head_input="linear"`: one head step's kernel f(x).f(x') + 1 can change sign).
+  """
+
+  def __init__(self, hidden: Sequence[int], outputs: int, w_init, name: Optional[str] = None):
+    super().__init__(name=name)
+    self.body = snt.nets.MLP(list(hidden), w_init=w_init, activate_final=False, name="body")
+    self.head = snt.Linear(outputs, w_init=w_init, name="head")
+
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    return self.head(self.body(x))
+
+
+def _mlp(config: FewShotConfig, outputs: int, linear_features: bool = False) -> snt.Module:
   inputs = 1 if config.problem == "sinusoid" else 64
-  model = snt.nets.MLP(list(config.hidden) + [outputs], name="mlp",
-                       w_init=snt.initializers.VarianceScaling(1., "fan_avg", "uniform",
-                                                               seed=config.seed))
+  w_init = snt.initializers.VarianceScaling(1., "fan_avg", "uniform", seed=config.seed)
+  if linear_features:
+    model = LinearFeatureMLP(config.hidden, outputs, w_init, name="mlp")
+  else:
+    model = snt.nets.MLP(list(config.hidden) + [outputs], name="mlp", w_init=w_init)
   model(tf.zeros([1, inputs]))
   return model
 
@@ -108,7 +127,8 @@ def build(config: FewShotConfig, method: str) -> Tuple[snt.Module, maml_lib.MAML
   """The model (MLP, ReLU) and the algorithm for `method` (a `METHODS` key or "Pretrained").
 
   "Pretrained" is trained without adaptation (zero inner steps); on digits its model has one
-  output per meta-training class.
+  output per meta-training class. ANIL with `anil_head_input="linear"` gets a
+  `LinearFeatureMLP` (no ReLU before its head).
   """
   if config.problem == "sinusoid":
     outputs = 1
@@ -116,7 +136,7 @@ def build(config: FewShotConfig, method: str) -> Tuple[snt.Module, maml_lib.MAML
     outputs = len(_digits(config)[2])
   else:
     outputs = config.n_way
-  model = _mlp(config, outputs)
+  model = _mlp(config, outputs, method == "ANIL" and config.anil_head_input == "linear")
   if method == "Pretrained":
     return model, maml_lib.MAML(model, config.inner_lr, 0)
   return model, METHODS[method](model, config)
@@ -255,6 +275,10 @@ def _train_one(config: FewShotConfig, method: str, shots: int,
     if latest:
       try:
         checkpoint.restore(latest)
+        # Every model variable must come from the checkpoint: one of another architecture (ANIL
+        # with the other anil_head_input) would leave them at their initial values, silently.
+        tf.train.Checkpoint(algorithm=tf.train.Checkpoint(module=algorithm.module)).read(
+            latest).assert_existing_objects_matched().expect_partial()
       except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
         raise ValueError(f"cannot restore the checkpoint {latest} "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); it is "
@@ -359,6 +383,9 @@ def _footnotes(config: FewShotConfig, per_seed: List[List[Dict[str, Any]]]) -> L
     if method in config.method_names() and config.anil_inner_lr not in (None, config.inner_lr):
       notes.append(f"{method}: {'initial ' * (method != 'ANIL')}inner learning rate "
                    f"{config.anil_inner_lr:g} (the others {config.inner_lr:g}).")
+  if "ANIL" in config.method_names() and config.anil_head_input == "linear":
+    notes.append("ANIL: its head reads the last hidden layer's pre-activations (no ReLU "
+                 "before the head).")
   notes += _divergence_footnotes(config, per_seed)
   return [""] + notes if notes else []
 

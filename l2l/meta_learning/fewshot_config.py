@@ -18,6 +18,9 @@ PROBLEMS = ("sinusoid", "digits")
 BASELINES = ("Pretrained", "Prototypes")
 SPLITS = ("test", "validation")
 IMAML_SOLVERS = ("gd", "newton")  # l2l.meta_learning.imaml.SOLVERS (a test checks they agree).
+# What ANIL's head reads: "relu", the last hidden layer's ReLU outputs (Raghu et al. 2020's
+# penultimate activations, non-negative), or "linear", that layer's pre-activations (signed).
+ANIL_HEAD_INPUTS = ("relu", "linear")
 
 
 def _maml(model, c):
@@ -43,7 +46,9 @@ def _metasgd(model, c):
 def _anil(model, c):
   from l2l.meta_learning import maml as maml_lib
   lr = c.inner_lr if c.anil_inner_lr is None else c.anil_inner_lr
-  return maml_lib.ANIL(model, model.submodules[-1], lr, c.inner_steps)
+  # With anil_head_input "linear", fewshot.build gives ANIL a model whose head is `model.head`.
+  head = model.head if c.anil_head_input == "linear" else model.submodules[-1]
+  return maml_lib.ANIL(model, head, lr, c.inner_steps)
 
 
 def _metasgd_anil(model, c):
@@ -120,7 +125,12 @@ class FewShotConfig:
   small where MAML's curvature term matters, and at Finn et al.'s 1e-3 it is still far from
   converged after 10,000 meta-steps (BUILD.md). `fomaml_lstm_meta_lr` and `anil_meta_lr` are
   FOMAML+LSTM's and ANIL's own, and `anil_inner_lr` (None: `inner_lr`) ANIL's inner step size
-  (meta-training and evaluation) and MetaSGD-ANIL's initial step sizes.
+  (meta-training and evaluation) and MetaSGD-ANIL's initial step sizes. `anil_head_input`
+  (`ANIL_HEAD_INPUTS`) is what ANIL's head reads: "relu" (Raghu et al.'s, the default) the last
+  hidden layer's ReLU outputs, which are non-negative, so one head step is a kernel smoother
+  with a kernel f(x).f(x') + 1 that never is; "linear" that layer's pre-activations, the same
+  MLP without its last ReLU, whose kernel can change sign as the sinusoids' cos(x - x') does
+  (bench/anil_one_step.py). ANIL stays ANIL: body frozen in the inner loop, one step size.
   `maml_lstm_rule_meta_lr` / `fomaml_lstm_rule_meta_lr` (None: one optimizer) give the LSTM's
   weights of MAML+LSTM / FOMAML+LSTM an Adam of their own, beside the initialization's
   (`MetaTrainer(rule_optimizer=...)`). BUILD.md gives the validation runs behind the values used.
@@ -160,6 +170,7 @@ class FewShotConfig:
   fomaml_lstm_meta_lr: Optional[float] = None
   anil_inner_lr: Optional[float] = None
   anil_meta_lr: Optional[float] = None
+  anil_head_input: str = "relu"
   maml_lstm_rule_meta_lr: Optional[float] = None
   fomaml_lstm_rule_meta_lr: Optional[float] = None
 
@@ -233,6 +244,9 @@ class FewShotConfig:
         or self.imaml_iterations < 1):
       raise ValueError(f"imaml_iterations must be a positive integer or None, got "
                        f"{self.imaml_iterations!r}")
+    if self.anil_head_input not in ANIL_HEAD_INPUTS:
+      raise ValueError(f"anil_head_input must be one of {ANIL_HEAD_INPUTS}, got "
+                       f"{self.anil_head_input!r}")
     if self.imaml_solver not in IMAML_SOLVERS:
       raise ValueError(f"imaml_solver must be one of {IMAML_SOLVERS}, got "
                        f"{self.imaml_solver!r}")
@@ -254,7 +268,7 @@ _METHOD_FIELDS = {"reptile_inner_steps": ("Reptile",), "finetune_steps": ("Pretr
                   "maml_lstm_rule_meta_lr": ("MAML+LSTM",),
                   "fomaml_lstm_rule_meta_lr": ("FOMAML+LSTM",),
                   "anil_inner_lr": ("ANIL", "MetaSGD-ANIL"),
-                  "anil_meta_lr": ("ANIL",),
+                  "anil_meta_lr": ("ANIL",), "anil_head_input": ("ANIL",),
                   **{name: ("iMAML",) for name in (
                       "imaml_lam", "imaml_inner_lr", "imaml_inner_steps", "imaml_cg_steps",
                       "imaml_damping", "imaml_solver", "imaml_newton_cg_steps", "imaml_tol",
