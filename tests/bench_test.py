@@ -127,6 +127,20 @@ class SummaryTest(absltest.TestCase):
     self.assertEqual(fields["max_rel_diff_vs_peers"], "1.1e-07")
     self.assertEqual(fields["first_meta_loss_match"], "True")
 
+  def test_summary_reports_the_thread_variants_against_the_same_peer(self):
+    by_case = {"l2l": [speed.parse(L2L)], "torch+compile": [speed.parse(TORCH)],
+               "l2l+intra_op1": [dict(speed.parse(L2L), case="l2l+intra_op1",
+                                      ms_per_meta_step="20")],
+               "l2l+inter_op1": [dict(speed.parse(L2L), case="l2l+inter_op1",
+                                      ms_per_meta_step="32")]}
+    fields = speed.parse(speed.summary_line("quadratic", by_case, peak=None))
+    self.assertEqual(fields["fastest_peer"], "torch+compile")  # Own cases are not peers.
+    self.assertEqual(fields["speedup_vs_fastest_peer"], "1.60")  # 40 / 25.
+    self.assertEqual(fields["l2l_intra_op1_ms"], "20.00")
+    self.assertEqual(fields["speedup_intra_op1_vs_fastest_peer"], "2.00")
+    self.assertEqual(fields["l2l_inter_op1_ms"], "32.00")
+    self.assertEqual(fields["speedup_inter_op1_vs_fastest_peer"], "1.25")
+
   def test_summary_uses_medians_and_flags_a_mismatch(self):
     runs = [dict(speed.parse(TF), ms_per_meta_step=ms) for ms in ("50", "10", "70")]
     wrong = dict(speed.parse(TORCH), first_meta_loss="70.5")
