@@ -21,13 +21,13 @@ both pools to N.
 import argparse
 import statistics
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 HIDDEN, K, SCALE = 20, 5.0, 0.01
 
 
-def chain(tf, lstm, rows: int, unroll: int, backward: bool, seed: int = 0) -> Tuple[Callable, List]:
-  """(a compiled unroll of the fused step over `rows` coordinates, its weights)."""
+def chain(tf, lstm, rows: int, unroll: int, backward: bool, seed: int = 0) -> Callable:
+  """A compiled unroll of the fused step over `rows` coordinates."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   rng = np.random.RandomState(seed)
   weights = [tf.Variable(rng.randn(2 + HIDDEN, 4 * HIDDEN).astype(np.float32) * 0.1),
@@ -56,7 +56,7 @@ def chain(tf, lstm, rows: int, unroll: int, backward: bool, seed: int = 0) -> Tu
       return tape.gradient(total, variables)[0]
     return total
 
-  return run, variables
+  return run
 
 
 def time_calls(fn: Callable, calls: int) -> List[float]:
@@ -101,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> None:
   for n in rows:
     fields = {}
     for backward, name in ((False, "forward"), (True, "forward_backward")):
-      run, _ = chain(tf, lstm, n, args.unroll, backward)
+      run = chain(tf, lstm, n, args.unroll, backward)
       ns = [1e9 * t / args.unroll / n for t in time_calls(run, args.calls)]
       fields[f"{name}_ns_per_coord"] = f"{statistics.median(ns):.1f}"
       fields[f"{name}_ns_min"] = f"{min(ns):.1f}"

@@ -49,7 +49,6 @@ repeats' min-max:
 """
 
 import argparse
-import os
 import statistics
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -216,11 +215,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.exit(2, f"{parser.prog}: error: {e}\n")
   from bench import __main__ as suite  # pylint: disable=g-import-not-at-top
   from bench import speed  # pylint: disable=g-import-not-at-top
+  from nets import lstm  # pylint: disable=g-import-not-at-top
   tf.random.set_seed(0)
   machine = dict(inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
                  intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
-                 cpus_allowed=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count(),
+                 cpus_allowed=lstm.available_cpus(),
                  cpu_model=speed.parse(suite.machine_line())["cpu_model"])
   settings = default_settings()
   cases = []

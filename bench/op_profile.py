@@ -32,8 +32,8 @@ from typing import Dict, List, Optional, Tuple
 
 from bench import speed
 
-# Executor bookkeeping events on the tf_Compute lines, not ops.
-_EXECUTOR = ("Process", "ExecutorDoneCallback", "ExecutorState::Process")
+# Executor bookkeeping on the tf_Compute lines besides its `Process` events: not an op.
+_EXECUTOR = ("ExecutorDoneCallback",)
 THREADS = ("default", "intra_op1", "inter_op1")
 
 

@@ -159,10 +159,10 @@ def kernel_threads() -> Dict[str, Any]:
   """
   inter = tf.config.threading.get_inter_op_parallelism_threads()
   return dict(inter_op_helpers=inter != 1,
-              inter_op_threads=inter if inter > 0 else _cpus())
+              inter_op_threads=inter if inter > 0 else available_cpus())
 
 
-def _cpus() -> int:
+def available_cpus() -> int:
   """The CPUs this process may run on (TensorFlow's default inter-op pool size)."""
   if hasattr(os, "sched_getaffinity"):
     return len(os.sched_getaffinity(0))

@@ -44,6 +44,26 @@ def _unroll(core, xs, state, fast):
   return outputs, state
 
 
+def meta_step(make_loss, layers, scale, len_unroll, fast, **meta_loss_options):
+  """(meta-loss, losses f(x_0..x_T), meta-gradients) as NumPy of one MetaOptimizer unroll of a
+  coordinatewise LSTM (LogAndSign k=5, seed 0), through the fused ops or the reference ops.
+  tests/threads_test.py runs it in fresh processes under other thread settings."""
+  opt = l2l.MetaOptimizer(cw={"net": "CoordinateWiseDeepLSTM", "net_options": dict(
+      layers=layers, preprocess_name="LogAndSign", preprocess_options={"k": 5}, scale=scale,
+      seed=0)})
+  opt.nets["cw"].core.fast_path = fast
+  meta_loss = opt.meta_loss(make_loss, len_unroll=len_unroll, **meta_loss_options)
+
+  @tf.function(autograph=False)
+  def step():
+    with tf.GradientTape() as tape:
+      loss = meta_loss()
+    return loss, tape.gradient(loss, opt.trainable_variables)
+
+  loss, grads = step()
+  return loss.numpy(), meta_loss.losses.numpy(), [g.numpy() for g in grads]
+
+
 class FastLSTMTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_kernels_are_built_where_a_compiler_exists(self):
@@ -115,23 +135,10 @@ class FastLSTMTest(tf.test.TestCase, parameterized.TestCase):
       x = tf.Variable(tf.constant(np.linspace(-1, 1, 8), tf.float32), name="x")
       return tf.reduce_sum(tf.square(tf.linalg.matvec(tf.constant(w), x) - y))
 
-    results = {}
-    for fast in (False, True):
-      opt = l2l.MetaOptimizer(cw={"net": "CoordinateWiseDeepLSTM", "net_options": dict(
-          layers=(5, 5), preprocess_name="LogAndSign", preprocess_options={"k": 5}, scale=0.1,
-          seed=0)})
-      opt.nets["cw"].core.fast_path = fast
-      meta_loss = opt.meta_loss(make_loss, len_unroll=6, second_derivatives=second_derivatives,
-                                use_while_loop=use_while_loop)
-
-      @tf.function(autograph=False)
-      def step():
-        with tf.GradientTape() as tape:
-          loss = meta_loss()
-        return loss, tape.gradient(loss, opt.trainable_variables)
-
-      loss, grads = step()
-      results[fast] = (loss.numpy(), meta_loss.losses.numpy(), [g.numpy() for g in grads])
+    results = {fast: meta_step(make_loss, (5, 5), 0.1, 6, fast,
+                               second_derivatives=second_derivatives,
+                               use_while_loop=use_while_loop)
+               for fast in (False, True)}
     self.assertAllClose(results[False][0], results[True][0], **TOL)
     self.assertAllClose(results[False][1], results[True][1], **TOL)
     for a, b in zip(results[False][2], results[True][2]):

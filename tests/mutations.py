@@ -186,7 +186,7 @@ MUTATIONS: Sequence[Mutation] = (
     Mutation("Q1", "the fused op ignores the quiet gate's factors", "nets/mlp_rule_fused.py",
              "sizes[i], direction_factor[i], ws", "sizes[i], 1., ws", ("quiet_gate_test.py",)),
     Mutation("H1", "one intra-op thread leaves the fused LSTM ops on one core", "nets/lstm.py",
-             "inter_op_threads=inter if inter > 0 else _cpus()", "inter_op_threads=1",
+             "inter_op_threads=inter if inter > 0 else available_cpus()", "inter_op_threads=1",
              ("threads_test.py",)),
 )
 

@@ -60,7 +60,6 @@ import tensorflow as tf
 from l2l import threads
 threads.use_inter_op_threads(int(sys.argv[1]))
 threads.use_intra_op_threads(int(sys.argv[2]))
-import l2l
 from nets import lstm
 rng = np.random.RandomState(0)
 w = rng.rand(128, 12, 12).astype(np.float32)
@@ -73,20 +72,11 @@ def make_loss():
 out = {"threads": [tf.config.threading.get_inter_op_parallelism_threads(),
                    tf.config.threading.get_intra_op_parallelism_threads()],
        "attrs": lstm.kernel_threads()}
+sys.path.insert(0, "tests")
+from fast_lstm_test import meta_step  # The same unroll as its reference-path test.
 for fast in (True, False):
-  opt = l2l.MetaOptimizer(cw={"net": "CoordinateWiseDeepLSTM", "net_options": dict(
-      layers=(20, 20), preprocess_name="LogAndSign", preprocess_options={"k": 5}, scale=0.01,
-      seed=0)})
-  opt.nets["cw"].core.fast_path = fast
-  meta_loss = opt.meta_loss(make_loss, len_unroll=8)
-  @tf.function(autograph=False)
-  def step():
-    with tf.GradientTape() as tape:
-      loss = meta_loss()
-    return loss, tape.gradient(loss, opt.trainable_variables)
-  loss, grads = step()
-  out[str(fast)] = [float(loss), meta_loss.losses.numpy().tolist(),
-                    [g.numpy().ravel().tolist() for g in grads]]
+  loss, losses, grads = meta_step(make_loss, (20, 20), 0.01, 8, fast)
+  out[str(fast)] = [float(loss), losses.tolist(), [g.ravel().tolist() for g in grads]]
 print(json.dumps(out))
 """
 
