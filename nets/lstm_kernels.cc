@@ -407,6 +407,17 @@ inline v16 TanhV(v16 x_in) {
   return Div(p, q);
 }
 
+// v[j] = p[j] for j < G, in registers: the tiles below reuse each loaded vector for several
+// rows, where compilers would otherwise fold a load into every FMA (one 512-bit load per FMA
+// bounds the loop on CPUs that load one 512-bit vector per cycle).
+template <int G>
+inline void LoadPinned(const v16* p, v16* v) {
+  for (int j = 0; j < G; ++j) {
+    v[j] = p[j];
+    __asm__("" : "+v"(v[j]));
+  }
+}
+
 // z[r * zs + j] = (bias ? bias[j] : 0) + sum_k x[r, k] w[k * ws + j], for R rows and G chunks,
 // where row r of x is x1[r * s1 + 0 .. K1) followed by x2[r * s2 + 0 .. K2) (the layer input
 // and the recurrent state, read in place).
@@ -419,7 +430,8 @@ inline void MatTile(const float* __restrict x1, int64_t s1, int64_t K1,
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < G; ++j) acc[r][j] = bias ? bias[j] : v16{};
   for (int64_t k = 0; k < K1; ++k) {
-    const v16* wk = w + k * ws;
+    v16 wk[G];
+    LoadPinned<G>(w + k * ws, wk);
     for (int r = 0; r < R; ++r) {
       const float a = x1[r * s1 + k];
       for (int j = 0; j < G; ++j) acc[r][j] += a * wk[j];
@@ -427,7 +439,8 @@ inline void MatTile(const float* __restrict x1, int64_t s1, int64_t K1,
   }
   w += K1 * ws;
   for (int64_t k = 0; k < K2; ++k) {
-    const v16* wk = w + k * ws;
+    v16 wk[G];
+    LoadPinned<G>(w + k * ws, wk);
     for (int r = 0; r < R; ++r) {
       const float a = x2[r * s2 + k];
       for (int j = 0; j < G; ++j) acc[r][j] += a * wk[j];
@@ -473,6 +486,73 @@ inline void MatMul(const float* x1, int64_t s1, int64_t K1, const float* x2, int
   }
 }
 
+// The input gradients dxh [rows, kc chunks] = dz [rows, K1] wt [K1, kc chunks] (row strides
+// xs floats and zs chunks; only the first K columns of dxh are used). When the last chunk holds
+// at most 8 of them it is done in 256-bit vectors: CPUs that run a 512-bit FMA as two 256-bit
+// halves then do half the work for it, the others the same.
+typedef float v8 __attribute__((vector_size(32)));
+
+template <int R, int G, bool kHalf>
+inline void DxTile(const float* __restrict x, int64_t xs, int64_t K1, const v16* __restrict w,
+                   int64_t ws, v16* __restrict z, int64_t zs) {
+  v16 acc[R][G > 0 ? G : 1];
+  v8 half[R];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < G; ++j) acc[r][j] = v16{};
+    half[r] = v8{};
+  }
+  for (int64_t k = 0; k < K1; ++k) {
+    v16 wk[G > 0 ? G : 1];
+    LoadPinned<G>(w + k * ws, wk);
+    v8 wh{};
+    if (kHalf) {
+      wh = *reinterpret_cast<const v8*>(w + k * ws + G);
+      __asm__("" : "+v"(wh));
+    }
+    for (int r = 0; r < R; ++r) {
+      const float a = x[r * xs + k];
+      for (int j = 0; j < G; ++j) acc[r][j] += a * wk[j];
+      if (kHalf) half[r] += a * wh;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < G; ++j) z[r * zs + j] = acc[r][j];
+    if (kHalf) *reinterpret_cast<v8*>(z + r * zs + G) = half[r];
+  }
+}
+
+template <int R>
+inline void DxRows(const float* x, int64_t xs, int64_t K1, const v16* w, int64_t kc, bool half,
+                   v16* z, int64_t zs) {
+  const int64_t full = half ? kc - 1 : kc;
+  for (int64_t c = 0; c < full || (half && c == full);) {
+    const int64_t g = std::min<int64_t>(4, full - c);
+    const bool h = half && c + g == full;
+    v16* zc = z + c;
+    const v16* wc = w + c;
+#define L2L_DX(G) (h ? DxTile<R, G, true>(x, xs, K1, wc, kc, zc, zs) \
+                     : DxTile<R, G, false>(x, xs, K1, wc, kc, zc, zs))
+    switch (g) {
+      case 4: L2L_DX(4); break;
+      case 3: L2L_DX(3); break;
+      case 2: L2L_DX(2); break;
+      case 1: L2L_DX(1); break;
+      default: DxTile<R, 0, true>(x, xs, K1, wc, kc, zc, zs); break;
+    }
+#undef L2L_DX
+    c += g + (h ? 1 : 0);
+  }
+}
+
+inline void DxMatMul(const float* x, int64_t xs, int64_t K1, int64_t rows, const v16* w,
+                     int64_t kc, int64_t K, v16* z, int64_t zs) {
+  const bool half = K % kLanes != 0 && K % kLanes <= 8;
+  int64_t r = 0;
+  for (; r + 8 <= rows; r += 8) DxRows<8>(x + r * xs, xs, K1, w, kc, half, z + r * zs, zs);
+  for (; r + 4 <= rows; r += 4) DxRows<4>(x + r * xs, xs, K1, w, kc, half, z + r * zs, zs);
+  for (; r < rows; ++r) DxRows<1>(x + r * xs, xs, K1, w, kc, half, z + r * zs, zs);
+}
+
 // acc[k * nc + j] += sum_r x[r * xs + k] dz[r * zs + j] over `rows` rows (weight gradients).
 template <int KR, int G>
 inline void OuterTile(const float* __restrict x, int64_t xs, int64_t rows,
@@ -481,7 +561,8 @@ inline void OuterTile(const float* __restrict x, int64_t xs, int64_t rows,
   for (int k = 0; k < KR; ++k)
     for (int j = 0; j < G; ++j) a[k][j] = acc[k * nc + j];
   for (int64_t r = 0; r < rows; ++r) {
-    const v16* d = dz + r * zs;
+    v16 d[G];
+    LoadPinned<G>(dz + r * zs, d);
     for (int k = 0; k < KR; ++k) {
       const float s = x[r * xs + k];
       for (int j = 0; j < G; ++j) a[k][j] += s * d[j];
@@ -1081,8 +1162,7 @@ void BackwardBlock(const Net& net, const float* g, const Grads& a, int64_t r0, i
     Outer(input, layer.in, n, layer.in, s.z.data(), zs, dw, layer.nc);
     Outer(h_in[l] + e, H, n, H, s.z.data(), zs, dw + layer.in * layer.nc, layer.nc);
     // dxh = dz w^T over the 4H real columns of dz.
-    MatMul(dz, lanes, lanes, nullptr, 0, 0, n, layer.wt.data(), layer.kc, nullptr,
-           s.dxh.data(), layer.kc);
+    DxMatMul(dz, lanes, lanes, n, layer.wt.data(), layer.kc, layer.K, s.dxh.data(), layer.kc);
     const float* dxh = reinterpret_cast<const float*>(s.dxh.data());
     const int64_t xs = layer.kc * kLanes;
     for (int64_t r = 0; r < n; ++r) {
