@@ -2,9 +2,11 @@
 
 A kernel source is built once per source, TensorFlow version and machine into
 `$XDG_CACHE_HOME/l2l` (default `~/.cache/l2l`) with the C++ compiler (`$CXX`, default `g++`) and
-the flags of the installed TensorFlow, for the CPU it runs on. When no compiler is found or the
-build fails, the loader returns None and callers fall back to their reference ops (same results,
-slower); `L2L_NO_KERNELS=1` forces that fallback.
+the flags of the installed TensorFlow, for the CPU it runs on (`-march=native`;
+`L2L_KERNEL_MARCH=x86-64-v3`, for example, builds for another x86 level instead: how the tests
+check the kernels on CPUs without AVX-512). When no compiler is found or the build fails, the
+loader returns None and callers fall back to their reference ops (same results, slower);
+`L2L_NO_KERNELS=1` forces that fallback.
 """
 
 import hashlib
@@ -18,6 +20,14 @@ import tensorflow as tf
 
 BASE_FLAGS = ("-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-mno-avx512fp16",
               "-fno-math-errno", "-fno-trapping-math")
+
+
+def base_flags() -> Sequence[str]:
+  """`BASE_FLAGS`, with `-march=$L2L_KERNEL_MARCH` when that is set."""
+  march = os.environ.get("L2L_KERNEL_MARCH")
+  if not march:
+    return BASE_FLAGS
+  return tuple(f"-march={march}" if f == "-march=native" else f for f in BASE_FLAGS)
 
 
 def cache_dir() -> str:
@@ -57,7 +67,7 @@ def load(source_path: str, cache: Dict[str, Any], label: str,
     with open(source_path, "rb") as f:
       source = f.read()
     compiler = os.environ.get("CXX", "g++")
-    flags = [*BASE_FLAGS, *extra_flags, "-w", *tf.sysconfig.get_compile_flags(),
+    flags = [*base_flags(), *extra_flags, "-w", *tf.sysconfig.get_compile_flags(),
              *tf.sysconfig.get_link_flags()]
     key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), platform.machine().encode(),
                                       cpu_flags().encode(), " ".join(flags).encode()]))

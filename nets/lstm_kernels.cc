@@ -414,7 +414,9 @@ template <int G>
 inline void LoadPinned(const v16* p, v16* v) {
   for (int j = 0; j < G; ++j) {
     v[j] = p[j];
+#ifdef __AVX512F__  // Without AVX-512 a v16 spans several registers (and cannot be pinned).
     __asm__("" : "+v"(v[j]));
+#endif
   }
 }
 
@@ -507,7 +509,9 @@ inline void DxTile(const float* __restrict x, int64_t xs, int64_t K1, const v16*
     v8 wh{};
     if (kHalf) {
       wh = *reinterpret_cast<const v8*>(w + k * ws + G);
+#ifdef __AVX__
       __asm__("" : "+v"(wh));
+#endif
     }
     for (int r = 0; r < R; ++r) {
       const float a = x[r * xs + k];

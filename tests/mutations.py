@@ -192,6 +192,10 @@ MUTATIONS: Sequence[Mutation] = (
              "(drops their last input gradients)", "nets/lstm_kernels.cc",
              "K % kLanes != 0 && K % kLanes <= 8", "K % kLanes != 0 && K % kLanes <= 12",
              ("fast_lstm_test.py",)),
+    Mutation("H3", "the fused kernels pin vectors in registers on every CPU (no build without "
+             "AVX-512: the ops fall back to the reference there)", "nets/lstm_kernels.cc",
+             "#ifdef __AVX512F__  // Without AVX-512", "#if 1  // Without AVX-512",
+             ("kernel_portability_test.py",)),
 )
 
 
