@@ -52,22 +52,14 @@ struct Setup {
     net.k = 5.f;
     net.exp_k = std::exp(5.f);
     net.scale = 0.01f;
-    net.layers.resize(2);
     w.resize(2);
     b.resize(2);
     int64_t in = 2;
     for (int l = 0; l < 2; ++l) {
-      Layer& layer = net.layers[l];
-      layer.in = in;
-      layer.H = 20;
       w[l].resize((in + 20) * 80);
       for (float& v : w[l]) v = nd(*rng) * 0.3f;
       b[l].assign(80, 0.f);
-      BuildLayer(w[l].data(), b[l].data(), 1.f, true, &layer);
-      net.kmax = std::max(net.kmax, layer.kc * kLanes);
-      net.hmax = std::max(net.hmax, layer.H);
-      net.zmax = std::max(net.zmax, layer.nc * kLanes);
-      net.saved += layer.nc * kLanes;
+      AddLayer(in, 20, w[l].data(), b[l].data(), 1.f, true, &net);
       in = 20;
     }
     net.saved += net.F;

@@ -37,18 +37,11 @@ def build(out_dir: str) -> str:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from nets import kernel_build  # pylint: disable=g-import-not-at-top
   source = os.path.join(REPO, "nets", "lstm_kernels.cc")
-  flags = [f for f in kernel_build.base_flags() if f not in ("-shared", "-fPIC")]
-  tf_dir = os.path.dirname(tf.__file__)
   path = os.path.join(out_dir, "kernel_phases")
-  command = [os.environ.get("CXX", "g++"), os.path.join(REPO, "bench", "kernel_phases.cc"),
-             "-o", path, *flags, "-w", f'-DL2L_KERNEL_SOURCE="{source}"',
-             *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags(),
-             f"-Wl,-rpath,{tf_dir}"]
-  try:
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
-  except subprocess.CalledProcessError:  # compilers that do not know -mno-avx512fp16
-    command = [f for f in command if f != "-mno-avx512fp16"]
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+  flags = kernel_build.compile_flags(
+      [f'-DL2L_KERNEL_SOURCE="{source}"', f"-Wl,-rpath,{os.path.dirname(tf.__file__)}"],
+      shared=False)
+  kernel_build.run_compiler([os.path.join(REPO, "bench", "kernel_phases.cc")], path, flags)
   return path
 
 

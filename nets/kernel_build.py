@@ -13,7 +13,7 @@ import hashlib
 import os
 import platform
 import subprocess
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -33,6 +33,31 @@ def base_flags() -> Sequence[str]:
 def cache_dir() -> str:
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "l2l")
+
+
+def compile_flags(extra_flags: Sequence[str] = (), shared: bool = True,
+                  link: bool = True) -> List[str]:
+  """The compiler flags of a build: `base_flags()`, `extra_flags` (later flags win, e.g. another
+  -O or -march), TensorFlow's compile flags and, with `link`, its link flags; without `shared`
+  an executable or (with `-c`) an object instead of a shared library."""
+  base = [f for f in base_flags() if shared or f not in ("-shared", "-fPIC")]
+  return [*base, *extra_flags, "-w", *tf.sysconfig.get_compile_flags(),
+          *(tf.sysconfig.get_link_flags() if link else ())]
+
+
+def run_compiler(sources: Sequence[str], output: str, flags: Sequence[str],
+                 timeout: float = 900) -> subprocess.CompletedProcess:
+  """Runs `$CXX` (default g++) on `sources` into `output`; raises CalledProcessError (with its
+  stderr) or OSError. Compilers that do not know -mno-avx512fp16 (needed by newer ones with
+  Eigen's headers) are retried without it."""
+  command = [os.environ.get("CXX", "g++"), *sources, "-o", output, *flags]
+  try:
+    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
+  except subprocess.CalledProcessError:
+    if "-mno-avx512fp16" not in command:
+      raise
+    return subprocess.run([f for f in command if f != "-mno-avx512fp16"], check=True,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def cpu_flags() -> str:
@@ -66,9 +91,7 @@ def load(source_path: str, cache: Dict[str, Any], label: str,
   try:
     with open(source_path, "rb") as f:
       source = f.read()
-    compiler = os.environ.get("CXX", "g++")
-    flags = [*base_flags(), *extra_flags, "-w", *tf.sysconfig.get_compile_flags(),
-             *tf.sysconfig.get_link_flags()]
+    flags = compile_flags(extra_flags)
     key = hashlib.sha256(b"\0".join([source, tf.__version__.encode(), platform.machine().encode(),
                                       cpu_flags().encode(), " ".join(flags).encode()]))
     stem = os.path.splitext(os.path.basename(source_path))[0]
@@ -76,19 +99,12 @@ def load(source_path: str, cache: Dict[str, Any], label: str,
     if not os.path.exists(path):
       os.makedirs(os.path.dirname(path), exist_ok=True)
       tmp = f"{path}.{os.getpid()}.tmp"
-      try:
-        subprocess.run([compiler, source_path, "-o", tmp, *flags], check=True,
-                       capture_output=True, timeout=600)
-      except subprocess.CalledProcessError:
-        # Compilers that do not know -mno-avx512fp16 (needed by newer ones with Eigen's headers).
-        subprocess.run([compiler, source_path, "-o", tmp,
-                        *[f for f in flags if f != "-mno-avx512fp16"]],
-                       check=True, capture_output=True, timeout=600)
+      run_compiler([source_path], tmp, flags, timeout=600)
       os.replace(tmp, path)  # Atomic: concurrent builds in several processes are safe.
     cache["lib"] = tf.load_op_library(path)
   except (OSError, subprocess.SubprocessError, tf.errors.OpError) as e:
-    detail = getattr(e, "stderr", b"") or b""
-    cache["error"] = f"{type(e).__name__}: {e} {detail.decode(errors='replace')[-2000:]}"
+    detail = getattr(e, "stderr", "") or ""  # text (run_compiler)
+    cache["error"] = f"{type(e).__name__}: {e} {detail[-2000:]}"
     logging.warning("l2l: %s unavailable, using the reference ops (same results, slower): %s",
                     label, cache["error"][:500])
   return cache["lib"]

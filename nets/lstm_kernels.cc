@@ -788,6 +788,22 @@ void BuildLayer(const float* w, const float* b, float fb, bool transposed, Layer
   }
 }
 
+// Appends a layer of `H` units over `in` inputs to `net` (TensorFlow's w [in + H, 4H] and b
+// [4H]), with the block buffers' and saved activations' sizes; after the last layer the caller
+// adds the input features to net->saved.
+void AddLayer(int64_t in, int64_t H, const float* w, const float* b, float fb, bool transposed,
+              Net* net) {
+  net->layers.emplace_back();
+  Layer& layer = net->layers.back();
+  layer.in = in;
+  layer.H = H;
+  BuildLayer(w, b, fb, transposed, &layer);
+  net->kmax = std::max(net->kmax, layer.kc * kLanes);
+  net->hmax = std::max(net->hmax, layer.H);
+  net->zmax = std::max(net->zmax, layer.nc * kLanes);
+  net->saved += layer.nc * kLanes;
+}
+
 class CwLstmBase : public OpKernel {
  public:
   explicit CwLstmBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -819,30 +835,22 @@ class CwLstmBase : public OpKernel {
     net->fb = fb_;
     net->scale = scale_;
     net->exp_k = std::exp(k_);
-    net->layers.resize(L_);
+    net->layers.reserve(L_);
     int64_t in = net->F;
     for (int l = 0; l < L_; ++l) {
       const Tensor& h = ctx->input(1 + l);
       const Tensor& c = ctx->input(1 + L_ + l);
       const Tensor& w = ctx->input(1 + 2 * L_ + l);
       const Tensor& b = ctx->input(1 + 3 * L_ + l);
-      Layer& layer = net->layers[l];
       CW_CHECK(h.dims() == 2 && h.dim_size(0) == net->N && c.shape() == h.shape(),
                "state ", l, " must be two [", net->N, ", hidden] matrices");
-      layer.in = in;
-      layer.H = h.dim_size(1);
-      layer.K = in + layer.H;
-      const int64_t G = 4 * layer.H;
-      CW_CHECK(w.dims() == 2 && w.dim_size(0) == layer.K && w.dim_size(1) == G,
-               "w ", l, " must be [", layer.K, ", ", G, "]");
+      const int64_t H = h.dim_size(1), K = in + H, G = 4 * H;
+      CW_CHECK(w.dims() == 2 && w.dim_size(0) == K && w.dim_size(1) == G,
+               "w ", l, " must be [", K, ", ", G, "]");
       CW_CHECK(b.dims() == 1 && b.dim_size(0) == G,
                "b ", l, " must be [", G, "]");
-      BuildLayer(w.flat<float>().data(), b.flat<float>().data(), fb_, transposed, &layer);
-      net->kmax = std::max(net->kmax, layer.kc * kLanes);
-      net->hmax = std::max(net->hmax, layer.H);
-      net->zmax = std::max(net->zmax, layer.nc * kLanes);
-      net->saved += layer.nc * kLanes;
-      in = layer.H;
+      AddLayer(in, H, w.flat<float>().data(), b.flat<float>().data(), fb_, transposed, net);
+      in = H;
     }
     net->saved += net->F;  // the input features, after the layers' activations
     const Tensor& out_w = ctx->input(1 + 4 * L_);

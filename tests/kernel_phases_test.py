@@ -9,6 +9,7 @@ from absl.testing import absltest
 
 from bench import kernel_phases
 from bench import speed
+import cli_errors
 
 PARTS = ("forward_matmul", "forward_gates", "backward_gates", "backward_weight_gradients",
          "backward_input_gradients")
@@ -35,14 +36,9 @@ class KernelPhasesTest(absltest.TestCase):
     self.assertGreater(float(cases["memory_only"]["backward_ns_per_row"]), 0)
 
   def test_bad_options_are_one_line_errors(self):
-    for argv, message in ((["--rows", "0"], "--rows must be >= 1"),
-                          (["--repeats", "0"], "--repeats must be >= 1")):
-      with self.subTest(argv=argv):
-        err = io.StringIO()
-        with self.assertRaises(SystemExit), contextlib.redirect_stderr(err):
-          kernel_phases.main(argv)
-        self.assertIn(message, err.getvalue())
-        self.assertLen(err.getvalue().strip().splitlines(), 1)
+    cli_errors.assert_one_line_errors(self, kernel_phases.main, (
+        (["--rows", "0"], "--rows must be >= 1"),
+        (["--repeats", "0"], "--repeats must be >= 1")))
 
 
 if __name__ == "__main__":

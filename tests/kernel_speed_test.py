@@ -7,6 +7,7 @@ from absl.testing import absltest
 
 from bench import kernel_speed
 from bench import speed
+import cli_errors
 
 
 class KernelSpeedTest(absltest.TestCase):
@@ -30,16 +31,11 @@ class KernelSpeedTest(absltest.TestCase):
         self.assertLessEqual(mid, high)
 
   def test_bad_options_are_one_line_errors(self):
-    for argv, message in ((["--rows", "12,x"], "--rows must be positive integers"),
-                          (["--rows", "0"], "--rows must be positive integers"),
-                          (["--calls", "0"], "--calls must be >= 1"),
-                          (["--threads", "-1"], "--threads must be >= 0")):
-      with self.subTest(argv=argv):
-        err = io.StringIO()
-        with self.assertRaises(SystemExit), contextlib.redirect_stderr(err):
-          kernel_speed.main(argv)
-        self.assertIn(message, err.getvalue())
-        self.assertLen(err.getvalue().strip().splitlines(), 1)
+    cli_errors.assert_one_line_errors(self, kernel_speed.main, (
+        (["--rows", "12,x"], "--rows must be positive integers"),
+        (["--rows", "0"], "--rows must be positive integers"),
+        (["--calls", "0"], "--calls must be >= 1"),
+        (["--threads", "-1"], "--threads must be >= 0")))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from absl.testing import absltest
 from bench import __main__ as suite
 from bench import meta_throughput
 from bench import speed
+import cli_errors
 
 
 class MetaThroughputSuiteTest(absltest.TestCase):
@@ -77,16 +78,11 @@ class MetaThroughputOptionsTest(absltest.TestCase):
       meta_throughput.find_task("nope")
 
   def test_bad_options_fail_with_one_line(self):
-    for argv, message in ((["--rules", "lstm,adam"], "--rules: expected some of"),
-                          (["--gradients", ""], "--gradients: expected some of"),
-                          (["--steps", "0"], "--steps must be >= 1, got 0"),
-                          (["--particles", "-1"], "--particles must be >= 0, got -1")):
-      err = io.StringIO()
-      with self.assertRaises(SystemExit) as exit_, contextlib.redirect_stderr(err):
-        meta_throughput.main(argv)
-      self.assertEqual(exit_.exception.code, 2)
-      self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
-      self.assertIn(message, err.getvalue())
+    cli_errors.assert_one_line_errors(self, meta_throughput.main, (
+        (["--rules", "lstm,adam"], "--rules: expected some of"),
+        (["--gradients", ""], "--gradients: expected some of"),
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--particles", "-1"], "--particles must be >= 0, got -1")))
 
 
 if __name__ == "__main__":
