@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from l2l import capture
 from l2l import checks
+from l2l import loss_gradient
 from l2l import meta_optimizer as meta_optimizer_lib
 from l2l import unroll as unroll_lib
 
@@ -117,8 +118,10 @@ class PESMinimize(tf.Module):
                objective: str = "sum", max_grad_norm: Optional[float] = None,
                persistent: bool = True, seed: int = 0,
                use_while_loop: Optional[bool] = None, num_steps: Optional[int] = None,
-               common_random_numbers: Sequence[tf.random.Generator] = ()):
+               common_random_numbers: Sequence[tf.random.Generator] = (),
+               compile_loss: str = "auto"):
     super().__init__(name="pes_minimize")
+    loss_gradient.check_mode(compile_loss)
     checks.positive_int("len_unroll", len_unroll)
     checks.positive_int("num_particles", num_particles)
     self.std = _check_std(std)
@@ -145,6 +148,8 @@ class PESMinimize(tf.Module):
       checks.positive_int("num_steps", num_steps)
     self.num_steps = num_steps
     params, constants = self.problem.initial_values()
+    self.loss_gradient = loss_gradient.LossGradient(self.problem, compile_loss)
+    self.loss_gradient.choose(params, constants)
     state = unroll_lib.initial_state(self._groups, params, num_steps)
     self._constants = [tf.Variable(c, trainable=False) for c in constants]
     particles = 1 if not self.persistent else 2 * num_particles
@@ -185,7 +190,8 @@ class PESMinimize(tf.Module):
     with tf.control_dependencies(self._assign(theta) + resets):
       state = tf.nest.map_structure(tf.identity, state)
     result = unroll_lib.unroll(lambda p: self.problem.loss(p, constants), self._groups, state,
-                               self.len_unroll, False, None, self.use_while_loop, self.objective)
+                               self.len_unroll, False, None, self.use_while_loop, self.objective,
+                               value_and_grads_fn=self.loss_gradient.value_and_grads_fn(constants))
     return result.meta_loss, result.losses, result.state
 
   def _run_particles(self, thetas: tf.Tensor, states, constants):

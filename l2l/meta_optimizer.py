@@ -25,6 +25,7 @@ import tensorflow as tf
 import nets
 from l2l import capture
 from l2l import checks
+from l2l import loss_gradient
 from l2l import unroll as unroll_lib
 
 NetAssignments = Sequence[Tuple[str, Sequence[str]]]
@@ -195,6 +196,9 @@ class MetaLoss(tf.Module):
   checkpointed (`unroll.unroll`): the same meta-gradient, with memory growing with the segment
   length instead of `len_unroll`. `num_steps` is the planned number of steps per problem
   instance (all unrolls until `reset()`), for rules that read the training progress.
+  `compile_loss` ("auto", "graph" or "xla"; `l2l.loss_gradient`) is how a first-order unroll
+  computes the optimizee's loss and gradient: "auto" measures once, here, whether one XLA call
+  is faster than TensorFlow's ops (small problems) and uses it if so.
 
   Attributes:
     problem: the captured `make_loss` (`capture.Problem`).
@@ -205,8 +209,10 @@ class MetaLoss(tf.Module):
                second_derivatives: bool = False,
                loss_weights: Optional[Sequence[float]] = None,
                use_while_loop: Optional[bool] = None, objective: str = "sum",
-               segment_length: Optional[int] = None, num_steps: Optional[int] = None):
+               segment_length: Optional[int] = None, num_steps: Optional[int] = None,
+               compile_loss: str = "auto"):
     super().__init__(name="meta_loss")
+    loss_gradient.check_mode(compile_loss)
     if num_steps is not None:
       checks.positive_int("num_steps", num_steps)
     self.num_steps = num_steps
@@ -231,6 +237,10 @@ class MetaLoss(tf.Module):
                     for netid, idx in resolved]
 
     params, constants = self.problem.initial_values()
+    # Second derivatives differentiate the gradient: the tape's TensorFlow ops do.
+    self.loss_gradient = loss_gradient.LossGradient(
+        self.problem, "graph" if self.second_derivatives else compile_loss)
+    self.loss_gradient.choose(params, constants)
     state = unroll_lib.initial_state(self._groups, params, num_steps)
     self._params = [tf.Variable(p, trainable=False, name=s.name.replace("/", "__"))
                     for p, s in zip(params, self.problem.param_specs)]
@@ -261,7 +271,8 @@ class MetaLoss(tf.Module):
     result = unroll_lib.unroll(lambda p: self.problem.loss(p, constants), self._groups,
                                self._state(), self.len_unroll, self.second_derivatives,
                                self.loss_weights, self.use_while_loop, self.objective,
-                               self.segment_length, self._initial_loss)
+                               self.segment_length, self._initial_loss,
+                               self.loss_gradient.value_and_grads_fn(constants))
     self._store(unroll_lib.UnrollState(
         tuple(tf.stop_gradient(p) for p in result.state.params),
         tf.nest.map_structure(tf.stop_gradient, result.state.rule_states)))

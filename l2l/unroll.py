@@ -33,6 +33,9 @@ LOG_FLOOR = 1e-6
 # The floor's lower bound, for a reference loss of 0 (float32's smallest normal number).
 _TINY = 1.1754944e-38
 LossFn = Callable[[Sequence[tf.Tensor]], tf.Tensor]
+# params -> (f(params), grad f(params)): a first-order unroll's replacement for `value_and_grads`
+# (`l2l.loss_gradient`: the same function compiled with XLA).
+ValueAndGradsFn = Callable[[Sequence[tf.Tensor]], Tuple[tf.Tensor, List[tf.Tensor]]]
 
 
 class Group(NamedTuple):
@@ -122,14 +125,19 @@ def loss_with_gradient(loss: tf.Tensor, params: Sequence[tf.Tensor],
 
 
 def step(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState,
-         second_derivatives: bool = False) -> Tuple[tf.Tensor, UnrollState]:
+         second_derivatives: bool = False, value_and_grads_fn: Optional[ValueAndGradsFn] = None
+         ) -> Tuple[tf.Tensor, UnrollState]:
   """One optimizer step; returns f(x_t) and the state at t + 1.
 
   Without `second_derivatives`, the gradient of f(x_t) to x_t in the backward pass is the
   gradient computed for the update (`loss_with_gradient`), not a second differentiation of
-  `loss_fn`.
+  `loss_fn`; `value_and_grads_fn`, if given, computes f and grad f instead of `loss_fn` and a
+  tape (ignored with `second_derivatives`).
   """
-  loss, grads = value_and_grads(loss_fn, state.params)
+  if value_and_grads_fn is not None and not second_derivatives:
+    loss, grads = value_and_grads_fn(state.params)
+  else:
+    loss, grads = value_and_grads(loss_fn, state.params)
   if not second_derivatives:
     grads = [tf.stop_gradient(g) for g in grads]
     loss = loss_with_gradient(loss, state.params, grads)
@@ -138,14 +146,15 @@ def step(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState,
 
 
 def run_steps(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, num_steps: int,
-              second_derivatives: bool = False, use_while_loop: bool = False
+              second_derivatives: bool = False, use_while_loop: bool = False,
+              value_and_grads_fn: Optional[ValueAndGradsFn] = None
               ) -> Tuple[tf.Tensor, UnrollState]:
   """`num_steps` optimizer steps; returns f(x_t) before each step ([num_steps]) and the state."""
   if use_while_loop:
     losses_ta = tf.TensorArray(tf.float32, size=num_steps)
 
     def body(t, state, losses_ta):
-      loss, state = step(loss_fn, groups, state, second_derivatives)
+      loss, state = step(loss_fn, groups, state, second_derivatives, value_and_grads_fn)
       return t + 1, state, losses_ta.write(t, tf.cast(loss, tf.float32))
 
     _, state, losses_ta = tf.while_loop(
@@ -154,7 +163,7 @@ def run_steps(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, num_
     return losses_ta.stack()[:num_steps], state
   losses = []
   for _ in range(num_steps):
-    loss, state = step(loss_fn, groups, state, second_derivatives)
+    loss, state = step(loss_fn, groups, state, second_derivatives, value_and_grads_fn)
     losses.append(tf.cast(loss, tf.float32))
   return tf.stack(losses), state
 
@@ -167,7 +176,9 @@ def segment_lengths(len_unroll: int, segment_length: int) -> List[int]:
 
 def checkpointed_steps(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState,
                        num_steps: int, segment_length: int, second_derivatives: bool = False,
-                       use_while_loop: Optional[bool] = None) -> Tuple[tf.Tensor, UnrollState]:
+                       use_while_loop: Optional[bool] = None,
+                       value_and_grads_fn: Optional[ValueAndGradsFn] = None
+                       ) -> Tuple[tf.Tensor, UnrollState]:
   """`run_steps` cut into segments recomputed in the backward pass (`recompute.checkpointed`).
 
   The backward pass holds the state at every segment boundary and one segment's
@@ -180,7 +191,8 @@ def checkpointed_steps(loss_fn: LossFn, groups: Sequence[Group], state: UnrollSt
 
     def segment(flat, length=length, inner_while=inner_while):
       seg_losses, seg_state = run_steps(loss_fn, groups, tf.nest.pack_sequence_as(state, flat),
-                                        length, second_derivatives, inner_while)
+                                        length, second_derivatives, inner_while,
+                                        value_and_grads_fn)
       return [seg_losses] + tf.nest.flatten(seg_state)
 
     outputs = recompute.checkpointed(segment, tf.nest.flatten(state))
@@ -193,7 +205,8 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
            second_derivatives: bool = False, loss_weights: Optional[Sequence[float]] = None,
            use_while_loop: Optional[bool] = None, objective: str = "sum",
            segment_length: Optional[int] = None,
-           log_reference: Optional[tf.Tensor] = None) -> UnrollResult:
+           log_reference: Optional[tf.Tensor] = None,
+           value_and_grads_fn: Optional[ValueAndGradsFn] = None) -> UnrollResult:
   """Runs `len_unroll` optimizer steps from `state`.
 
   Args:
@@ -226,6 +239,9 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
     log_reference: the loss the log objective's floor is relative to (a scalar, gradient
       stopped): the problem instance's initial loss when unrolls are truncated; None or NaN
       means f(x_0) of this unroll.
+    value_and_grads_fn: params -> (f, grad f), the same function as `loss_fn` and its gradient
+      computed another way (`l2l.loss_gradient`: one XLA call); used by first-order unrolls
+      only, in place of `loss_fn` and a gradient tape.
 
   Returns:
     An `UnrollResult` (meta_loss, losses f(x_0..x_T), final state).
@@ -248,11 +264,16 @@ def unroll(loss_fn: LossFn, groups: Sequence[Group], state: UnrollState, len_unr
     if use_while_loop is None:
       use_while_loop = len_unroll > 50
     losses, state = run_steps(loss_fn, groups, state, len_unroll, second_derivatives,
-                              use_while_loop)
+                              use_while_loop, value_and_grads_fn)
   else:
     losses, state = checkpointed_steps(loss_fn, groups, state, len_unroll, segment_length,
-                                       second_derivatives, use_while_loop)
-  final = tf.cast(loss_fn(state.params), tf.float32)
+                                       second_derivatives, use_while_loop, value_and_grads_fn)
+  if value_and_grads_fn is not None and not second_derivatives:
+    final, grads = value_and_grads_fn(state.params)
+    final = loss_with_gradient(final, state.params, [tf.stop_gradient(g) for g in grads])
+  else:
+    final = loss_fn(state.params)
+  final = tf.cast(final, tf.float32)
   losses = tf.concat([losses, final[None]], axis=0)
   if objective == "sum":
     return UnrollResult(tf.reduce_sum(weights * losses[1:]), losses, state)

@@ -1,0 +1,169 @@
+"""The optimizee's loss and gradient as one call, compiled with XLA where that is faster.
+
+Every optimizee step of an unroll computes f(x_t) and grad f(x_t). On a small problem that is a
+handful of tiny ops (the 1,280-coordinate quadratic of `python -m bench`: a batched 10x10 matvec
+and its transpose, ~12 ops a step), and TensorFlow's per-op dispatch and thread hand-offs cost
+more than the arithmetic: 117 us a step with TensorFlow's default threads, against 27 us for the
+same loss and gradient as one XLA executable (BUILD.md "Speed"). On a problem whose matmuls are
+large, TensorFlow's own kernels are as fast or faster. So `LossGradient` measures, once per
+problem, and keeps the faster:
+
+* "graph": the loss and `tf.GradientTape` gradient as TensorFlow ops (the reference path);
+* "xla": the same function under `tf.function(jit_compile=True)`;
+* "auto" (the default): "xla" if it compiles, the loss has no stateful ops (random minibatch
+  draws, iterators, `py_function`: XLA would change or refuse them) and one call is at least
+  `MIN_SPEEDUP` times as fast as "graph" on the problem's initial values; otherwise "graph".
+  The choice and both timings are logged (absl INFO). A near tie keeps "graph", so the choice
+  only flips between runs when both paths are about equally fast; pin the mode for bit-for-bit
+  reproducible trajectories across machines (the two paths round differently, ~1e-7 relative).
+
+Only first-order unrolls use it: with second derivatives the meta-gradient differentiates the
+gradient itself, which the tape does through the TensorFlow ops.
+"""
+
+import hashlib
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from absl import logging
+import tensorflow as tf
+
+from l2l import capture
+
+MODES = ("auto", "graph", "xla")
+# "auto" compiles with XLA only if a call is at least this many times as fast.
+MIN_SPEEDUP = 1.25
+# "auto"'s measurement: chains of _CHAIN dependent calls of each path, alternating, at most
+# _ROUNDS of them (fewer once _BUDGET_S seconds have passed).
+_CHAIN = 10
+_ROUNDS = 7
+_BUDGET_S = 1.0
+# "auto"'s decisions by the traced loss-and-gradient graph (this process).
+_DECISIONS: Dict[str, Tuple[bool, Optional[Tuple[float, float]]]] = {}
+ValueAndGrads = Callable[[Sequence[tf.Tensor]], Tuple[tf.Tensor, List[tf.Tensor]]]
+
+
+def check_mode(mode: str) -> str:
+  if mode not in MODES:
+    raise ValueError(f"compile_loss must be one of {MODES}, got {mode!r}")
+  return mode
+
+
+def _stateful_ops(concrete) -> List[str]:
+  """The stateful op types in a traced function's graph (nested function calls included)."""
+  return sorted({op.type for op in concrete.graph.get_operations() if op._is_stateful})  # pylint: disable=protected-access
+
+
+def _chain(value_and_grads, length: int):
+  """A tf.function of `length` dependent calls, as an unroll makes them (each call's parameters
+  depend on the previous call's gradient), so the timing sees in-graph costs, not Python's."""
+  def chain(params, constants):
+    total = tf.zeros([])
+    for _ in range(length):
+      loss, grads = value_and_grads(params, constants)
+      params = [p + tf.zeros_like(p) * g for p, g in zip(params, grads)]
+      total += tf.cast(loss, tf.float32)
+    return total
+  return tf.function(chain, autograph=False)
+
+
+def _seconds(fn, args) -> float:
+  start = time.perf_counter()
+  fn(*args).numpy()
+  return time.perf_counter() - start
+
+
+class LossGradient:
+  """f and grad f of a captured problem, as TensorFlow ops or one XLA call (see module doc).
+
+  Args:
+    problem: the captured `make_loss`.
+    mode: "auto", "graph" or "xla".
+
+  Raises:
+    ValueError: `mode` is not one of MODES.
+  """
+
+  def __init__(self, problem: capture.Problem, mode: str = "auto"):
+    self.problem = problem
+    self.mode = check_mode(mode)
+    self._graph = tf.function(self._value_and_grads, autograph=False)
+    self._xla = tf.function(self._value_and_grads, autograph=False, jit_compile=True)
+    self.use_xla: Optional[bool] = None if mode == "auto" else mode == "xla"
+    self.timings_us: Optional[Tuple[float, float]] = None  # (graph, xla) median per call
+    self._decided = False
+
+  def _value_and_grads(self, params, constants):
+    with tf.GradientTape() as tape:
+      tape.watch(params)
+      loss = self.problem.loss(params, constants)
+    grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return loss, grads
+
+  def choose(self, params: Sequence[tf.Tensor], constants: Sequence[tf.Tensor]) -> bool:
+    """Decides "auto" (once; eagerly, on these values); returns whether XLA is used.
+
+    Raises:
+      ValueError: mode "xla" and the loss does not compile with XLA.
+    """
+    if self.mode == "graph" or self._decided or not tf.executing_eagerly():
+      # Inside a tf.function nothing can be measured: "auto" undecided stays "graph".
+      return bool(self.use_xla)
+    self._decided = True
+    params, constants = list(params), list(constants)
+    name = self.problem.name
+    concrete = self._graph.get_concrete_function(params, constants)
+    stateful = _stateful_ops(concrete)
+    if stateful and self.mode == "auto":
+      logging.info("l2l: problem %r: loss and gradient as TensorFlow ops (stateful ops %s)",
+                   name, ", ".join(stateful))
+      self.use_xla = False
+      return False
+    # Problems built alike (another instance, the evaluation's tuning runs) reuse the decision.
+    key = hashlib.sha256(concrete.graph.as_graph_def().SerializeToString(
+        deterministic=True)).hexdigest()
+    if self.mode == "auto" and key in _DECISIONS:
+      self.use_xla, self.timings_us = _DECISIONS[key]
+      return self.use_xla
+    try:
+      self._xla(params, constants)  # Compiles.
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+      message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      if self.mode == "xla":
+        raise ValueError(f"compile_loss='xla': problem {name!r}'s loss and gradient do not "
+                         f"compile with XLA: {message}") from None
+      logging.info("l2l: problem %r: loss and gradient as TensorFlow ops (XLA: %s)", name,
+                   message)
+      self.use_xla = False
+      _DECISIONS[key] = (False, None)
+      return False
+    if self.mode == "xla":
+      return True
+    chains = (_chain(self._graph, _CHAIN), _chain(self._xla, _CHAIN))
+    times = ([], [])
+    for chain in chains:
+      _seconds(chain, (params, constants))  # Traces.
+    start = time.perf_counter()
+    for _ in range(_ROUNDS):
+      for chain, seconds in zip(chains, times):
+        seconds.append(_seconds(chain, (params, constants)) / _CHAIN)
+      if time.perf_counter() - start > _BUDGET_S and len(times[0]) >= 3:
+        break
+    graph_us, xla_us = (statistics.median(t) * 1e6 for t in times)
+    self.timings_us = (graph_us, xla_us)
+    self.use_xla = graph_us >= MIN_SPEEDUP * xla_us
+    _DECISIONS[key] = (self.use_xla, self.timings_us)
+    logging.info("l2l: problem %r: loss and gradient %s (a call: %.0f us as TensorFlow ops, "
+                 "%.0f us with XLA)", name, "compiled with XLA" if self.use_xla else
+                 "as TensorFlow ops", graph_us, xla_us)
+    return self.use_xla
+
+  def value_and_grads_fn(self, constants: Sequence[tf.Tensor]) -> Optional[ValueAndGrads]:
+    """`params -> (f, grad f)` with these constants for the unroll engine, or None for the
+    engine's own TensorFlow ops ("graph", or "auto" decided against XLA). Call `choose` first
+    ("auto" undecided counts as "graph")."""
+    if not self.use_xla:
+      return None
+    constants = list(constants)
+    return lambda params: self._xla(list(params), constants)
