@@ -43,6 +43,10 @@ flags.DEFINE_integer("inter_op_threads", 1, "TensorFlow inter-op threads (0: Ten
                      "default).")
 flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TensorFlow's "
                      "default; train.py's default is 1, see l2l.threads).")
+flags.DEFINE_enum("compile_loss", "auto", ["auto", "graph", "xla"], "How first-order "
+                  "unrolls compute the optimizee's loss and gradient: auto measures once per "
+                  "problem whether one XLA call is faster than TensorFlow's ops and uses it if "
+                  "so (small problems); graph and xla pin it (l2l.loss_gradient).")
 flags.DEFINE_integer("seed", 0, "Seed of the instance streams.")
 flags.DEFINE_float("learning_rate", None, "Baselines' learning rate (default: tuned).")
 flags.DEFINE_integer("tuning_epochs", 20, "Instances for tuning each baseline's learning rate.")
@@ -66,8 +70,10 @@ def main(argv):
   cli.start_tensorflow(FLAGS.inter_op_threads, FLAGS.intra_op_threads)
   # pylint: disable=g-import-not-at-top
   from l2l import evaluation
+  from l2l import loss_gradient
   from l2l.versatile import zoo
   # pylint: enable=g-import-not-at-top
+  loss_gradient.set_default_mode(FLAGS.compile_loss)
   path = FLAGS.path
   name = FLAGS.optimizer
   if name == "pretrained" or name.startswith("pretrained:"):

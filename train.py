@@ -73,6 +73,10 @@ flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: Ten
 flags.DEFINE_integer("intra_op_threads", 1, "TensorFlow intra-op threads (0: TensorFlow's "
                      "default). One keeps a small problem's own ops unsplit, faster for "
                      "meta-training; the fused optimizer ops still use every core.")
+flags.DEFINE_enum("compile_loss", "auto", ["auto", "graph", "xla"], "How first-order "
+                  "unrolls compute the optimizee's loss and gradient: auto measures once per "
+                  "problem whether one XLA call is faster than TensorFlow's ops and uses it if "
+                  "so (small problems); graph and xla pin it (l2l.loss_gradient).")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of nets, problem instances and TF ops.")
 flags.DEFINE_float("rescale", _DEFAULTS.rescale, "Random rescaling (Lv et al. 2017): train on "
                    "parameters scaled per coordinate by exp(U[-r, r]); 0 turns it off.")
@@ -250,6 +254,8 @@ def main(argv):
       server.serve()
   strategy = distribute.start_tensorflow(FLAGS.strategy, FLAGS.inter_op_threads,
                                         FLAGS.cpu_devices, FLAGS.intra_op_threads)
+  from l2l import loss_gradient  # pylint: disable=g-import-not-at-top
+  loss_gradient.set_default_mode(FLAGS.compile_loss)
   if FLAGS.strategy in distribute.ASYNC_STRATEGIES:
     train_async(strategy)
     return

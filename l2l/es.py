@@ -109,6 +109,7 @@ class PESMinimize(tf.Module):
       same state, so the antithetic particles see the same batches and their loss difference
       measures the perturbation, not the batch noise (common random numbers); afterwards the
       generators are where one particle left them. Empty: every particle draws its own batches.
+    compile_loss: "auto", "graph", "xla" or None, as `MetaLoss` (`l2l.loss_gradient`).
   """
 
   def __init__(self, meta_optimizer: meta_optimizer_lib.MetaOptimizer,
@@ -119,7 +120,7 @@ class PESMinimize(tf.Module):
                persistent: bool = True, seed: int = 0,
                use_while_loop: Optional[bool] = None, num_steps: Optional[int] = None,
                common_random_numbers: Sequence[tf.random.Generator] = (),
-               compile_loss: str = "auto"):
+               compile_loss: Optional[str] = None):
     super().__init__(name="pes_minimize")
     loss_gradient.check_mode(compile_loss)
     checks.positive_int("len_unroll", len_unroll)

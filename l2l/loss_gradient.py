@@ -44,10 +44,23 @@ _DECISIONS: Dict[str, Tuple[bool, Optional[Tuple[float, float]]]] = {}
 ValueAndGrads = Callable[[Sequence[tf.Tensor]], Tuple[tf.Tensor, List[tf.Tensor]]]
 
 
-def check_mode(mode: str) -> str:
+_default_mode = "auto"
+
+
+def check_mode(mode: Optional[str]) -> str:
+  """`mode`, or the process default for None; raises ValueError unless one of MODES."""
+  if mode is None:
+    return _default_mode
   if mode not in MODES:
     raise ValueError(f"compile_loss must be one of {MODES}, got {mode!r}")
   return mode
+
+
+def set_default_mode(mode: str) -> None:
+  """The mode of every MetaLoss / PESMinimize built later without `compile_loss` (train.py
+  and evaluate.py's --compile_loss)."""
+  global _default_mode
+  _default_mode = check_mode(mode)
 
 
 def _stateful_ops(concrete) -> List[str]:
@@ -79,18 +92,18 @@ class LossGradient:
 
   Args:
     problem: the captured `make_loss`.
-    mode: "auto", "graph" or "xla".
+    mode: "auto", "graph", "xla", or None for the process default (`set_default_mode`).
 
   Raises:
     ValueError: `mode` is not one of MODES.
   """
 
-  def __init__(self, problem: capture.Problem, mode: str = "auto"):
+  def __init__(self, problem: capture.Problem, mode: Optional[str] = None):
     self.problem = problem
     self.mode = check_mode(mode)
     self._graph = tf.function(self._value_and_grads, autograph=False)
     self._xla = tf.function(self._value_and_grads, autograph=False, jit_compile=True)
-    self.use_xla: Optional[bool] = None if mode == "auto" else mode == "xla"
+    self.use_xla: Optional[bool] = None if self.mode == "auto" else self.mode == "xla"
     self.timings_us: Optional[Tuple[float, float]] = None  # (graph, xla) median per call
     self._decided = False
 

@@ -196,9 +196,10 @@ class MetaLoss(tf.Module):
   checkpointed (`unroll.unroll`): the same meta-gradient, with memory growing with the segment
   length instead of `len_unroll`. `num_steps` is the planned number of steps per problem
   instance (all unrolls until `reset()`), for rules that read the training progress.
-  `compile_loss` ("auto", "graph" or "xla"; `l2l.loss_gradient`) is how a first-order unroll
-  computes the optimizee's loss and gradient: "auto" measures once, here, whether one XLA call
-  is faster than TensorFlow's ops (small problems) and uses it if so.
+  `compile_loss` ("auto", "graph" or "xla"; None: the process default, "auto" unless
+  `l2l.loss_gradient.set_default_mode` changed it) is how a first-order unroll computes the
+  optimizee's loss and gradient: "auto" measures once, here, whether one XLA call is faster
+  than TensorFlow's ops (small problems) and uses it if so.
 
   Attributes:
     problem: the captured `make_loss` (`capture.Problem`).
@@ -210,7 +211,7 @@ class MetaLoss(tf.Module):
                loss_weights: Optional[Sequence[float]] = None,
                use_while_loop: Optional[bool] = None, objective: str = "sum",
                segment_length: Optional[int] = None, num_steps: Optional[int] = None,
-               compile_loss: str = "auto"):
+               compile_loss: Optional[str] = None):
     super().__init__(name="meta_loss")
     loss_gradient.check_mode(compile_loss)
     if num_steps is not None:

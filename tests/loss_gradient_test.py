@@ -126,6 +126,19 @@ class LossGradientTest(parameterized.TestCase):
     for a, b in zip(*estimates):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * max(np.abs(b).max(), 1e-30))
 
+  def test_process_default(self):
+    optimizer = l2l.MetaOptimizer(cw=LSTM)
+    loss_gradient.set_default_mode("graph")
+    try:
+      meta_loss = optimizer.meta_loss(quadratic_problem(), 3)
+    finally:
+      loss_gradient.set_default_mode("auto")
+    self.assertEqual(meta_loss.loss_gradient.mode, "graph")
+    self.assertFalse(meta_loss.loss_gradient.use_xla)
+    self.assertEqual(optimizer.meta_loss(quadratic_problem(), 3).loss_gradient.mode, "auto")
+    with self.assertRaisesRegex(ValueError, "compile_loss must be one of"):
+      loss_gradient.set_default_mode("fast")
+
   def test_bad_mode(self):
     optimizer = l2l.MetaOptimizer(cw=LSTM)
     with self.assertRaisesRegex(ValueError, "compile_loss must be one of"):
