@@ -13,16 +13,27 @@ problem, and keeps the faster:
 * "auto" (the default): "xla" if it compiles, the loss has no stateful ops (random minibatch
   draws, iterators, `py_function`: XLA would change or refuse them) and one call is at least
   `MIN_SPEEDUP` times as fast as "graph" on the problem's initial values; otherwise "graph".
-  The choice and both timings are logged (absl INFO). A near tie keeps "graph", so the choice
-  only flips between runs when both paths are about equally fast; pin the mode for bit-for-bit
-  reproducible trajectories across machines (the two paths round differently, ~1e-7 relative).
+  Which is faster depends on the ops more than on the size (on the 2-vCPU AMD EPYC of BUILD.md:
+  XLA 1.6-2.8x faster on batched quadratics of 1,280-82K coordinates, 1.2-1.8x slower on MLPs
+  of 2K-80K parameters), so it is measured, not guessed.
+
+The two paths round differently (~1e-7 relative a step), so a run must not switch between them:
+"auto"'s decision is kept per machine, in `~/.cache/l2l/loss_gradient.json` (with
+`$XDG_CACHE_HOME`, the kernels' cache), keyed by the traced loss-and-gradient graph, the
+TensorFlow version and the CPU's flags. The first process to meet a problem measures it; every
+later one (a resumed train.py, evaluate.py, another instance of the same problem) reads the
+decision, so repeated runs on a machine are the same run. The choice and both timings are
+logged (absl INFO). Pin the mode ("graph" or "xla") for the same trajectories across machines.
 
 Only first-order unrolls use it: with second derivatives the meta-gradient differentiates the
 gradient itself, which the tape does through the TensorFlow ops.
 """
 
 import hashlib
+import json
+import os
 import statistics
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -30,6 +41,7 @@ from absl import logging
 import tensorflow as tf
 
 from l2l import capture
+from nets import kernel_build
 
 MODES = ("auto", "graph", "xla")
 # "auto" compiles with XLA only if a call is at least this many times as fast.
@@ -39,8 +51,64 @@ MIN_SPEEDUP = 1.25
 _CHAIN = 10
 _ROUNDS = 7
 _BUDGET_S = 1.0
-# "auto"'s decisions by the traced loss-and-gradient graph (this process).
+# "auto"'s decisions by key (`_key`): this process's, and the machine's file once read.
 _DECISIONS: Dict[str, Tuple[bool, Optional[Tuple[float, float]]]] = {}
+_FILE = "loss_gradient.json"
+_loaded = [False]
+
+
+def _path() -> str:
+  return os.path.join(kernel_build.cache_dir(), _FILE)
+
+
+def _read() -> Dict[str, Dict]:
+  try:
+    with open(_path()) as f:
+      data = json.load(f)
+    return data if isinstance(data, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def _decision(key: str) -> Optional[Tuple[bool, Optional[Tuple[float, float]]]]:
+  if not _loaded[0]:
+    _loaded[0] = True
+    for k, entry in _read().items():
+      try:
+        timings = entry.get("timings_us")
+        _DECISIONS.setdefault(k, (bool(entry["xla"]), tuple(timings) if timings else None))
+      except (AttributeError, KeyError, TypeError):
+        continue
+  return _DECISIONS.get(key)
+
+
+def _remember(key: str, use_xla: bool, timings: Optional[Tuple[float, float]],
+              name: str) -> None:
+  """Keeps a decision for this process and, best effort, for the machine's later processes."""
+  _DECISIONS[key] = (use_xla, timings)
+  data = _read()
+  data[key] = {"xla": use_xla, "timings_us": list(timings) if timings else None,
+               "problem": name}
+  try:
+    os.makedirs(os.path.dirname(_path()), exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(_path()), suffix=".tmp")
+    with os.fdopen(handle, "w") as f:
+      json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(temporary, _path())
+  except OSError as e:
+    logging.log_first_n(logging.WARNING, "l2l: cannot write %s (%s): the compile_loss='auto' "
+                        "decision holds for this process only", 1, _path(), e)
+
+
+def _key(concrete) -> str:
+  """The traced graph's op types and output shapes in order (names, which can carry a process's
+  unique ids, left out), the TensorFlow version and the CPU's flags."""
+  digest = hashlib.sha256()
+  for op in concrete.graph.get_operations():
+    digest.update(f"{op.type}:{[(t.dtype.name, str(t.shape)) for t in op.outputs]};".encode())
+  digest.update(tf.__version__.encode())
+  digest.update(kernel_build.cpu_flags().encode())
+  return digest.hexdigest()
 ValueAndGrads = Callable[[Sequence[tf.Tensor]], Tuple[tf.Tensor, List[tf.Tensor]]]
 
 
@@ -133,11 +201,11 @@ class LossGradient:
                    name, ", ".join(stateful))
       self.use_xla = False
       return False
-    # Problems built alike (another instance, the evaluation's tuning runs) reuse the decision.
-    key = hashlib.sha256(concrete.graph.as_graph_def().SerializeToString(
-        deterministic=True)).hexdigest()
-    if self.mode == "auto" and key in _DECISIONS:
-      self.use_xla, self.timings_us = _DECISIONS[key]
+    # Problems built alike (another instance, a later process) reuse the decision.
+    key = _key(concrete)
+    known = _decision(key) if self.mode == "auto" else None
+    if known is not None:
+      self.use_xla, self.timings_us = known
       return self.use_xla
     try:
       self._xla(params, constants)  # Compiles.
@@ -149,7 +217,7 @@ class LossGradient:
       logging.info("l2l: problem %r: loss and gradient as TensorFlow ops (XLA: %s)", name,
                    message)
       self.use_xla = False
-      _DECISIONS[key] = (False, None)
+      _remember(key, False, None, name)
       return False
     if self.mode == "xla":
       return True
@@ -166,7 +234,7 @@ class LossGradient:
     graph_us, xla_us = (statistics.median(t) * 1e6 for t in times)
     self.timings_us = (graph_us, xla_us)
     self.use_xla = graph_us >= MIN_SPEEDUP * xla_us
-    _DECISIONS[key] = (self.use_xla, self.timings_us)
+    _remember(key, self.use_xla, self.timings_us, name)
     logging.info("l2l: problem %r: loss and gradient %s (a call: %.0f us as TensorFlow ops, "
                  "%.0f us with XLA)", name, "compiled with XLA" if self.use_xla else
                  "as TensorFlow ops", graph_us, xla_us)

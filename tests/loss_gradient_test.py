@@ -6,6 +6,11 @@ the 2016 LSTM are compared at TOL, elementwise, with the absolute part scaled by
 largest entry (observed <= 1.1e-6 of the largest entry on these problems).
 """
 
+import json
+import os
+import tempfile
+from unittest import mock
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -74,6 +79,16 @@ def meta_run(make_loss, mode, steps=6, unrolls=2, **kwargs):
 
 class LossGradientTest(parameterized.TestCase):
 
+  def setUp(self):
+    super().setUp()
+    # "auto"'s decisions go to a file of this test, from an empty memory.
+    self.decisions = os.path.join(tempfile.mkdtemp(), "loss_gradient.json")
+    for patch in (mock.patch.object(loss_gradient, "_path", lambda: self.decisions),
+                  mock.patch.object(loss_gradient, "_DECISIONS", {}),
+                  mock.patch.object(loss_gradient, "_loaded", [False])):
+      patch.start()
+      self.addCleanup(patch.stop)
+
   @parameterized.named_parameters(
       ("quadratic", quadratic_problem, {}),
       ("mlp", mlp_problem, {}),
@@ -107,6 +122,32 @@ class LossGradientTest(parameterized.TestCase):
     # A second problem built alike reuses the decision without measuring again.
     again, _ = meta_run(quadratic_problem(), "auto", unrolls=1)
     self.assertEqual(again.loss_gradient.timings_us, auto.loss_gradient.timings_us)
+
+  def test_auto_decision_is_kept_for_later_processes(self):
+    first, _ = meta_run(quadratic_problem(), "auto", unrolls=1)
+    with open(self.decisions) as f:
+      saved = json.load(f)
+    self.assertLen(saved, 1)
+    (key, entry), = saved.items()
+    self.assertEqual(entry["xla"], first.loss_gradient.use_xla)
+    # A later process (empty memory) reads the file and does not measure: flip the decision
+    # there and it is obeyed.
+    saved[key] = {"xla": not entry["xla"], "timings_us": [1.0, 2.0], "problem": "edited"}
+    with open(self.decisions, "w") as f:
+      json.dump(saved, f)
+    loss_gradient._DECISIONS.clear()  # pylint: disable=protected-access
+    loss_gradient._loaded[0] = False  # pylint: disable=protected-access
+    later, results = meta_run(quadratic_problem(), "auto")
+    self.assertEqual(later.loss_gradient.use_xla, not entry["xla"])
+    self.assertEqual(later.loss_gradient.timings_us, (1.0, 2.0))
+    _, reference = meta_run(quadratic_problem(), "graph")
+    np.testing.assert_allclose(results[-1][0], reference[-1][0], **TOL)
+
+  def test_unwritable_cache_keeps_the_decision_in_memory(self):
+    with mock.patch.object(loss_gradient, "_path", lambda: "/proc/l2l/loss_gradient.json"):
+      first, _ = meta_run(quadratic_problem(), "auto", unrolls=1)
+      again, _ = meta_run(quadratic_problem(), "auto", unrolls=1)
+    self.assertEqual(again.loss_gradient.timings_us, first.loss_gradient.timings_us)
 
   def test_second_derivatives_use_the_tape(self):
     optimizer = l2l.MetaOptimizer(cw=LSTM)
