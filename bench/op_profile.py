@@ -34,6 +34,10 @@ from bench import speed
 
 # Executor bookkeeping on the tf_Compute lines besides its `Process` events: not an op.
 _EXECUTOR = ("ExecutorDoneCallback",)
+# An asynchronous op's start and completion (the problem's loss and gradient as one XLA call,
+# `l2l.loss_gradient`): the XLA executable's own events (CpuExecutable::ExecuteAsyncOnStream, its
+# HLO ops) run inside the start and are counted as part of it.
+_ASYNC = "xla_call(async)"
 THREADS = ("default", "intra_op1", "inter_op1")
 
 
@@ -54,13 +58,17 @@ def op_times(logdir: str) -> Tuple[Dict[str, Tuple[float, int]], float]:
       for line in plane.lines:
         if not line.name.startswith("tf_Compute"):
           continue
-        for event in line.events:
-          kind = names[event.metadata_id].name.split(":")[-1]
+        counted_until = 0  # The end of the last counted op: events inside it are its parts.
+        for event in sorted(line.events, key=lambda e: e.offset_ps):
+          name = names[event.metadata_id].name
+          kind = _ASYNC if name.startswith("ExecutorState::ProcessAsync") else name.split(":")[-1]
           if kind == "Process":
             process_ps += event.duration_ps
-          elif kind not in _EXECUTOR and event.duration_ps > 0:  # Not a marker (StartRegion).
+          elif (kind not in _EXECUTOR and event.duration_ps > 0  # Not a marker (StartRegion).
+                and event.offset_ps >= counted_until):
             ops[kind][0] += event.duration_ps
             ops[kind][1] += 1
+            counted_until = event.offset_ps + event.duration_ps
   total_op_ps = sum(ps for ps, _ in ops.values())
   return ({k: (ps * 1e-12, n) for k, (ps, n) in ops.items()},
           max(0.0, (process_ps - total_op_ps) * 1e-12))

@@ -14,7 +14,7 @@ problem, and keeps the faster:
   draws, iterators, `py_function`: XLA would change or refuse them) and one call is at least
   `MIN_SPEEDUP` times as fast as "graph" on the problem's initial values; otherwise "graph".
   Which is faster depends on the ops more than on the size (on the 2-vCPU AMD EPYC of BUILD.md:
-  XLA 1.6-2.8x faster on batched quadratics of 1,280-82K coordinates, 1.2-1.8x slower on MLPs
+  XLA 1.6-2.8x faster on batched quadratics of 1,280-82K coordinates, 1.1-1.8x slower on MLPs
   of 2K-80K parameters), so it is measured, not guessed.
 
 The two paths round differently (~1e-7 relative a step), so a run must not switch between them:

@@ -40,6 +40,30 @@ class OpProfileTest(tf.test.TestCase):
     # The smallest kind's calls per profiled call: AddV2's 1 (or Mul's 3 if it ran faster).
     self.assertRegex(lines[2], " calls_per_meta_step=[13] ")
 
+  def test_an_xla_call_counts_once_with_its_parts(self):
+    @tf.function(jit_compile=True)
+    def compiled(a):
+      return tf.reduce_sum(tf.sigmoid(tf.matmul(a, a)))
+
+    @tf.function(autograph=False)
+    def f(a):
+      return compiled(a) * 2.0
+
+    a = tf.ones([32, 32])
+    f(a)
+    calls = 3
+    with tempfile.TemporaryDirectory() as logdir:
+      tf.profiler.experimental.start(logdir)
+      for _ in range(calls):
+        f(a).numpy()
+      tf.profiler.experimental.stop()
+      ops, _ = op_profile.op_times(logdir)
+    self.assertEqual(ops[op_profile._ASYNC][1], calls)  # pylint: disable=protected-access
+    # The executable and its HLO ops (a dot, fusions) are inside the call, not kinds of their own.
+    self.assertNotIn("ExecuteAsyncOnStream", ops)
+    self.assertFalse([k for k in ops if k.startswith(("dot", "fusion"))], sorted(ops))
+    self.assertEqual(ops["Mul"][1], calls)
+
   def test_no_trace_is_a_clear_error(self):
     with tempfile.TemporaryDirectory() as logdir:
       with self.assertRaisesRegex(ValueError, "no \\*.xplane.pb"):
