@@ -53,6 +53,8 @@ _ROUNDS = 7
 _BUDGET_S = 1.0
 # "auto"'s decisions by key (`_key`): this process's, and the machine's file once read.
 _DECISIONS: Dict[str, Tuple[bool, Optional[Tuple[float, float]]]] = {}
+# XLA functions by the full traced graph (`LossGradient._share_compiled`), this process.
+_COMPILED: Dict[str, Callable] = {}
 _FILE = "loss_gradient.json"
 _loaded = [False]
 
@@ -195,6 +197,7 @@ class LossGradient:
     params, constants = list(params), list(constants)
     name = self.problem.name
     concrete = self._graph.get_concrete_function(params, constants)
+    self._share_compiled(concrete)
     stateful = _stateful_ops(concrete)
     if stateful and self.mode == "auto":
       logging.info("l2l: problem %r: loss and gradient as TensorFlow ops (stateful ops %s)",
@@ -239,6 +242,16 @@ class LossGradient:
                  "%.0f us with XLA)", name, "compiled with XLA" if self.use_xla else
                  "as TensorFlow ops", graph_us, xla_us)
     return self.use_xla
+
+  def _share_compiled(self, concrete) -> None:
+    """Takes the XLA function of an earlier problem whose traced loss and gradient are the same
+    graph (every node and constant; nothing captured from outside), so that another instance
+    of a problem (evaluate.py's runs, a meta-batch) reuses its compiled executable."""
+    if concrete.captured_inputs:
+      return
+    key = hashlib.sha256(concrete.graph.as_graph_def().SerializeToString(
+        deterministic=True)).hexdigest()
+    self._xla = _COMPILED.setdefault(key, self._xla)
 
   def value_and_grads_fn(self, constants: Sequence[tf.Tensor]) -> Optional[ValueAndGrads]:
     """`params -> (f, grad f)` with these constants for the unroll engine, or None for the

@@ -77,7 +77,7 @@ def meta_run(make_loss, mode, steps=6, unrolls=2, **kwargs):
   return meta_loss, out
 
 
-class LossGradientTest(parameterized.TestCase):
+class LossGradientTest(tf.test.TestCase, parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
@@ -85,7 +85,8 @@ class LossGradientTest(parameterized.TestCase):
     self.decisions = os.path.join(tempfile.mkdtemp(), "loss_gradient.json")
     for patch in (mock.patch.object(loss_gradient, "_path", lambda: self.decisions),
                   mock.patch.object(loss_gradient, "_DECISIONS", {}),
-                  mock.patch.object(loss_gradient, "_loaded", [False])):
+                  mock.patch.object(loss_gradient, "_loaded", [False]),
+                  mock.patch.object(loss_gradient, "_COMPILED", {})):
       patch.start()
       self.addCleanup(patch.stop)
 
@@ -148,6 +149,26 @@ class LossGradientTest(parameterized.TestCase):
       first, _ = meta_run(quadratic_problem(), "auto", unrolls=1)
       again, _ = meta_run(quadratic_problem(), "auto", unrolls=1)
     self.assertEqual(again.loss_gradient.timings_us, first.loss_gradient.timings_us)
+
+  def test_identical_problems_share_the_compiled_function(self):
+    def scaled(scale, captured=None):
+      def make_loss():
+        x = tf.Variable(tf.ones([4]), name="x")
+        loss = scale * tf.reduce_sum(tf.square(x))
+        return loss if captured is None else loss + tf.reduce_sum(captured * x)
+      return make_loss
+
+    optimizer = l2l.MetaOptimizer(cw=LSTM)
+    build = lambda make_loss: optimizer.meta_loss(make_loss, 2, compile_loss="xla").loss_gradient
+    first, same, other = build(scaled(2.0)), build(scaled(2.0)), build(scaled(3.0))
+    self.assertIs(same._xla, first._xla)  # pylint: disable=protected-access
+    self.assertIsNot(other._xla, first._xla)  # A different constant in the graph.
+    data = tf.ones([4])  # Captured from outside: its value is not in the graph.
+    self.assertIsNot(build(scaled(2.0, data))._xla,  # pylint: disable=protected-access
+                     build(scaled(2.0, data))._xla)  # pylint: disable=protected-access
+    params = [tf.fill([4], 0.5)]
+    loss, _ = other.value_and_grads_fn([])(params)
+    self.assertAllClose(loss, 3.0)
 
   def test_second_derivatives_use_the_tape(self):
     optimizer = l2l.MetaOptimizer(cw=LSTM)
