@@ -197,6 +197,18 @@ MUTATIONS: Sequence[Mutation] = (
              "AVX-512: the ops fall back to the reference there)", "nets/lstm_kernels.cc",
              "#ifdef __AVX512F__  // Without AVX-512", "#if 1  // Without AVX-512",
              ("kernel_portability_test.py",)),
+    # The optimizee's loss and gradient as one XLA call (l2l/loss_gradient.py).
+    Mutation("L1", "the XLA path's gradient is scaled (f and grad f computed apart, one wrong)",
+             "l2l/loss_gradient.py",
+             "    grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)\n"
+             "    return loss, grads",
+             "    grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)\n"
+             "    return loss, [1.001 * g for g in grads]",
+             ("loss_gradient_test.py",)),
+    Mutation("L2", "compile_loss='auto' decides per process (a resumed run may take the other "
+             "path)", "l2l/loss_gradient.py",
+             "  data = _read()\n  data[key] =", "  return\n  data = _read()\n  data[key] =",
+             ("loss_gradient_test.py",)),
 )
 
 
