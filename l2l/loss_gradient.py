@@ -3,7 +3,7 @@
 Every optimizee step of an unroll computes f(x_t) and grad f(x_t). On a small problem that is a
 handful of tiny ops (the 1,280-coordinate quadratic of `python -m bench`: a batched 10x10 matvec
 and its transpose, ~12 ops a step), and TensorFlow's per-op dispatch and thread hand-offs cost
-more than the arithmetic: 117 us a step with TensorFlow's default threads, against 27 us for the
+more than the arithmetic: 117 us a step with TensorFlow's default threads, against 58 us for the
 same loss and gradient as one XLA executable (BUILD.md "Speed"). On a problem whose matmuls are
 large, TensorFlow's own kernels are as fast or faster. So `LossGradient` measures, once per
 problem, and keeps the faster:
