@@ -41,6 +41,7 @@ from absl import logging
 import tensorflow as tf
 
 from l2l import capture
+from l2l import unroll as unroll_lib
 from nets import kernel_build
 
 MODES = ("auto", "graph", "xla")
@@ -111,7 +112,6 @@ def _key(concrete) -> str:
   digest.update(tf.__version__.encode())
   digest.update(kernel_build.cpu_flags().encode())
   return digest.hexdigest()
-ValueAndGrads = Callable[[Sequence[tf.Tensor]], Tuple[tf.Tensor, List[tf.Tensor]]]
 
 
 _default_mode = "auto"
@@ -178,11 +178,7 @@ class LossGradient:
     self._decided = False
 
   def _value_and_grads(self, params, constants):
-    with tf.GradientTape() as tape:
-      tape.watch(params)
-      loss = self.problem.loss(params, constants)
-    grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return loss, grads
+    return unroll_lib.value_and_grads(lambda p: self.problem.loss(p, constants), params)
 
   def choose(self, params: Sequence[tf.Tensor], constants: Sequence[tf.Tensor]) -> bool:
     """Decides "auto" (once; eagerly, on these values); returns whether XLA is used.
@@ -253,7 +249,7 @@ class LossGradient:
         deterministic=True)).hexdigest()
     self._xla = _COMPILED.setdefault(key, self._xla)
 
-  def value_and_grads_fn(self, constants: Sequence[tf.Tensor]) -> Optional[ValueAndGrads]:
+  def value_and_grads_fn(self, constants: Sequence[tf.Tensor]) -> Optional[unroll_lib.ValueAndGradsFn]:
     """`params -> (f, grad f)` with these constants for the unroll engine, or None for the
     engine's own TensorFlow ops ("graph", or "auto" decided against XLA). Call `choose` first
     ("auto" undecided counts as "graph")."""

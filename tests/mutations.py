@@ -200,9 +200,9 @@ MUTATIONS: Sequence[Mutation] = (
     # The optimizee's loss and gradient as one XLA call (l2l/loss_gradient.py).
     Mutation("L1", "the XLA path's gradient is scaled (f and grad f computed apart, one wrong)",
              "l2l/loss_gradient.py",
-             "    grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)\n"
-             "    return loss, grads",
-             "    grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)\n"
+             "    return unroll_lib.value_and_grads(lambda p: self.problem.loss(p, constants), params)",
+             "    loss, grads = unroll_lib.value_and_grads(\n"
+             "        lambda p: self.problem.loss(p, constants), params)\n"
              "    return loss, [1.001 * g for g in grads]",
              ("loss_gradient_test.py",)),
     Mutation("L2", "compile_loss='auto' decides per process (a resumed run may take the other "

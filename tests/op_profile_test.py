@@ -7,6 +7,17 @@ import tensorflow as tf
 from bench import op_profile
 
 
+def profiled(f, a, calls):
+  """`op_profile.op_times` of `calls` calls of the tf.function `f(a)` (traced before)."""
+  f(a)
+  with tempfile.TemporaryDirectory() as logdir:
+    tf.profiler.experimental.start(logdir)
+    for _ in range(calls):
+      f(a).numpy()
+    tf.profiler.experimental.stop()
+    return op_profile.op_times(logdir)
+
+
 class OpProfileTest(tf.test.TestCase):
 
   def test_counts_every_op_call_of_a_profiled_function(self):
@@ -16,15 +27,8 @@ class OpProfileTest(tf.test.TestCase):
         a = tf.matmul(a, a) * 0.5
       return a + 1.0
 
-    a = tf.ones([64, 64])
-    f(a)  # Traced before profiling.
     calls = 4
-    with tempfile.TemporaryDirectory() as logdir:
-      tf.profiler.experimental.start(logdir)
-      for _ in range(calls):
-        f(a).numpy()
-      tf.profiler.experimental.stop()
-      ops, executor_s = op_profile.op_times(logdir)
+    ops, executor_s = profiled(f, tf.ones([64, 64]), calls)
     matmuls = [k for k in ops if "MatMul" in k]  # MatMul, or _MklMatMul with oneDNN.
     self.assertLen(matmuls, 1)
     self.assertEqual(ops[matmuls[0]][1], 3 * calls)
@@ -49,15 +53,8 @@ class OpProfileTest(tf.test.TestCase):
     def f(a):
       return compiled(a) * 2.0
 
-    a = tf.ones([32, 32])
-    f(a)
     calls = 3
-    with tempfile.TemporaryDirectory() as logdir:
-      tf.profiler.experimental.start(logdir)
-      for _ in range(calls):
-        f(a).numpy()
-      tf.profiler.experimental.stop()
-      ops, _ = op_profile.op_times(logdir)
+    ops, _ = profiled(f, tf.ones([32, 32]), calls)
     self.assertEqual(ops[op_profile._ASYNC][1], calls)  # pylint: disable=protected-access
     # The executable and its HLO ops (a dot, fusions) are inside the call, not kinds of their own.
     self.assertNotIn("ExecuteAsyncOnStream", ops)
