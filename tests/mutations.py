@@ -197,6 +197,12 @@ MUTATIONS: Sequence[Mutation] = (
              "AVX-512: the ops fall back to the reference there)", "nets/lstm_kernels.cc",
              "#ifdef __AVX512F__  // Without AVX-512", "#if 1  // Without AVX-512",
              ("kernel_portability_test.py",)),
+    Mutation("H4", "the fused forward's whole tanh chunks (gate j) take the logistic instead",
+             "nets/lstm_kernels.cc", "        ar[j] = (y + y) - 1.0f;", "        ar[j] = y;",
+             ("fast_lstm_test.py",)),
+    Mutation("H5", "the fused logistic's polynomial loses its cubic term (e^r off by ~r^3 / 6)",
+             "nets/lstm_kernels.cc", "  p = p * r + 1.6666665459e-1f;", "  p = p * r;",
+             ("fast_lstm_test.py",)),
     # The optimizee's loss and gradient as one XLA call (l2l/loss_gradient.py).
     Mutation("L1", "the XLA path's gradient is scaled (f and grad f computed apart, one wrong)",
              "l2l/loss_gradient.py",
