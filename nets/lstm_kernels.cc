@@ -1066,12 +1066,15 @@ inline void CellGradBlock(const Layer& layer, int64_t n, const float* acts, cons
   auto vcell = [](v16 si, v16 tj, v16 sf, v16 so, v16 cn, v16 cp, v16 dhk, v16 dcn, v16* d,
                   v16* dcp) {
     const v16 tc = TanhV(cn);
-    const v16 dck = dcn + dhk * so * (1.0f - tc * tc);
-    d[0] = dck * tj * si * (1.0f - si);
-    d[1] = dck * si * (1.0f - tj * tj);
-    d[2] = dck * cp * sf * (1.0f - sf);
-    d[3] = dhk * tc * so * (1.0f - so);
-    *dcp = dck * sf;
+    // Shared products first: this CPU's multiply pipes bound the gate maths.
+    const v16 dho = dhk * so;
+    const v16 dck = dcn + dho * (1.0f - tc * tc);
+    const v16 dci = dck * si, dcf = dck * sf;
+    d[0] = dci * (tj * (1.0f - si));
+    d[1] = dci * (1.0f - tj * tj);
+    d[2] = dcf * (cp * (1.0f - sf));
+    d[3] = dho * (tc * (1.0f - so));
+    *dcp = dcf;
   };
   auto ld = [](const float* p) { return static_cast<v16>(*reinterpret_cast<const v16u*>(p)); };
   for (int64_t r = 0; r < n; ++r) {
