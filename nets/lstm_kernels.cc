@@ -353,19 +353,29 @@ constexpr int64_t kMaxParts = 8;   // Parts the rows are split into for the thre
 
 inline int64_t Chunks(int64_t n) { return (n + kLanes - 1) / kLanes; }
 
-// The logistic and tanh on whole vectors (the fused coordinatewise ops), dividing by a
-// reciprocal estimate and one Newton step y + y (1 - d y) instead of the slow vector division
-// (which bounds the gate maths otherwise); the step's residual by a fused multiply-add keeps the
-// result unbiased (mean error +0.02 ulp).
+// The logistic and tanh below on whole vectors (the fused coordinatewise ops).
 typedef int32_t vi16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));  // unaligned access
 
+// 1 / d without the slow vector division (which bounds the gate maths otherwise): the
+// reciprocal estimate and one Newton step y + y (1 - d y), whose residual by a fused
+// multiply-add keeps the result unbiased (mean error +0.02 ulp).
+inline v16 Recip(v16 d) {
+#ifdef __AVX512F__
+  const v16 y = _mm512_rcp14_ps(d);
+  return y * (1.0f - d * y) + y;
+#else
+  return 1.0f / d;
+#endif
+}
+
 // The logistic 1 / (1 + e^-x) on whole vectors. e^-x = 2^m e^r with m = round(-x log2(e)) and
 // r = -x - m ln(2) in [-ln(2) / 2, ln(2) / 2] (ln(2) in two parts, so r is exact), e^r by
-// Cephes' expf polynomial, 2^m added to the exponent bits; then the reciprocal estimate and one
-// Newton step. Within 2 ulp of the exact logistic, like Eigen's (TensorFlow's Sigmoid). Written
-// for CPUs whose multiply-add pipes bound the gate maths: 12 multiplies or multiply-adds a
-// vector, where Eigen's form (e^(x/2) squared, then a corrected division) takes 16.
+// Cephes' expf polynomial (also in `Exp` of mlp_rule_kernels.cc, built apart, 8 lanes wide),
+// 2^m added to the exponent bits; then `Recip`. Within 2.8 ulp of the exact logistic (Eigen's,
+// TensorFlow's Sigmoid: 6). Written for CPUs whose multiply-add pipes bound the gate maths: 12
+// multiplies or multiply-adds a vector, where Eigen's form (e^(x/2) squared, then a corrected
+// division) takes 16.
 inline v16 SigmoidV(v16 x_in) {
   // |x| <= 87: 2^m stays a normal float (m in [-126, 126]) and 1 + e^-x finite; NaN stays NaN.
   const v16 x = x_in < -87.0f ? v16{} - 87.0f : (x_in > 87.0f ? v16{} + 87.0f : x_in);
@@ -386,13 +396,7 @@ inline v16 SigmoidV(v16 x_in) {
   p = p * r + 5.0000001201e-1f;
   p = p * r2 + (r + 1.0f);
   const vi16 bits = reinterpret_cast<const vi16&>(p) + (__builtin_convertvector(m, vi16) << 23);
-  const v16 d = reinterpret_cast<const v16&>(bits) + 1.0f;
-#ifdef __AVX512F__
-  v16 y = _mm512_rcp14_ps(d);
-  y = y * (1.0f - d * y) + y;
-#else
-  const v16 y = 1.0f / d;
-#endif
+  const v16 y = Recip(reinterpret_cast<const v16&>(bits) + 1.0f);
   return x_in < -87.0f ? v16{} : y;  // below 2e-38
 }
 
@@ -407,13 +411,7 @@ inline v16 TanhV(v16 x_in) {
   const v16 q = (((8.015776984e-7f * x2 + 3.326951409e-4f) * x2 + 2.597254514e-2f) * x2 +
                  4.673548340e-1f) * x2 + 1.0f;
   p = x3 * p + x;
-#ifdef __AVX512F__
-  v16 y = _mm512_rcp14_ps(q);
-  y = y * (1.0f - q * y) + y;
-  return p * y;
-#else
-  return p / q;
-#endif
+  return p * Recip(q);
 }
 
 // v[j] = p[j] for j < G, in registers: the tiles below reuse each loaded vector for several
@@ -1020,13 +1018,13 @@ inline void CellBlock(const Layer& layer, int64_t n, const float* z, const float
     const v16u* zr = reinterpret_cast<const v16u*>(z + r * lanes);
     v16u* ar = reinterpret_cast<v16u*>(acts + r * lanes);
     for (int64_t j = 0; j < layer.nc; ++j) {
-      const v16 m = vm[j];
       if (layer.kind[j] == kSigmoid) {
         ar[j] = SigmoidV(zr[j] + va[j]);
       } else if (layer.kind[j] == kTanh) {  // 2 s(2 z) - 1, by adds (exact as the products)
         const v16 y = SigmoidV(zr[j] + zr[j]);
         ar[j] = (y + y) - 1.0f;
       } else {
+        const v16 m = vm[j];
         ar[j] = SigmoidV(zr[j] * m + va[j]) * m - (m - 1.0f);
       }
     }
